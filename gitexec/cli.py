@@ -1,0 +1,184 @@
+"""Command-line interface: argparse in, typed calls into gitexec.commands out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gitexec import __version__
+from gitexec.config import Strategy
+from gitexec.errors import EXIT_OK, run_guarded
+from gitexec.workspace import Workspace
+
+Handler = Callable[[argparse.Namespace, Workspace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _strategy(text: str) -> Strategy:
+    try:
+        return Strategy(text)
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise argparse.ArgumentTypeError(f"invalid strategy {text!r} (choose from {choices})")
+
+
+def _comma_list(values: Sequence[str] | None) -> list[str]:
+    """`--x a,b --x c` -> [a, b, c]."""
+    return [v for item in values or () for v in item.split(",") if v.strip()]
+
+
+# --- handlers: Namespace -> typed call ------------------------------------------------------
+
+
+def _check(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.check import check
+
+    return check(ws, a.files, fmt=a.format, use_cache=not a.no_cache)
+
+
+def _plan(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands import plan
+
+    if a.update:
+        return plan.update(ws, strategy=a.strategy, jobs=a.jobs)
+    return plan.plan(ws, strategy=a.strategy, jobs=a.jobs, output=a.output, fmt=a.format)
+
+
+def _diagnose(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.diagnose import diagnose
+
+    return diagnose(
+        ws,
+        conflicts=a.check_conflicts,
+        bottlenecks=a.analyze_bottlenecks,
+        strategy=a.strategy,
+        jobs=a.jobs,
+        fmt=a.format,
+    )
+
+
+def _init(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scaffold import init
+
+    return init(ws, jobs=a.jobs)
+
+
+def _new(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scaffold import new
+
+    return new(
+        ws,
+        a.id,
+        title=a.title,
+        depends_on=_comma_list(a.depends_on),
+        agent=a.agent,
+        paths=_comma_list(a.paths),
+        estimate=a.estimate,
+        priority=a.priority,
+        run=a.run,
+        prompt=a.prompt,
+        validate=a.validate or [],
+    )
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strategy",
+        type=_strategy,
+        metavar="{" + ",".join(s.value for s in Strategy) + "}",
+        help="planning strategy (default: plan.strategy in config, else balanced)",
+    )
+    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="agent slots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="git exec",
+        description="Run a repository's tickets in parallel git worktrees and merge the results.",
+        epilog="`git exec COMMAND -h` shows a command's options; `git exec --help` the manual.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitexec {__version__}")
+    parser.add_argument(
+        "-C",
+        dest="directory",
+        metavar="DIR",
+        default=".",
+        help="run as if started in DIR (like git -C)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("init", _init, "scaffold .gitexec/ with a config and an example ticket")
+    p.add_argument("--jobs", "-j", type=_positive_int, default=4, metavar="N")
+
+    p = command("new", _new, "add a ticket file")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--title")
+    p.add_argument("--depends-on", action="append", metavar="IDS", help="comma-separated")
+    p.add_argument("--agent")
+    p.add_argument("--paths", action="append", metavar="GLOBS", help="declared scope")
+    p.add_argument("--estimate", metavar="DURATION", help="e.g. 30m")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--run", metavar="CMD", help="command for the shell agent")
+    p.add_argument("--prompt", help="task description for AI agents")
+    p.add_argument("--validate", action="append", metavar="CMD", help="quality gate command")
+
+    p = command("check", _check, "validate tickets, config and the committed plan")
+    p.add_argument("files", nargs="*", metavar="FILE", help="only report on these files")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--no-cache", action="store_true", help="parse every file again")
+
+    p = command("plan", _plan, "group tickets for parallel execution")
+    _add_plan_options(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the plan to FILE")
+    p.add_argument("--format", choices=("yaml", "json", "mermaid"))
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help=".gitexec/plan.yaml: regenerate it if present; exit 1 when it changed (hook mode)",
+    )
+
+    p = command("diagnose", _diagnose, "predicted conflicts, bottlenecks and advice")
+    p.add_argument("--check-conflicts", action="store_true")
+    p.add_argument("--analyze-bottlenecks", action="store_true")
+    _add_plan_options(p)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: usage error (2) or -h/--version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+
+    def call() -> int:
+        ws = Workspace.find(Path(args.directory))
+        result: int = args.handler(args, ws)
+        return result
+
+    return run_guarded(call, args_list)

@@ -1,0 +1,1 @@
+"""One module per command family; each function returns the command's exit code."""

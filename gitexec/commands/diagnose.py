@@ -1,0 +1,170 @@
+"""`git exec diagnose`: predicted conflicts and bottlenecks of a plan, with concrete advice."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gitexec.config import Config, Strategy
+from gitexec.errors import EXIT_OK
+from gitexec.fields import format_duration
+from gitexec.plan import Graph, Plan, effective_estimates, pairwise_overlaps
+from gitexec.project import Project
+from gitexec.tickets import Ticket
+from gitexec.workspace import Workspace
+
+from .plan import build_plan
+
+
+@dataclass
+class Overlap:
+    group: int
+    tickets: tuple[str, str]
+    globs: list[tuple[str, str]]
+
+
+@dataclass
+class Diagnosis:
+    conflicts: list[Overlap] = field(default_factory=list)
+    unscoped: list[str] = field(default_factory=list)  # tickets with no declared paths
+    bottlenecks: dict[str, Any] = field(default_factory=dict)
+    advice: list[str] = field(default_factory=list)
+
+
+def check_conflicts(plan: Plan, tickets: dict[str, Ticket], diagnosis: Diagnosis) -> None:
+    """Declared scopes that overlap inside one group: these tickets could collide."""
+    for g in plan.groups:
+        members = [tickets[t] for t in g.tickets]
+        for a, b, pairs in pairwise_overlaps(members):
+            diagnosis.conflicts.append(Overlap(g.id, (a, b), pairs))
+    diagnosis.unscoped = sorted(t.id for t in tickets.values() if not t.paths)
+    for o in diagnosis.conflicts[:5]:
+        a, b = o.tickets
+        globs = ", ".join(f"{x} ~ {y}" for x, y in o.globs[:3])
+        diagnosis.advice.append(
+            f"{a} and {b} (group {o.group}) declare overlapping paths ({globs}): narrow their "
+            f"`paths`, add `depends_on: [{a}]` to {b}, or plan with --strategy conservative"
+        )
+    if diagnosis.unscoped:
+        shown = ", ".join(diagnosis.unscoped[:5]) + (" ..." if len(diagnosis.unscoped) > 5 else "")
+        diagnosis.advice.append(
+            f"{len(diagnosis.unscoped)} ticket(s) declare no `paths` ({shown}); they may touch "
+            "anything, so conflicts with them cannot be predicted"
+        )
+
+
+def analyze_bottlenecks(
+    plan: Plan, project: Project, config: Config, diagnosis: Diagnosis
+) -> None:
+    graph = Graph(project.tickets)
+    est = effective_estimates(graph, config.default_estimate_s)
+    by_id = {t.id: (t, est[i]) for i, t in enumerate(graph.tickets)}
+    cp = list(plan.critical_path)
+    cp_len = sum(by_id[t][1] for t in cp)
+    total = sum(est)
+    sizes = [(len(g.tickets), g.id) for g in plan.groups]
+    widest = min(sizes, key=lambda s: (-s[0], s[1]), default=(0, 0))
+    narrowest = min(sizes, default=(0, 0))
+    heavy = sorted(((by_id[t][1], t) for t in cp), key=lambda x: (-x[0], x[1]))[:3]
+    fan_out = sorted(
+        ((len(graph.dependents[i]), t.id) for i, t in enumerate(graph.tickets)),
+        key=lambda x: (-x[0], x[1]),
+    )[:3]
+    no_estimate = sum(1 for t in project.tickets if t.estimate_s is None)
+    diagnosis.bottlenecks = {
+        "critical_path": cp,
+        "critical_path_s": cp_len,
+        "makespan_s": plan.makespan_s,
+        "total_work_s": total,
+        "parallelism": plan.parallelism,
+        "jobs": plan.jobs,
+        "widest_group": {"id": widest[1], "tickets": widest[0]},
+        "narrowest_group": {"id": narrowest[1], "tickets": narrowest[0]},
+        "heaviest_on_critical_path": [{"ticket": t, "estimate_s": s} for s, t in heavy],
+        "most_dependents": [{"ticket": t, "dependents": n} for n, t in fan_out if n],
+        "without_estimate": no_estimate,
+    }
+    advice = diagnosis.advice
+    if plan.makespan_s and cp_len >= 0.8 * plan.makespan_s and len(cp) > 1 and heavy:
+        names = ", ".join(f"{t} ({format_duration(s)})" for s, t in heavy)
+        advice.append(
+            f"the critical path ({format_duration(cp_len)} of {format_duration(plan.makespan_s)}) "
+            f"bounds the run: split or speed up {names}; more jobs will not help"
+        )
+    max_useful = total / cp_len if cp_len else 1.0
+    if plan.jobs > max_useful + 1:
+        advice.append(
+            f"jobs {plan.jobs} exceeds the useful parallelism of this DAG (~{max_useful:.1f}); "
+            f"{max(1, round(max_useful))} slots would finish as fast"
+        )
+    if widest[0] > plan.jobs and plan.strategy is Strategy.MAX_PARALLEL:
+        advice.append(
+            f"group {widest[1]} has {widest[0]} tickets but only {plan.jobs} slots; "
+            f"raise --jobs toward {widest[0]} or use --strategy balanced"
+        )
+    if fan_out and fan_out[0][0] >= 3:
+        n, t = fan_out[0]
+        advice.append(f"{t} gates {n} dependents: give it a higher `priority` so it starts first")
+    if no_estimate:
+        advice.append(
+            f"{no_estimate} ticket(s) have no `estimate`; the default "
+            f"{format_duration(config.default_estimate_s)} was assumed"
+        )
+
+
+def diagnose(
+    ws: Workspace,
+    *,
+    conflicts: bool,
+    bottlenecks: bool,
+    strategy: Strategy | None,
+    jobs: int | None,
+    fmt: str,
+) -> int:
+    if not conflicts and not bottlenecks:
+        conflicts = bottlenecks = True
+    project = ws.load(check_plan=False)
+    config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
+    plan = build_plan(ws, project, strategy, jobs)
+    diagnosis = Diagnosis()
+    tickets = {t.id: t for t in project.tickets}
+    if conflicts:
+        check_conflicts(plan, tickets, diagnosis)
+    if bottlenecks:
+        analyze_bottlenecks(plan, project, config, diagnosis)
+    if fmt == "json":
+        out = asdict(diagnosis)
+        if not conflicts:
+            del out["conflicts"], out["unscoped"]
+        if not bottlenecks:
+            del out["bottlenecks"]
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    _print_text(diagnosis, conflicts=conflicts, bottlenecks=bottlenecks)
+    return EXIT_OK
+
+
+def _print_text(d: Diagnosis, *, conflicts: bool, bottlenecks: bool) -> None:
+    if conflicts:
+        print(f"Predicted conflicts: {len(d.conflicts)}")
+        for o in d.conflicts:
+            globs = ", ".join(f"{x} ~ {y}" for x, y in o.globs)
+            print(f"  group {o.group}: {o.tickets[0]} <-> {o.tickets[1]}  ({globs})")
+        if d.unscoped:
+            print(f"Tickets without declared paths: {len(d.unscoped)}")
+    if bottlenecks and d.bottlenecks:
+        b = d.bottlenecks
+        print(
+            f"Critical path: {' -> '.join(b['critical_path'])} "
+            f"({format_duration(b['critical_path_s'])} of est. {format_duration(b['makespan_s'])})"
+        )
+        print(
+            f"Widest group: {b['widest_group']['id']} ({b['widest_group']['tickets']} tickets); "
+            f"narrowest: {b['narrowest_group']['id']} ({b['narrowest_group']['tickets']})"
+        )
+        print(f"Estimated parallelism: {b['parallelism']:g}x with {b['jobs']} jobs")
+    if d.advice:
+        print("Advice:")
+        for line in d.advice:
+            print(f"  - {line}")

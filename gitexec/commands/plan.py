@@ -1,0 +1,108 @@
+"""`git exec plan`: turn the ticket DAG into parallel groups; `--update` is the pre-commit hook."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from gitexec.config import Strategy
+from gitexec.errors import EXIT_FAILED, EXIT_OK
+from gitexec.fields import format_duration
+from gitexec.plan import (
+    PLAN_FILE,
+    Plan,
+    load_plan,
+    make_plan,
+    render_json,
+    render_mermaid,
+    render_yaml,
+)
+from gitexec.project import Project
+from gitexec.workspace import Workspace
+
+FORMATS = ("yaml", "json", "mermaid")
+
+
+def build_plan(
+    ws: Workspace, project: Project, strategy: Strategy | None = None, jobs: int | None = None
+) -> Plan:
+    """A fresh plan of a valid project with flag/env/git-config/config settings applied."""
+    project.require_valid()
+    config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
+    return make_plan(project.tickets, config.strategy, config.jobs, config.default_estimate_s)
+
+
+def render(plan: Plan, project: Project, fmt: str) -> str:
+    if fmt == "json":
+        return render_json(plan)
+    if fmt == "mermaid":
+        return render_mermaid(plan, project.tickets)
+    return render_yaml(plan)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def summary(plan: Plan) -> str:
+    n = sum(len(g.tickets) for g in plan.groups)
+    path = " -> ".join(plan.critical_path[:6]) + (" -> ..." if len(plan.critical_path) > 6 else "")
+    return (
+        f"{n} ticket(s) in {len(plan.groups)} group(s) ({plan.strategy.value}, jobs {plan.jobs}); "
+        f"estimated {format_duration(plan.makespan_s)} at {plan.parallelism:g}x parallelism; "
+        f"critical path {path}"
+    )
+
+
+def plan(
+    ws: Workspace,
+    *,
+    strategy: Strategy | None,
+    jobs: int | None,
+    output: str | None,
+    fmt: str | None,
+) -> int:
+    project = ws.load(check_plan=False)
+    result = build_plan(ws, project, strategy, jobs)
+    if fmt is None:
+        fmt = "json" if output and output.endswith(".json") else "yaml"
+    text = render(result, project, fmt)
+    if output is None or output == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(ws.cwd / output, text)
+        print(f"wrote {output}: {summary(result)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int:
+    """Regenerate the committed plan if there is one; exit 1 when that changed it.
+
+    Like a formatter hook: the strategy and jobs recorded in the plan are kept unless
+    overridden, so the hook never changes a team's choice.
+    """
+    path = ws.root / PLAN_FILE
+    if not path.is_file():
+        return EXIT_OK
+    old = path.read_text(encoding="utf-8", errors="replace")
+    committed, _ = load_plan(PLAN_FILE, old)
+    if committed is not None:
+        strategy = strategy or committed.strategy
+        jobs = jobs or committed.jobs
+    project = ws.load(check_plan=False)
+    new = render_yaml(build_plan(ws, project, strategy, jobs))
+    if new == old:
+        return EXIT_OK
+    write_atomic(path, new)
+    print(f"gitexec: {PLAN_FILE} was out of date and has been regenerated; add it to the commit")
+    return EXIT_FAILED

@@ -1,0 +1,130 @@
+"""The user-facing error type and the one top-level handler that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+# Exit codes, DESIGN.md §10.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """Bad input, usage or configuration: shown as one clear message, exit 2, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class CommandError(Exception):
+    """A subprocess (usually git) failed: carries the command, exit code and output."""
+
+    def __init__(self, cmd: tuple[str, ...], returncode: int, stdout: str, stderr: str) -> None:
+        self.cmd = cmd
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        lines = [f"command: {' '.join(self.cmd)}", f"return code: {self.returncode}"]
+        for name, text in (("stdout", self.stdout), ("stderr", self.stderr)):
+            text = text.strip()
+            if text:
+                lines.append(f"{name}:")
+                lines.extend(f"    {line}" for line in text.splitlines())
+        return "\n".join(lines)
+
+
+def log_dir() -> Path:
+    """Where bug reports go: $XDG_CACHE_HOME/gitexec or ~/.cache/gitexec."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gitexec"
+
+
+def _versions() -> list[str]:
+    from gitexec import __version__
+
+    lines = [
+        f"gitexec: {__version__}",
+        f"python: {sys.version.split()[0]} ({sys.executable})",
+        f"platform: {platform.platform()}",
+    ]
+    for dist in ("pygit2", "ruamel.yaml", "jinja2", "junit-xml", "rich"):
+        try:
+            lines.append(f"{dist}: {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(f"{dist}: not installed")
+    lines.append(f"git: {_git_version()}")
+    return lines
+
+
+def _git_version() -> str:
+    try:
+        out = subprocess.run(["git", "--version"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    return out.stdout.strip()
+
+
+def write_bug_report(exc: BaseException, argv: list[str]) -> Path:
+    """Write a bug report with versions and the traceback; return its path."""
+    directory = log_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "gitexec.log"
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report = [
+        "### gitexec bug report",
+        "",
+        f"date: {stamp}",
+        f"argv: {' '.join(argv)}",
+        f"cwd: {os.getcwd()}",
+        *_versions(),
+        "",
+        "```",
+        *"".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines(),
+        "```",
+        "",
+    ]
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n".join(report))
+    return path
+
+
+def run_guarded(command: Callable[[], int], argv: list[str]) -> int:
+    """Run a command, mapping escaping exceptions to DESIGN.md §10 exit codes."""
+    try:
+        return command()
+    except UserError as exc:
+        print(f"gitexec: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gitexec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout closed early by a pager or `head`: not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        try:
+            where = str(write_bug_report(exc, argv))
+        except OSError as log_exc:
+            where = f"(could not write a bug report: {log_exc})"
+        print(
+            f"gitexec: internal error: {type(exc).__name__}: {exc}\n"
+            f"gitexec: this is a bug; a report with versions was written to {where}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

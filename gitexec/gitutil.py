@@ -1,0 +1,150 @@
+"""The one place that runs git as a subprocess: explicit cwd, scrubbed environment, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitexec.errors import CommandError, UserError
+
+# Inherited GIT_* variables that describe *where* a repository is (hooks export GIT_DIR,
+# GIT_INDEX_FILE, ...) would point every git we run at the caller's repository. Keep only
+# the ones that describe transport, configuration and identity.
+_KEEP_GIT_ENV = frozenset(
+    {
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_NO_VERIFY",
+        "GIT_HTTP_PROXY_AUTHMETHOD",
+        "GIT_ALLOW_PROTOCOL",
+        "GIT_ASKPASS",
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_PARAMETERS",  # `git -c k=v exec ...` reaches us (and our git) this way
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_AUTHOR_DATE",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_COMMITTER_DATE",
+        "GIT_TERMINAL_PROMPT",
+        "GIT_EDITOR",
+        "GIT_TRACE",
+        "GIT_TRACE2",
+        "GIT_TRACE2_EVENT",
+        "GIT_TRACE2_PERF",
+    }
+)
+
+
+def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment without GIT_* variables that select a repository."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GIT_")
+        or k in _KEEP_GIT_ENV
+        or k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    input: str | bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git args...` in `cwd`; raise CommandError with its output when it fails."""
+    cmd = ("git", *args)
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        input=data,
+        capture_output=True,
+        env=scrubbed_env(env),
+        check=False,
+    )
+    out = proc.stdout.decode("utf-8", "surrogateescape")
+    err = proc.stderr.decode("utf-8", "surrogateescape")
+    if check and proc.returncode != 0:
+        raise CommandError(cmd, proc.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def git(args: Sequence[str], cwd: Path, **kwargs: object) -> str:
+    """Run git and return its stdout."""
+    return run_git(args, cwd, **kwargs).stdout  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    """Where a repository lives: its work tree (None when bare), git dir and common dir."""
+
+    toplevel: Path | None
+    git_dir: Path
+    common_dir: Path
+    shallow: bool
+
+    @property
+    def root(self) -> Path:
+        """The work tree, or the git dir of a bare repository."""
+        return self.toplevel if self.toplevel is not None else self.git_dir
+
+    @property
+    def state_dir(self) -> Path:
+        """Everything gitexec keeps: `<common>/gitexec` (DESIGN.md §4)."""
+        return self.common_dir / "gitexec"
+
+
+def find_repo(start: Path) -> RepoPaths:
+    """Locate the repository containing `start`, or raise a UserError saying there is none."""
+    proc = run_git(
+        [
+            "rev-parse",
+            "--path-format=absolute",
+            "--is-bare-repository",
+            "--is-shallow-repository",
+            "--git-dir",
+            "--git-common-dir",
+            "--show-toplevel",
+        ],
+        start,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 and len(lines) < 4:
+        raise UserError(f"not a git repository: {start} (run `git init` first)")
+    bare, shallow, git_dir, common_dir = lines[:4]
+    toplevel = Path(lines[4]) if len(lines) > 4 and bare != "true" else None
+    return RepoPaths(
+        toplevel=toplevel,
+        git_dir=Path(git_dir),
+        common_dir=Path(common_dir),
+        shallow=shallow == "true",
+    )
+
+
+def read_gitexec_config(cwd: Path) -> dict[str, str]:
+    """`git config gitexec.*` as a mapping (pygit2 would miss `git -c` settings)."""
+    proc = run_git(["config", "--null", "--get-regexp", r"^gitexec\."], cwd, check=False)
+    if proc.returncode not in (0, 1):  # 1: no such key
+        raise CommandError(proc.args, proc.returncode, proc.stdout, proc.stderr)
+    found: dict[str, str] = {}
+    for entry in proc.stdout.split("\0"):
+        if entry:
+            key, _, value = entry.partition("\n")
+            found[key.lower()] = value
+    return found
