@@ -1,8 +1,9 @@
 """A parse cache for ticket files, so the commit-stage hook stays fast as repositories grow.
 
-Entries are keyed by path and file stat (mtime, size, inode, ctime). A file modified within
-the last couple of seconds could change again without its mtime moving (the "racy git"
-problem), so such entries also keep a content digest that is checked on use.
+Entries are keyed by path and either the file's stat (mtime, size, inode, ctime) or a git
+blob id. A file modified within the last couple of seconds could change again without its
+mtime moving (the "racy git" problem), so such entries also keep a content digest that is
+checked on use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -25,14 +26,19 @@ _FORMAT = 1
 _RACY_NS = 2_000_000_000
 
 
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def is_racy(st: os.stat_result) -> bool:
+    """Modified so recently that a further change might not move the mtime."""
+    return time.time_ns() - st.st_mtime_ns < _RACY_NS
 
 
 @dataclass(frozen=True)
 class _Entry(Generic[V]):
-    stat: tuple[int, int, int, int]
-    digest: bytes | None  # set when the entry was racy when stored
+    key: Hashable  # file stat, or a blob id
+    digest: bytes | None  # content digest, kept for entries that were racy when stored
     value: V
 
 
@@ -56,11 +62,11 @@ class ParseCache(Generic[V]):
                 if tag == self._tag and isinstance(entries, dict):
                     self._entries = entries
 
-    def get(self, name: str, st: os.stat_result, content: Callable[[], bytes]) -> V | None:
-        """The cached value for `name` if the file is unchanged; `content` reads it if racy."""
+    def get(self, name: str, key: Hashable, content: Callable[[], bytes]) -> V | None:
+        """The cached value if `key` still matches; `content` is read only for racy entries."""
         self._seen.add(name)
         entry = self._entries.get(name)
-        if entry is None or entry.stat != _stat_key(st):
+        if entry is None or entry.key != key:
             return None
         if entry.digest is not None:
             try:
@@ -70,10 +76,10 @@ class ParseCache(Generic[V]):
                 return None
         return entry.value
 
-    def put(self, name: str, st: os.stat_result, data: bytes, value: V) -> None:
+    def put(self, name: str, key: Hashable, value: V, racy_content: bytes | None = None) -> None:
+        """Store a value; pass the content when the file might still change unnoticed."""
         self._seen.add(name)
-        racy = time.time_ns() - st.st_mtime_ns < _RACY_NS
-        self._entries[name] = _Entry(_stat_key(st), digest(data) if racy else None, value)
+        self._entries[name] = _Entry(key, digest(racy_content) if racy_content else None, value)
         self._dirty = True
 
     def save(self) -> None:

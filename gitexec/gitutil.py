@@ -148,3 +148,44 @@ def read_gitexec_config(cwd: Path) -> dict[str, str]:
             key, _, value = entry.partition("\n")
             found[key.lower()] = value
     return found
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who engine commits are by: git's configured identity, or a stand-in when unset."""
+
+    name: str
+    email: str
+    fixed_time: tuple[int, int] | None  # (epoch, offset minutes) when GIT_*_DATE pins it
+
+    def env(self) -> dict[str, str]:
+        """The identity for git subprocesses (works without user.name configured)."""
+        return {
+            "GIT_AUTHOR_NAME": self.name,
+            "GIT_AUTHOR_EMAIL": self.email,
+            "GIT_COMMITTER_NAME": self.name,
+            "GIT_COMMITTER_EMAIL": self.email,
+        }
+
+
+def _parse_ident(line: str) -> tuple[str, str, int, int] | None:
+    # "Name <email> 1700000000 +0100"
+    try:
+        head, stamp, tz = line.rsplit(" ", 2)
+        name, _, rest = head.partition(" <")
+        email = rest.rstrip(">")
+        sign = -1 if tz.startswith("-") else 1
+        offset = sign * (int(tz[1:3]) * 60 + int(tz[3:5]))
+        return name, email, int(stamp), offset
+    except ValueError:
+        return None
+
+
+def committer_identity(cwd: Path) -> Identity:
+    proc = run_git(["var", "GIT_COMMITTER_IDENT"], cwd, check=False)
+    parsed = _parse_ident(proc.stdout.strip()) if proc.returncode == 0 else None
+    if parsed is None:
+        return Identity("gitexec", "gitexec@localhost", None)
+    name, email, stamp, offset = parsed
+    pinned = "GIT_COMMITTER_DATE" in os.environ
+    return Identity(name, email, (stamp, offset) if pinned else None)

@@ -157,7 +157,23 @@ def globs_may_overlap(a: str, b: str) -> bool:
     return True
 
 
-def pathsets_may_overlap(a: Iterable[str], b: Iterable[str]) -> list[tuple[str, str]]:
-    """The pairs of patterns (one from each side) that may match a common path."""
+def pathsets_may_overlap(
+    a: Iterable[str], b: Iterable[str], settled: PathSet | None = None
+) -> list[tuple[str, str]]:
+    """The pairs of patterns (one from each side) that may match a common path.
+
+    `settled` covers paths that merge rules resolve (a CHANGELOG merged by union): two
+    tickets naming such a file exactly do not collide on it.
+    """
     bs = list(b)
-    return [(x, y) for x in a for y in bs if globs_may_overlap(x, y)]
+    return [
+        (x, y)
+        for x in a
+        for y in bs
+        if globs_may_overlap(x, y)
+        and not (settled is not None and (_settled(x, settled) or _settled(y, settled)))
+    ]
+
+
+def _settled(pattern: str, settled: PathSet) -> bool:
+    return not _WILD.search(pattern) and settled.matches(_normalise(pattern))

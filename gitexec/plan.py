@@ -76,7 +76,7 @@ class Graph:
             while True:
                 node = min(j for j in self.deps[node] if j in members)
                 if node in seen:
-                    cycle = path[seen[node] :] + [node]
+                    cycle = [*path[seen[node] :], node]
                     break
                 seen[node] = len(path)
                 path.append(node)
@@ -186,9 +186,7 @@ class CycleError(Exception):
 
 
 def effective_estimates(graph: Graph, default_estimate_s: float) -> list[float]:
-    return [
-        t.estimate_s if t.estimate_s is not None else default_estimate_s for t in graph.tickets
-    ]
+    return [t.estimate_s if t.estimate_s is not None else default_estimate_s for t in graph.tickets]
 
 
 def fingerprint(tickets: Iterable[Ticket], default_estimate_s: float) -> str:
@@ -296,8 +294,10 @@ def _list_groups(
         while ready and len(chosen) < size and len(skipped) < _OVERLAP_LOOKAHEAD:
             item = heapq.heappop(ready)
             paths = graph.tickets[item[1]].paths
-            if separate_overlaps and paths and any(
-                pathsets_may_overlap(paths, graph.tickets[c].paths) for c in chosen
+            if (
+                separate_overlaps
+                and paths
+                and any(pathsets_may_overlap(paths, graph.tickets[c].paths) for c in chosen)
             ):
                 skipped.append(item)
                 continue
@@ -464,9 +464,7 @@ def load_plan(path: str, text: str) -> tuple[Plan | None, list[Finding]]:
     version = get("version", fields.integer)
     if version is not None and version != PLAN_VERSION:
         report.error_at_value(("version",), f"version: unsupported plan version {version}")
-    strategy = get(
-        "strategy", lambda v: Strategy(fields.choice(v, [s.value for s in Strategy]))
-    )
+    strategy = get("strategy", lambda v: Strategy(fields.choice(v, [s.value for s in Strategy])))
     jobs = get("jobs", lambda v: fields.integer(v, minimum=1))
     digest = get("fingerprint", fields.text)
     critical = data.get("critical_path") or []
@@ -544,4 +542,38 @@ def pairwise_overlaps(tickets: Sequence[Ticket]) -> list[tuple[str, str, list[tu
                 pairs = pathsets_may_overlap(a.paths, b.paths)
                 if pairs:
                     out.append((a.id, b.id, pairs))
+    return out
+
+
+@dataclass(frozen=True)
+class Slotted:
+    ticket: str
+    slot: int
+    start_s: float
+    end_s: float
+
+
+def schedule(
+    graph: Graph, durations: Sequence[float], jobs: int, key: Callable[[int], tuple[float, ...]]
+) -> list[Slotted]:
+    """A list schedule with slot numbers: what `run --dry-run` shows."""
+    indeg = [len(d) for d in graph.deps]
+    ready = [(key(i), i) for i, d in enumerate(indeg) if d == 0]
+    heapq.heapify(ready)
+    free = list(range(1, max(jobs, 1) + 1))
+    busy: list[tuple[float, int, int]] = []  # (end, slot, ticket)
+    out: list[Slotted] = []
+    now = 0.0
+    while ready or busy:
+        while ready and free:
+            _, i = heapq.heappop(ready)
+            slot = heapq.heappop(free)
+            out.append(Slotted(graph.tickets[i].id, slot, now, now + durations[i]))
+            heapq.heappush(busy, (now + durations[i], slot, i))
+        now, slot, i = heapq.heappop(busy)
+        heapq.heappush(free, slot)
+        for j in graph.dependents[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, (key(j), j))
     return out

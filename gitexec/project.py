@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from gitexec import fields
-from gitexec.cache import ParseCache
+from gitexec.cache import ParseCache, is_racy, stat_key
 from gitexec.config import CONFIG_FILE, Config, ParsedConfig, parse_config
 from gitexec.errors import UserError
 from gitexec.findings import Finding, Locator, Reporter, Severity
 from gitexec.plan import PLAN_FILE, Graph, Plan, check_plan_against, load_plan
-from gitexec.tickets import TICKET_SUFFIXES, TICKETS_DIR, ParsedTicket, Ticket, parse_ticket
+from gitexec.tickets import (
+    TICKET_SUFFIXES,
+    TICKETS_DIR,
+    ParsedTicket,
+    Ticket,
+    parse_ticket,
+    split_front_matter,
+)
+
+if TYPE_CHECKING:  # `check` must not pay for importing pygit2
+    import pygit2
 
 
 @dataclass(frozen=True)
@@ -56,15 +67,94 @@ def _decode(path: str, data: bytes) -> tuple[str | None, Finding | None]:
         return None, Finding(path, line, col, Severity.ERROR, "file is not valid UTF-8")
 
 
+class Source(Protocol):
+    """Where project files come from: the working tree, or a commit's tree."""
+
+    def ticket_names(self) -> list[str] | None:
+        """Names in the tickets directory (None: it is not a directory)."""
+
+    def read(self, rel: str) -> bytes | None:
+        """A file's content, or None when it does not exist."""
+
+    def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
+        """(key that changes when the content does, racy?), or None when missing."""
+
+
+class FileSource:
+    """Files in a work tree; cache keys are file stats."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ticket_names(self) -> list[str] | None:
+        try:
+            return sorted(e.name for e in os.scandir(self.root / TICKETS_DIR) if e.is_file())
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:
+            return None
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return (self.root / rel).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
+        try:
+            st = (self.root / rel).stat()
+        except OSError:
+            return None
+        return stat_key(st), is_racy(st)
+
+
+class TreeSource:
+    """Files in a commit (what a run executes); cache keys are blob ids."""
+
+    def __init__(self, repo: pygit2.Repository, tree: pygit2.Tree) -> None:
+        self.repo = repo
+        self.tree = tree
+
+    def _entry(self, rel: str) -> pygit2.Object | None:
+        try:
+            return self.tree[rel]
+        except KeyError:
+            return None
+
+    def ticket_names(self) -> list[str] | None:
+        entry = self._entry(TICKETS_DIR)
+        if entry is None:
+            return []
+        if entry.type_str != "tree":
+            return None
+        return sorted(e.name for e in entry if e.type_str == "blob" and e.name)  # type: ignore[attr-defined]
+
+    def read(self, rel: str) -> bytes | None:
+        entry = self._entry(rel)
+        return entry.data if entry is not None and entry.type_str == "blob" else None  # type: ignore[attr-defined]
+
+    def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
+        entry = self._entry(rel)
+        return (str(entry.id), False) if entry is not None and entry.type_str == "blob" else None
+
+
 def _parse_cached(
-    root: Path, rel: str, cache: ParseCache[ParsedTicket | ParsedConfig], config: bool
-) -> ParsedTicket | ParsedConfig:
-    full = root / rel
-    st = full.stat()
-    hit = cache.get(rel, st, full.read_bytes)
+    source: Source, rel: str, cache: ParseCache[ParsedTicket | ParsedConfig], config: bool
+) -> ParsedTicket | ParsedConfig | None:
+    found = source.cache_key(rel)
+    if found is None:
+        return None
+    key, racy = found
+
+    def content() -> bytes:
+        return source.read(rel) or b""
+
+    hit = cache.get(rel, key, content)
     if hit is not None:
         return hit
-    data = full.read_bytes()
+    data = source.read(rel)
+    if data is None:
+        return None
     text, problem = _decode(rel, data)
     parsed: ParsedTicket | ParsedConfig
     if config:
@@ -79,17 +169,15 @@ def _parse_cached(
             if text is not None
             else ParsedTicket(None, (problem,) if problem else ())
         )
-    cache.put(rel, st, data, parsed)
+    cache.put(rel, key, parsed, racy_content=data if racy else None)
     return parsed
 
 
-def ticket_locator(root: Path, ticket_file: str) -> Locator:
+def locator_for(source: Source, ticket_file: str) -> Locator:
     """A Locator over a ticket file's YAML (front matter for Markdown tickets)."""
-    from gitexec.tickets import split_front_matter
-
     try:
-        text = (root / ticket_file).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
+        text = (source.read(ticket_file) or b"").decode("utf-8-sig")
+    except UnicodeDecodeError:
         return Locator("")
     if ticket_file.endswith(".md"):
         split = split_front_matter(text)
@@ -98,33 +186,38 @@ def ticket_locator(root: Path, ticket_file: str) -> Locator:
     return Locator(text)
 
 
-def load_project(root: Path, *, cache_path: Path | None = None, check_plan: bool = True) -> Project:
-    """Load and validate config, tickets and the committed plan; never raises on bad input."""
+def load_project(
+    root: Path,
+    *,
+    cache_path: Path | None = None,
+    check_plan: bool = True,
+    source: Source | None = None,
+) -> Project:
+    """Load and validate config, tickets and the committed plan; never raises on bad input.
+
+    Files come from the work tree at `root` unless another `source` (a commit) is given.
+    """
+    source = source or FileSource(root)
     cache: ParseCache[ParsedTicket | ParsedConfig] = ParseCache(cache_path, "project")
     findings: list[Finding] = []
 
     config = Config()
-    if (root / CONFIG_FILE).is_file():
-        parsed_config = _parse_cached(root, CONFIG_FILE, cache, config=True)
-        assert isinstance(parsed_config, ParsedConfig)
+    parsed_config = _parse_cached(source, CONFIG_FILE, cache, config=True)
+    if isinstance(parsed_config, ParsedConfig):
         config = parsed_config.config
         findings.extend(parsed_config.findings)
 
     tickets: list[Ticket] = []
-    ticket_dir = root / TICKETS_DIR
-    try:
-        entries = sorted(os.scandir(ticket_dir), key=lambda e: e.name)
-    except FileNotFoundError:
-        entries = []
-    except NotADirectoryError:
+    names = source.ticket_names()
+    if names is None:
         findings.append(Finding(TICKETS_DIR, 1, 1, Severity.ERROR, "expected a directory"))
-        entries = []
-    for entry in entries:
-        rel = f"{TICKETS_DIR}/{entry.name}"
-        if entry.name.startswith(".") or not entry.is_file():
+        names = []
+    for name in names:
+        rel = f"{TICKETS_DIR}/{name}"
+        if name.startswith("."):
             continue
-        if not entry.name.endswith(TICKET_SUFFIXES):
-            if entry.name.endswith((".yml", ".markdown")):
+        if not name.endswith(TICKET_SUFFIXES):
+            if name.endswith((".yml", ".markdown")):
                 findings.append(
                     Finding(
                         rel,
@@ -135,20 +228,20 @@ def load_project(root: Path, *, cache_path: Path | None = None, check_plan: bool
                     )
                 )
             continue
-        parsed = _parse_cached(root, rel, cache, config=False)
-        assert isinstance(parsed, ParsedTicket)
-        findings.extend(parsed.findings)
-        if parsed.ticket is not None:
-            tickets.append(parsed.ticket)
+        parsed = _parse_cached(source, rel, cache, config=False)
+        if isinstance(parsed, ParsedTicket):
+            findings.extend(parsed.findings)
+            if parsed.ticket is not None:
+                tickets.append(parsed.ticket)
     cache.save()
 
-    tickets, cross = cross_check(root, tickets, config)
+    tickets, cross = cross_check(source, tickets, config)
     findings.extend(cross)
 
     plan: Plan | None = None
-    plan_path = root / PLAN_FILE
-    if check_plan and plan_path.is_file():
-        text = plan_path.read_text(encoding="utf-8", errors="replace")
+    plan_data = source.read(PLAN_FILE) if check_plan else None
+    if plan_data is not None:
+        text = plan_data.decode("utf-8", errors="replace")
         plan, plan_findings = load_plan(PLAN_FILE, text)
         findings.extend(plan_findings)
         ticket_errors = any(f.is_error for f in findings)
@@ -160,7 +253,7 @@ def load_project(root: Path, *, cache_path: Path | None = None, check_plan: bool
 
 
 def cross_check(
-    root: Path, tickets: Sequence[Ticket], config: Config
+    source: Source, tickets: Sequence[Ticket], config: Config
 ) -> tuple[list[Ticket], list[Finding]]:
     """Checks that need every ticket: duplicates, dependencies, cycles, agents."""
     findings: list[Finding] = []
@@ -168,7 +261,7 @@ def cross_check(
 
     def report(ticket: Ticket) -> Reporter:
         if ticket.file not in reporters:
-            reporters[ticket.file] = Reporter(ticket.file, ticket_locator(root, ticket.file))
+            reporters[ticket.file] = Reporter(ticket.file, locator_for(source, ticket.file))
         return reporters[ticket.file]
 
     unique: dict[str, Ticket] = {}
@@ -185,7 +278,8 @@ def cross_check(
                 report(t).error_at_value(("depends_on", i), f"ticket {t.id!r} depends on itself")
             elif dep not in unique:
                 report(t).error_at_value(
-                    ("depends_on", i), f"unknown dependency {dep!r}{fields.did_you_mean(dep, known)}"
+                    ("depends_on", i),
+                    f"unknown dependency {dep!r}{fields.did_you_mean(dep, known)}",
                 )
         agent_name = t.agent or config.default_agent
         if agent_name not in config.agents:

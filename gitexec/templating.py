@@ -38,11 +38,11 @@ def yaml_value(value: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def text_environment() -> jinja2.Environment:
     """For YAML, prompts and workflows: no HTML escaping, strict about undefined names."""
-    env = jinja2.Environment(  # noqa: S701 - renders YAML and argv, never HTML
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
+        autoescape=False,  # noqa: S701
     )
     env.filters["yaml"] = yaml_value
     return env

@@ -54,9 +54,7 @@ def check_conflicts(plan: Plan, tickets: dict[str, Ticket], diagnosis: Diagnosis
         )
 
 
-def analyze_bottlenecks(
-    plan: Plan, project: Project, config: Config, diagnosis: Diagnosis
-) -> None:
+def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis: Diagnosis) -> None:
     graph = Graph(project.tickets)
     est = effective_estimates(graph, config.default_estimate_s)
     by_id = {t.id: (t, est[i]) for i, t in enumerate(graph.tickets)}

@@ -9,7 +9,7 @@ from gitexec import fields
 from gitexec.config import CONFIG_FILE
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.globs import validate_glob
-from gitexec.project import cross_check
+from gitexec.project import FileSource, cross_check
 from gitexec.templating import render
 from gitexec.tickets import TICKETS_DIR, id_problem, parse_ticket
 from gitexec.workspace import Workspace
@@ -83,7 +83,9 @@ def new(
     known = {t.id for t in project.tickets}
     for dep in depends_on:
         if dep not in known:
-            raise UserError(f"--depends-on: unknown ticket {dep!r}{fields.did_you_mean(dep, known)}")
+            raise UserError(
+                f"--depends-on: unknown ticket {dep!r}{fields.did_you_mean(dep, known)}"
+            )
     if agent is not None and agent not in project.config.agents:
         raise UserError(
             f"--agent: unknown agent {agent!r} (agents: {', '.join(sorted(project.config.agents))})"
@@ -106,7 +108,7 @@ def new(
     errors = [f for f in parsed.findings if f.is_error]
     if parsed.ticket is None or errors:
         raise UserError("the new ticket would not be valid:\n" + "\n".join(map(str, errors)))
-    _, cross = cross_check(ws.root, [*project.tickets, parsed.ticket], project.config)
+    _, cross = cross_check(FileSource(ws.root), [*project.tickets, parsed.ticket], project.config)
     cross = [f for f in cross if f.path == rel and f.is_error]
     if cross:
         raise UserError(

@@ -1,0 +1,254 @@
+"""Planning: strategies, critical path, estimates, plan files and staleness."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from gitexec.cli import main
+from gitexec.config import Strategy
+from gitexec.plan import (
+    CycleError,
+    Graph,
+    load_plan,
+    make_plan,
+    render_json,
+    render_mermaid,
+    render_yaml,
+    simulate,
+)
+from gitexec.tickets import Ticket
+from tests.project import captured, gitexec, make_project, ticket_yaml
+
+
+def t(tid: str, *deps: str, est: float | None = 60, prio: int = 0, paths: tuple[str, ...] = ()) -> Ticket:
+    return Ticket(
+        id=tid,
+        title=tid,
+        file=f".gitexec/tickets/{tid}.yaml",
+        depends_on=deps,
+        estimate_s=est,
+        priority=prio,
+        paths=paths,
+    )
+
+
+def groups(plan_groups: tuple[object, ...]) -> list[list[str]]:
+    return [list(g.tickets) for g in plan_groups]  # type: ignore[attr-defined]
+
+
+def respects_dependencies(tickets: list[Ticket], plan_groups: list[list[str]]) -> bool:
+    where = {tid: n for n, g in enumerate(plan_groups) for tid in g}
+    return all(where[d] < where[x.id] for x in tickets for d in x.depends_on)
+
+
+DIAMOND = [t("A"), t("B", "A"), t("C", "A", est=300), t("D", "B", "C"), t("E")]
+
+
+def test_max_parallel_is_asap_levels() -> None:
+    plan = make_plan(DIAMOND, Strategy.MAX_PARALLEL, jobs=1, default_estimate_s=600)
+    assert groups(plan.groups) == [["A", "E"], ["B", "C"], ["D"]]
+
+
+def test_balanced_respects_jobs_and_evens_groups() -> None:
+    tickets = [t(f"T{i}") for i in range(5)]
+    plan = make_plan(tickets, Strategy.BALANCED, jobs=4, default_estimate_s=600)
+    assert [len(g) for g in groups(plan.groups)] == [3, 2]  # not 4 + 1
+
+
+def test_balanced_prefers_the_critical_path() -> None:
+    # With one slot, the ticket heading the long chain goes before the short one.
+    tickets = [t("short", est=10), t("long", est=10), t("tail", "long", est=500)]
+    plan = make_plan(tickets, Strategy.BALANCED, jobs=1, default_estimate_s=600)
+    assert groups(plan.groups)[0] == ["long"]
+    assert plan.critical_path == ("long", "tail")
+
+
+def test_priority_beats_path_length_in_balanced_but_not_critical_path() -> None:
+    tickets = [t("urgent", est=10, prio=5), t("long", est=10), t("tail", "long", est=500)]
+    balanced = make_plan(tickets, Strategy.BALANCED, jobs=1, default_estimate_s=600)
+    critical = make_plan(tickets, Strategy.CRITICAL_PATH, jobs=1, default_estimate_s=600)
+    assert groups(balanced.groups)[0] == ["urgent"]
+    assert groups(critical.groups)[0] == ["long"]
+
+
+def test_conservative_separates_overlapping_paths_and_halves_jobs() -> None:
+    tickets = [
+        t("A", paths=("src/**",)),
+        t("B", paths=("src/http/client.py",)),
+        t("C", paths=("docs/**",)),
+        t("D", paths=("tests/**",)),
+        t("E"),
+    ]
+    plan = make_plan(tickets, Strategy.CONSERVATIVE, jobs=4, default_estimate_s=600)
+    gs = groups(plan.groups)
+    assert all(len(g) <= 2 for g in gs)
+    assert not any({"A", "B"} <= set(g) for g in gs)
+    assert sorted(x for g in gs for x in g) == ["A", "B", "C", "D", "E"]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_every_strategy_respects_dependencies_on_random_dags(strategy: Strategy) -> None:
+    rng = random.Random(7)
+    for _ in range(20):
+        n = rng.randint(1, 60)
+        tickets = []
+        for i in range(n):
+            deps = tuple(f"T{j}" for j in rng.sample(range(i), min(i, rng.randint(0, 3))))
+            paths = (f"p{rng.randint(0, 5)}/**",) if rng.random() < 0.5 else ()
+            tickets.append(t(f"T{i}", *deps, est=rng.randint(1, 100), paths=paths))
+        plan = make_plan(tickets, strategy, jobs=rng.randint(1, 6), default_estimate_s=60)
+        gs = groups(plan.groups)
+        assert sorted(x for g in gs for x in g) == sorted(x.id for x in tickets)
+        assert respects_dependencies(tickets, gs)
+        if strategy is not Strategy.MAX_PARALLEL:
+            cap = max(1, plan.jobs // 2) if strategy is Strategy.CONSERVATIVE else plan.jobs
+            assert all(len(g) <= cap for g in gs)
+
+
+def test_estimates_makespan_and_parallelism() -> None:
+    tickets = [t("A", est=100), t("B", est=100), t("C", "A", "B", est=50)]
+    plan = make_plan(tickets, Strategy.BALANCED, jobs=2, default_estimate_s=600)
+    assert plan.makespan_s == 150
+    assert plan.parallelism == round(250 / 150, 2)
+    one = make_plan(tickets, Strategy.BALANCED, jobs=1, default_estimate_s=600)
+    assert one.makespan_s == 250
+
+
+def test_default_estimate_applies() -> None:
+    plan = make_plan([t("A", est=None)], Strategy.BALANCED, jobs=1, default_estimate_s=42)
+    assert plan.makespan_s == 42
+
+
+def test_cycles_reported_with_full_path() -> None:
+    tickets = [t("A", "C"), t("B", "A"), t("C", "B"), t("X", "Y"), t("Y", "X"), t("Z")]
+    with pytest.raises(CycleError) as info:
+        make_plan(tickets, Strategy.BALANCED, jobs=2, default_estimate_s=60)
+    assert info.value.cycles == [["A", "C", "B", "A"], ["X", "Y", "X"]]
+
+
+def test_simulate_with_done_and_running() -> None:
+    graph = Graph([t("A"), t("B", "A"), t("C")])
+    durations = [10.0, 20.0, 5.0]
+    key = lambda i: (i,)  # noqa: E731
+    assert simulate(graph, durations, 1, key=key) == 35
+    # A done, C running with 2 s left: B (20 s) after C on one slot.
+    assert simulate(graph, durations, 1, key=key, done=[0], running=[(2, 2.0)]) == 22
+
+
+def test_output_is_deterministic_and_round_trips() -> None:
+    shuffled = DIAMOND[::-1]
+    a = render_yaml(make_plan(DIAMOND, Strategy.BALANCED, jobs=2, default_estimate_s=60))
+    b = render_yaml(make_plan(shuffled, Strategy.BALANCED, jobs=2, default_estimate_s=60))
+    assert a == b
+    plan, findings = load_plan("plan.yaml", a)
+    assert findings == []
+    assert plan is not None
+    assert render_yaml(plan) == a
+    data = json.loads(render_json(plan))
+    assert set(data) >= {"version", "strategy", "jobs", "fingerprint", "critical_path", "estimate", "groups"}
+    assert data["groups"][0] == {"id": 1, "tickets": ["A", "E"]}
+
+
+def test_ids_that_look_like_yaml_scalars_are_quoted() -> None:
+    tickets = [t("true"), t("123"), t("1e3"), t("null")]
+    text = render_yaml(make_plan(tickets, Strategy.MAX_PARALLEL, jobs=4, default_estimate_s=60))
+    plan, findings = load_plan("plan.yaml", text)
+    assert findings == []
+    assert plan is not None
+    assert sorted(plan.groups[0].tickets) == ["123", "1e3", "null", "true"]
+
+
+def test_mermaid_escapes_titles() -> None:
+    ticket = Ticket(id="A", title='Fix "quotes" <b> & co', file="x")
+    text = render_mermaid(make_plan([ticket], Strategy.BALANCED, 1, 60), [ticket])
+    assert 't0["A: Fix #quot;quotes#quot; #lt;b#gt; #amp; co"]' in text
+    assert text.startswith("flowchart LR\n")
+
+
+def test_scales_to_many_tickets() -> None:
+    rng = random.Random(1)
+    n = 20_000
+    tickets = [
+        t(f"T{i}", *(f"T{j}" for j in ({rng.randrange(i) for _ in range(2)} if i else ())), est=rng.randint(1, 60))
+        for i in range(n)
+    ]
+    for strategy in Strategy:
+        plan = make_plan(tickets, strategy, jobs=8, default_estimate_s=60)
+        assert sum(len(g.tickets) for g in plan.groups) == n
+
+
+# --- the command and the committed plan ------------------------------------------------------
+
+
+def test_plan_command_and_stale_detection(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", run="true"), "B": ticket_yaml("B", depends_on=["A"], run="true")},
+    )
+    code, out, _ = gitexec(repo, "plan", "-o", ".gitexec/plan.yaml", "--strategy", "max-parallel")
+    assert code == 0
+    assert gitexec(repo, "check")[0] == 0
+    # Changing a dependency makes the committed plan stale.
+    (repo / ".gitexec/tickets/B.yaml").write_text(ticket_yaml("B", run="true"))
+    code, out, _ = gitexec(repo, "check")
+    assert code == 1
+    assert ".gitexec/plan.yaml:5:14: error: plan is stale" in out
+    # Status write-back alone does not make it stale.
+    gitexec(repo, "plan", "-o", ".gitexec/plan.yaml", "--strategy", "max-parallel")
+    (repo / ".gitexec/tickets/B.yaml").write_text(ticket_yaml("B", run="true", status="completed"))
+    assert gitexec(repo, "check")[0] == 0
+
+
+def test_plan_update_is_a_formatter_hook(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="true")})
+    assert gitexec(repo, "plan", "--update")[0] == 0  # no committed plan: nothing to do
+    assert not (repo / ".gitexec/plan.yaml").exists()
+    gitexec(repo, "plan", "-o", ".gitexec/plan.yaml", "--strategy", "conservative", "--jobs", "6")
+    assert gitexec(repo, "plan", "--update")[0] == 0  # up to date
+    (repo / ".gitexec/tickets/B.yaml").write_text(ticket_yaml("B", run="true"))
+    code, out, _ = gitexec(repo, "plan", "--update")
+    assert code == 1
+    assert "was out of date and has been regenerated" in out
+    text = (repo / ".gitexec/plan.yaml").read_text()
+    assert "strategy: conservative\njobs: 6\n" in text  # the team's choice is kept
+    assert gitexec(repo, "plan", "--update")[0] == 0
+
+
+def test_plan_formats_and_errors(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="true")})
+    code, out, _ = gitexec(repo, "plan", "--format", "json")
+    assert json.loads(out)["groups"] == [{"id": 1, "tickets": ["A"]}]
+    code, out, _ = gitexec(repo, "plan", "--format", "mermaid")
+    assert out.startswith("flowchart LR")
+    (repo / ".gitexec/tickets/B.yaml").write_text(ticket_yaml("B", depends_on=["B"], run="true"))
+    code, _, err = gitexec(repo, "plan")
+    assert code == 2
+    assert "depends on itself" in err
+    with captured() as (_, err_io):
+        assert main(["-C", str(repo), "plan", "--strategy", "fastest"]) == 2
+    assert "invalid strategy 'fastest'" in err_io.getvalue()
+
+
+def test_diagnose_reports_overlaps_and_advice(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", paths=["src/**"], run="true", estimate="1h"),
+            "B": ticket_yaml("B", paths=["src/x.py"], run="true", estimate="5m"),
+            "C": ticket_yaml("C", depends_on=["A"], run="true", estimate="1h"),
+        },
+    )
+    code, out, _ = gitexec(repo, "diagnose", "--format", "json", "--strategy", "max-parallel")
+    assert code == 0
+    data = json.loads(out)
+    assert data["conflicts"][0]["tickets"] == ["A", "B"]
+    assert data["unscoped"] == ["C"]
+    assert data["bottlenecks"]["critical_path"] == ["A", "C"]
+    assert any("critical path" in a for a in data["advice"])
+    code, out, _ = gitexec(repo, "diagnose")
+    assert "Predicted conflicts: 1" in out
+    assert "Critical path: A -> C" in out
