@@ -30,7 +30,9 @@ def _strategy(text: str) -> Strategy:
         return Strategy(text)
     except ValueError:
         choices = ", ".join(s.value for s in Strategy)
-        raise argparse.ArgumentTypeError(f"invalid strategy {text!r} (choose from {choices})")
+        raise argparse.ArgumentTypeError(
+            f"invalid strategy {text!r} (choose from {choices})"
+        ) from None
 
 
 def _comma_list(values: Sequence[str] | None) -> list[str]:
@@ -92,6 +94,61 @@ def _new(a: argparse.Namespace, ws: Workspace) -> int:
     )
 
 
+def _run(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.run import RunRequest, run
+
+    return run(
+        ws,
+        RunRequest(
+            plan_file=a.plan,
+            jobs=a.jobs,
+            base=a.base,
+            run_id=a.run_id,
+            only=tuple(_comma_list(a.only)),
+            with_deps=a.with_deps,
+            dry_run=a.dry_run,
+            barrier=a.barrier,
+            allow_overlap=a.allow_overlap,
+            into=a.into,
+            monitor=a.monitor,
+            strategy=a.strategy,
+        ),
+    )
+
+
+def _status(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.status import status
+
+    return status(ws, run_id=a.run, fmt=a.format)
+
+
+def _agents(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.status import agents
+
+    return agents(ws, run_id=a.run, fmt=a.format, include_metrics=a.include_metrics)
+
+
+def _monitor(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.status import monitor
+
+    return monitor(ws, run_id=a.run, refresh_s=a.refresh, dashboard=a.dashboard)
+
+
+def _clean(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.clean import clean
+
+    return clean(ws, run_id=a.run, everything=a.all)
+
+
+def _duration(text: str) -> float:
+    from gitexec.fields import parse_duration
+
+    value = parse_duration(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 500ms, 5s)")
+    return value
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -126,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    p = command("demo", _init, "run the whole pipeline on an embedded example project")
+    p.add_argument("--dir", metavar="DIR", help="where to create it (default: a temp dir)")
+    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N")
+    p.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None)
+
     p = command("init", _init, "scaffold .gitexec/ with a config and an example ticket")
     p.add_argument("--jobs", "-j", type=_positive_int, default=4, metavar="N")
 
@@ -156,6 +218,52 @@ def build_parser() -> argparse.ArgumentParser:
         help=".gitexec/plan.yaml: regenerate it if present; exit 1 when it changed (hook mode)",
     )
 
+    p = command("run", _run, "run tickets in pooled worktrees and merge their results")
+    p.add_argument("plan", nargs="?", metavar="PLAN", help="a plan file (default: plan now)")
+    _add_plan_options(p)
+    p.add_argument("--base", metavar="REV", help="revision to start from (default: HEAD)")
+    p.add_argument("--run-id", metavar="ID", help="name of the run (default: date-time-random)")
+    p.add_argument("--only", action="append", metavar="IDS", help="run only these tickets")
+    p.add_argument("--with-deps", action="store_true", help="with --only: also their dependencies")
+    p.add_argument("--dry-run", action="store_true", help="show what would run, where, when")
+    p.add_argument("--barrier", action="store_true", help="run plan groups one after another")
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="let tickets with overlapping declared paths run at the same time",
+    )
+    p.add_argument("--into", metavar="BRANCH", help="merge the result into BRANCH at the end")
+    p.add_argument(
+        "--monitor",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live dashboard (default: on a terminal); --no-monitor: summary only",
+    )
+
+    p = command("status", _status, "state of a run (while it runs and after)")
+    p.add_argument("--run", metavar="ID", help="default: the running run, else the newest")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("agents", _agents, "agent status matrix of a run")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--include-metrics", action="store_true", help="per-agent totals")
+
+    p = command("monitor", _monitor, "follow a running run from another terminal")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--refresh", type=_duration, default=1.0, metavar="DURATION")
+    p.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rich dashboard (default on a terminal) or one line per event",
+    )
+
+    p = command("clean", _clean, "remove pooled worktrees, result refs and old runs")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--run", metavar="ID", help="remove this run entirely")
+    group.add_argument("--all", action="store_true", help="remove every run and its branch")
+
     p = command("diagnose", _diagnose, "predicted conflicts, bottlenecks and advice")
     p.add_argument("--check-conflicts", action="store_true")
     p.add_argument("--analyze-bottlenecks", action="store_true")
@@ -177,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
     def call() -> int:
+        if args.command == "demo":
+            from gitexec.commands.demo import demo
+
+            return demo(args.dir, jobs=args.jobs, monitor=args.monitor)
         ws = Workspace.find(Path(args.directory))
         result: int = args.handler(args, ws)
         return result

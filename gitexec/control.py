@@ -1,0 +1,194 @@
+"""Live control of a running engine from another process: requests and responses as files.
+
+A client drops `runs/<id>/control/req-<time>-<id>.json` (written atomically); the engine
+polls the directory every loop turn (20 times a second), journals what it does, and
+answers in `resp-<id>.json`. Files survive either side crashing, need no sockets, and
+work the same on a laptop and in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gitexec.errors import UserError
+from gitexec.tickets import TicketState
+
+if TYPE_CHECKING:
+    from gitexec.engine import Engine
+
+CONTROL_DIR = "control"
+
+
+@dataclass(frozen=True)
+class Response:
+    ok: bool
+    message: str
+    data: dict[str, Any]
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
+    os.replace(tmp, path)
+
+
+def send(run_dir: Path, action: str, *, timeout_s: float = 10.0, **args: Any) -> Response:
+    """Send a request to the live engine of a run and wait for its answer."""
+    directory = run_dir / CONTROL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    request_id = uuid.uuid4().hex[:12]
+    request = directory / f"req-{time.time_ns()}-{request_id}.json"
+    response = directory / f"resp-{request_id}.json"
+    _write_json(request, {"id": request_id, "action": action, "args": args})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if response.is_file():
+            payload = json.loads(response.read_text(encoding="utf-8"))
+            response.unlink()
+            return Response(bool(payload["ok"]), str(payload["message"]), payload.get("data", {}))
+        time.sleep(0.01)
+    try:
+        request.unlink()
+    except FileNotFoundError:
+        pass  # taken by the engine just now: it will still act on it
+    else:
+        raise UserError(f"the engine of run {run_dir.name} did not answer within {timeout_s:g}s")
+    raise UserError(f"the engine of run {run_dir.name} took the request but did not answer")
+
+
+def process_requests(engine: Engine) -> None:
+    """Handle waiting requests (called from the engine's loop)."""
+    directory = engine.run_dir / CONTROL_DIR
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith("req-"))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = directory / name
+        try:
+            request = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink()
+        except (OSError, ValueError):
+            continue
+        action = str(request.get("action"))
+        handler = _HANDLERS.get(action)
+        if handler is None:
+            result = Response(False, f"unknown control action {action!r}", {})
+        else:
+            try:
+                result = handler(engine, request.get("args") or {})
+            except UserError as exc:
+                result = Response(False, str(exc), {})
+        _write_json(
+            directory / f"resp-{request.get('id')}.json",
+            {"ok": result.ok, "message": result.message, "data": result.data},
+        )
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+def _pause(engine: Engine, args: dict[str, Any]) -> Response:
+    if engine.paused:
+        return Response(True, "already paused", {"running": sorted(engine.running)})
+    engine.paused = True
+    engine.emit("control", action="pause")
+    return Response(True, "paused: no new tickets will start", {"running": sorted(engine.running)})
+
+
+def _resume(engine: Engine, args: dict[str, Any]) -> Response:
+    if not engine.paused:
+        return Response(True, "not paused", {})
+    engine.paused = False
+    engine.emit("control", action="resume")
+    return Response(True, "resumed", {})
+
+
+def _stop(engine: Engine, args: dict[str, Any]) -> Response:
+    force = bool(args.get("force"))
+    preserve = bool(args.get("preserve_state"))
+    engine.stop_requested = True
+    engine.preserve_state = preserve
+    if force:
+        engine.force_stop = True
+    engine.emit("control", action="stop", force=force, preserve_state=preserve)
+    what = "killing running agents" if force else "letting running tickets finish"
+    keep = "the run stays resumable" if preserve else "pending tickets will be cancelled"
+    return Response(True, f"stopping: {what}; {keep}", {"running": sorted(engine.running)})
+
+
+def _adjust(engine: Engine, args: dict[str, Any]) -> Response:
+    messages: list[str] = []
+    jobs = args.get("jobs")
+    if args.get("delta"):
+        jobs = max(1, engine.jobs + int(args["delta"]))
+    if jobs is not None:
+        jobs = int(jobs)
+        if jobs < 1:
+            raise UserError("jobs must be at least 1")
+        old = engine.jobs
+        engine.set_jobs(jobs)
+        engine.emit("control", action="adjust", jobs=jobs, previous=old)
+        messages.append(f"jobs {old} -> {jobs} (running tickets are not interrupted)")
+    for tid, value in (args.get("priority") or {}).items():
+        if tid not in engine.tickets:
+            raise UserError(f"no ticket {tid!r} in run {engine.run_id}")
+        engine.priority[tid] = int(value)
+        engine.emit("control", action="priority", ticket=tid, priority=int(value))
+        messages.append(f"priority of {tid} = {value}")
+    if not messages:
+        raise UserError("nothing to adjust")
+    return Response(True, "; ".join(messages), {"jobs": engine.jobs})
+
+
+def _retry(engine: Engine, args: dict[str, Any]) -> Response:
+    tid = str(args.get("ticket"))
+    requeued = engine.retry(tid, agent=None)
+    return Response(True, f"requeued {', '.join(requeued)}", {"requeued": requeued})
+
+
+def _reassign(engine: Engine, args: dict[str, Any]) -> Response:
+    tid, agent = str(args.get("ticket")), str(args.get("agent"))
+    if agent not in engine.config.agents:
+        raise UserError(
+            f"unknown agent {agent!r} (agents: {', '.join(sorted(engine.config.agents))})"
+        )
+    requeued = engine.retry(tid, agent=agent)
+    return Response(True, f"{tid} reassigned to {agent}; requeued {', '.join(requeued)}", {})
+
+
+def _fallback_sequential(engine: Engine, args: dict[str, Any]) -> Response:
+    group = int(args.get("group", 0))
+    members = [t for t, g in engine.group.items() if g == group and t in engine.tickets]
+    if not members:
+        raise UserError(f"no group {group} in run {engine.run_id}")
+    changed = [
+        t
+        for t in members
+        if not engine.state.tickets[t].status.terminal
+        or engine.state.tickets[t].status in (TicketState.FAILED, TicketState.CONFLICT)
+    ]
+    for t in changed:
+        engine.sequential.add(t)
+    engine.emit("control", action="fallback-sequential", group=group, tickets=changed)
+    return Response(True, f"group {group}: {len(changed)} ticket(s) will run one at a time", {})
+
+
+_HANDLERS: dict[str, Callable[[Engine, dict[str, Any]], Response]] = {
+    "pause": _pause,
+    "resume": _resume,
+    "stop": _stop,
+    "adjust": _adjust,
+    "retry": _retry,
+    "reassign": _reassign,
+    "fallback-sequential": _fallback_sequential,
+}

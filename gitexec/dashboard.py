@@ -1,0 +1,327 @@
+"""Showing a run: a rich live dashboard on a terminal, one plain line per event otherwise.
+
+Both read only the engine's `RunState` (the journal's view) plus agents' progress files,
+so `git exec monitor` can show the same picture from another terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+from gitexec.fields import format_duration
+from gitexec.journal import Event
+from gitexec.runstate import RunState
+from gitexec.tickets import TicketState
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from gitexec.engine import Engine
+
+
+# --- what a dashboard shows ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent_id: str
+    ticket: str
+    status: str
+    progress: float | None
+    eta: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything on the dashboard, computed once per refresh."""
+
+    state: RunState
+    jobs: int
+    busy: int
+    active_groups: int
+    groups: int
+    completion: float
+    active_conflicts: int
+    eta_s: float | None
+    rows: tuple[AgentRow, ...]
+    paused: bool
+    stopping: bool
+
+
+_STATUS_WORDS = {
+    TicketState.RUNNING: "executing",
+    TicketState.VALIDATING: "validating",
+    TicketState.MERGING: "merging",
+}
+
+
+def snapshot(
+    state: RunState,
+    *,
+    jobs: int,
+    progress: Callable[[str], float | None],
+    eta_s: float | None,
+    now: float | None = None,
+    waiting_rows: int = 4,
+) -> Snapshot:
+    now = now or time.time()
+    active = [t for t in state.tickets.values() if t.status in _STATUS_WORDS]
+    rows: list[AgentRow] = []
+    for t in sorted(active, key=lambda t: (t.slot or 0, t.id)):
+        p = progress(t.id)
+        elapsed = now - (t.agent_started_at or now)
+        if p is None and t.estimate_s and t.agent_started_at:
+            p = min(99.0, 100.0 * elapsed / t.estimate_s)
+        if t.agent_started_at is None and t.status is TicketState.RUNNING:
+            status = "preparing"
+        else:
+            status = _STATUS_WORDS[t.status]
+        remaining = format_duration(max(0.0, t.estimate_s - elapsed)) if t.agent_started_at else "-"
+        rows.append(AgentRow(f"slot-{t.slot}", t.id, status, p, remaining))
+    waiting = [t for t in state.tickets.values() if t.status is TicketState.PENDING]
+    done_ids = {tid for tid, t in state.tickets.items() if t.status is TicketState.COMPLETED}
+    for t in sorted(waiting, key=lambda t: (t.group, -t.priority, t.id))[:waiting_rows]:
+        blocked = any(d not in done_ids and d in state.tickets for d in t.depends_on)
+        rows.append(AgentRow("-", t.id, "waiting", 0.0, "deps" if blocked else "queued"))
+    for t in sorted(state.tickets.values(), key=lambda t: -(t.finished_at or 0))[:2]:
+        if t.status.terminal:
+            rows.append(
+                AgentRow("-", t.id, t.status.value, 100.0 if t.status.succeeded else None, "-")
+            )
+    groups_with_work = {t.group for t in state.tickets.values() if not t.status.terminal}
+    total = len(state.tickets) or 1
+    finished = sum(1 for t in state.tickets.values() if t.status.terminal)
+    conflicts = sum(1 for t in state.tickets.values() if t.conflicts and not t.status.terminal)
+    return Snapshot(
+        state=state,
+        jobs=jobs,
+        busy=len(active),
+        active_groups=len(groups_with_work),
+        groups=len(state.groups),
+        completion=finished / total,
+        active_conflicts=conflicts,
+        eta_s=eta_s,
+        rows=tuple(rows),
+        paused=state.paused,
+        stopping=state.stopping,
+    )
+
+
+def remaining_s(state: RunState, jobs: int, progress: Callable[[str], float | None]) -> float:
+    """ETA: a list schedule of what is left on `jobs` slots (DESIGN.md §7).
+
+    Estimates are calibrated by how long finished tickets took against theirs; running
+    tickets use their reported progress when they write GITEXEC_PROGRESS_FILE.
+    """
+    from gitexec.plan import Graph, simulate
+    from gitexec.tickets import Ticket
+
+    graph = Graph(
+        Ticket(id=t.id, title=t.title, file=t.file, depends_on=t.depends_on, priority=t.priority)
+        for t in state.tickets.values()
+    )
+    est = [state.tickets[t.id].estimate_s for t in graph.tickets]
+    ratios = sorted(
+        state.tickets[t.id].agent_s / est[i]
+        for i, t in enumerate(graph.tickets)
+        if state.tickets[t.id].status is TicketState.COMPLETED
+        and est[i] > 0
+        and state.tickets[t.id].agent_s > 0
+    )
+    scale = ratios[len(ratios) // 2] if ratios else 1.0
+    durations = [e * scale for e in est]
+    now = time.time()
+    done: list[int] = []
+    running: list[tuple[int, float]] = []
+    for i, t in enumerate(graph.tickets):
+        ts = state.tickets[t.id]
+        if ts.status.terminal:
+            done.append(i)
+        elif ts.status in _STATUS_WORDS:
+            elapsed = now - (ts.agent_started_at or now)
+            p = progress(t.id)
+            if p and p > 0:
+                remaining = elapsed * (100.0 - p) / p
+            else:
+                remaining = max(durations[i] - elapsed, 0.05 * durations[i])
+            running.append((i, remaining))
+    order = graph.topological_order() or list(range(len(graph)))
+    rank = graph.bottom_levels(order, durations)
+    prio = [t.priority for t in graph.tickets]
+    return simulate(
+        graph, durations, jobs, key=lambda i: (-prio[i], -rank[i], i), done=done, running=running
+    )
+
+
+# --- reporters -----------------------------------------------------------------------------
+
+
+class QuietReporter:
+    """`--no-monitor`: only the summary printed by the command at the end."""
+
+    def start(self, engine: Engine) -> None:
+        pass
+
+    def event(self, event: Event, engine: Engine) -> None:
+        pass
+
+    def tick(self, engine: Engine) -> None:
+        pass
+
+    def finish(self, engine: Engine) -> None:
+        pass
+
+
+def describe(event: Event, state: RunState) -> str | None:
+    """One line for an event worth a line; None for the rest."""
+    kind = event["event"]
+    tid = event.get("ticket", "")
+    if kind == "run-started":
+        return (
+            f"run {event['run']}: {len(event.get('tickets', {}))} ticket(s), jobs {event['jobs']}, "
+            f"base {event.get('base_rev')} ({str(event['base'])[:12]})"
+        )
+    if kind == "ticket-dispatched":
+        extra = " alone" if event.get("sequential") else ""
+        where = f"slot {event['slot']}, {event['agent']}, attempt {event['attempt']}{extra}"
+        return f"start     {tid} ({where})"
+    if kind == "ticket-merged":
+        t = state.tickets.get(tid)
+        took = f", {t.agent_s:.1f}s" if t else ""
+        return f"merged    {tid} -> {str(event['head'])[:12]}{took}"
+    if kind == "ticket-finished":
+        return f"{event['state']:<9} {tid}: {event.get('reason')}"
+    if kind == "ticket-retry":
+        return f"retry     {tid} in {event['delay_s']:g}s: {event.get('reason')}"
+    if kind == "ticket-requeued" and event.get("reason"):
+        return f"requeued  {tid}: {event['reason']}"
+    if kind == "conflict":
+        return f"conflict  {tid} ({event['step']}): {', '.join(event.get('paths', [])[:5])}"
+    if kind == "scope-violation":
+        return f"scope     {tid} ({event['action']}): {', '.join(event.get('paths', [])[:5])}"
+    if kind == "control":
+        return f"control   {event.get('action')}"
+    if kind == "run-finished":
+        return f"finished  {event['state']} at {str(event.get('head'))[:12]}"
+    return None
+
+
+class PlainReporter:
+    """One line per event on stderr: readable in CI logs."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.started = time.time()
+        self._said_stopping = False
+
+    def start(self, engine: Engine) -> None:
+        self.started = engine.state.started_at or time.time()
+
+    def event(self, event: Event, engine: Engine) -> None:
+        line = describe(event, engine.state)
+        if line:
+            stamp = float(event.get("t", time.time())) - self.started
+            print(f"[{stamp:7.1f}s] {line}", file=self.stream, flush=True)
+
+    def tick(self, engine: Engine) -> None:
+        if engine.stop_requested and not self._said_stopping:
+            self._said_stopping = True
+            how = "killing agents" if engine.force_stop else "waiting for running tickets"
+            print(
+                f"gitexec: stopping ({how}); the run stays resumable (again to force)"
+                if not engine.force_stop
+                else f"gitexec: stopping ({how})",
+                file=self.stream,
+                flush=True,
+            )
+
+    def finish(self, engine: Engine) -> None:
+        pass
+
+
+def render(snap: Snapshot, events: deque[str]) -> RenderableType:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    s = snap.state
+    flags = " [PAUSED]" if snap.paused else ""
+    flags += " [STOPPING]" if snap.stopping else ""
+    head = Table.grid(padding=(0, 3))
+    m = s.metrics()
+    head.add_row(
+        f"Active Groups: {snap.active_groups}/{snap.groups}",
+        f"Running Agents: {snap.busy}/{snap.jobs}",
+        f"Completion Rate: {snap.completion:.0%} ({m['completed']}/{m['total']})",
+        f"Active Conflicts: {snap.active_conflicts}",
+        f"ETA: {format_duration(snap.eta_s) if snap.eta_s is not None else '-'}",
+    )
+    matrix = Table(expand=True, show_edge=False, pad_edge=False)
+    for column in ("Agent ID", "Ticket", "Status", "Progress", "ETA"):
+        matrix.add_column(column, no_wrap=True)
+    for row in snap.rows:
+        progress: RenderableType = Text("-")
+        if row.progress is not None:
+            bar = ProgressBar(total=100, completed=row.progress, width=12)
+            progress = Table.grid()
+            progress.add_row(bar, Text(f" {row.progress:3.0f}%"))
+        matrix.add_row(row.agent_id, Text(row.ticket), row.status, progress, row.eta)
+    log = Text("\n".join(events)) if events else Text("")
+    return Panel(
+        Group(head, Text(""), matrix, Text(""), log),
+        title=Text(f"gitexec run {s.run_id}{flags}"),
+        subtitle=Text(
+            f"{s.integration.removeprefix('refs/heads/')}  "
+            f"wall {format_duration(s.wall_s(time.time()))}"
+        ),
+    )
+
+
+class RichReporter:
+    """The live dashboard of DESIGN.md §7 (TTY only)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+        self.events: deque[str] = deque(maxlen=8)
+
+    def start(self, engine: Engine) -> None:
+        self.live.start()
+        self.tick(engine)
+
+    def event(self, event: Event, engine: Engine) -> None:
+        line = describe(event, engine.state)
+        if line:
+            self.events.append(time.strftime("%H:%M:%S ") + line)
+
+    def tick(self, engine: Engine) -> None:
+        snap = snapshot(
+            engine.state, jobs=engine.jobs, progress=engine.progress, eta_s=engine.eta_s()
+        )
+        self.live.update(render(snap, self.events))
+
+    def finish(self, engine: Engine) -> None:
+        self.tick(engine)
+        self.live.stop()
+
+
+def choose_reporter(
+    monitor: bool | None, stream: TextIO | None = None
+) -> QuietReporter | PlainReporter | RichReporter:
+    """--monitor (default on a terminal): rich; no terminal: plain lines; --no-monitor: quiet."""
+    if monitor is False:
+        return QuietReporter()
+    out = stream or sys.stderr
+    if out.isatty():
+        return RichReporter()
+    return PlainReporter(out)
