@@ -49,7 +49,7 @@ def test_try_repo_check_and_plan_hooks(tmp_path: Path) -> None:
     git(repo, "add", "-A")
     proc = pre_commit("try-repo", str(ROOT), "gitexec-check", "--all-files", cwd=repo, home=home)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert ".gitexec/tickets/B.yaml:3:13: error: unknown dependency 'NOPE'" in proc.stdout
+    assert ".gitexec/tickets/B.yaml:3:14: error: unknown dependency 'NOPE'" in proc.stdout
 
     # gitexec-plan: a committed plan that went stale is regenerated and the hook fails once.
     write_files(repo, {".gitexec/tickets/B.yaml": ticket_yaml("B", depends_on=["A"], run="true")})
