@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gitexec import project as project_module
+from gitexec import tickets as tickets_module
 from gitexec.project import load_project
 from tests.project import ticket_yaml
 
@@ -16,7 +17,7 @@ from tests.project import ticket_yaml
 @pytest.fixture
 def parse_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = project_module.parse_ticket
+    real = tickets_module.parse_ticket
 
     def counting(path: str, text: str) -> object:
         calls.append(path)

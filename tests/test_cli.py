@@ -43,8 +43,21 @@ def test_init_scaffolds_and_refuses_to_overwrite(repo: Path) -> None:
 def test_new_writes_a_valid_ticket(repo: Path) -> None:
     assert gitexec(repo, "new", "A", "--title", "First", "--run", "echo a > a")[0] == 0
     code, out, _ = gitexec(
-        repo, "new", "B-2", "--title", "Second: with colon", "--depends-on", "A",
-        "--paths", "src/**,docs", "--estimate", "30m", "--run", "make", "--validate", "make test",
+        repo,
+        "new",
+        "B-2",
+        "--title",
+        "Second: with colon",
+        "--depends-on",
+        "A",
+        "--paths",
+        "src/**,docs",
+        "--estimate",
+        "30m",
+        "--run",
+        "make",
+        "--validate",
+        "make test",
     )
     assert code == 0
     assert out == "created .gitexec/tickets/B-2.yaml\n"
@@ -58,10 +71,19 @@ def test_new_writes_a_valid_ticket(repo: Path) -> None:
     ("args", "message"),
     [
         (["new", "a b"], "invalid id 'a b'"),
-        (["new", "X", "--depends-on", "NOPE", "--run", "true"], "--depends-on: unknown ticket 'NOPE'"),
+        (
+            ["new", "X", "--depends-on", "NOPE", "--run", "true"],
+            "--depends-on: unknown ticket 'NOPE'",
+        ),
         (["new", "X", "--agent", "robot", "--run", "true"], "--agent: unknown agent 'robot'"),
-        (["new", "X", "--paths", "../etc", "--run", "true"], "--paths: glob '../etc' must not contain"),
-        (["new", "X", "--estimate", "soon", "--run", "true"], "--estimate: invalid duration 'soon'"),
+        (
+            ["new", "X", "--paths", "../etc", "--run", "true"],
+            "--paths: glob '../etc' must not contain",
+        ),
+        (
+            ["new", "X", "--estimate", "soon", "--run", "true"],
+            "--estimate: invalid duration 'soon'",
+        ),
         (["new", "X"], "uses the shell agent but has no 'run' command"),
     ],
 )
@@ -69,7 +91,11 @@ def test_new_rejects_bad_input(repo: Path, args: list[str], message: str) -> Non
     code, _, err = gitexec(repo, *args)
     assert code == 2
     assert message in err
-    assert not list((repo / ".gitexec/tickets").glob("X*")) if (repo / ".gitexec/tickets").exists() else True
+    assert (
+        not list((repo / ".gitexec/tickets").glob("X*"))
+        if (repo / ".gitexec/tickets").exists()
+        else True
+    )
 
 
 def test_new_refuses_existing(repo: Path) -> None:
@@ -98,7 +124,9 @@ def test_not_a_repository(tmp_path: Path) -> None:
     assert err.startswith("gitexec: error: not a git repository")
 
 
-def test_internal_error_exits_3_with_bug_report(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_error_exits_3_with_bug_report(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gitexec.commands.check as check_module
 
     def boom(*args: object, **kwargs: object) -> int:
@@ -124,7 +152,14 @@ def test_console_scripts_and_python_m(repo: Path) -> None:
         assert proc.returncode == 0
         assert proc.stdout.startswith("gitexec ")
     env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["git", "exec", "-h"], cwd=repo, capture_output=True, text=True, env={**os.environ, **env}, check=False)
+    proc = subprocess.run(
+        ["git", "exec", "-h"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
     assert proc.returncode == 0
     assert "usage: git exec" in proc.stdout
     assert gitexec_subprocess(repo, "check").returncode == 0
@@ -137,8 +172,16 @@ def test_git_exec_help_opens_the_manual(repo: Path) -> None:
     manpage = bindir.parent / "share" / "man" / "man1" / "git-exec.1"
     if not manpage.is_file():
         pytest.skip("gitexec is not installed in this interpreter's prefix")
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "100"}
-    proc = subprocess.run(["git", "exec", "--help"], cwd=repo, capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "MANPAGER": "cat",
+        "PAGER": "cat",
+        "MANWIDTH": "100",
+    }
+    proc = subprocess.run(
+        ["git", "exec", "--help"], cwd=repo, capture_output=True, text=True, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "git-exec - run a repository's tickets in parallel git worktrees" in proc.stdout
 
@@ -154,7 +197,11 @@ def test_readme_documents_every_command_and_setting() -> None:
     for command in subcommands():
         assert f"`{command}" in readme, command
     for setting in config_module.SETTINGS:
-        assert f"`{setting.yaml_key}`" in readme and f"`{setting.env}`" in readme and f"`{setting.git_key}`" in readme
+        assert (
+            f"`{setting.yaml_key}`" in readme
+            and f"`{setting.env}`" in readme
+            and f"`{setting.git_key}`" in readme
+        )
     for key in config_module.CONFIG_KEYS:
         assert f"`{key}" in readme, key
     for section, keys in config_module._SECTIONS.items():

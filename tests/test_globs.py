@@ -75,4 +75,7 @@ def test_settled_paths_do_not_count_as_overlap() -> None:
 
 
 def test_outside() -> None:
-    assert PathSet(("src/**", "README.md")).outside(["src/a", "README.md", "x", "docs/y"]) == ["docs/y", "x"]
+    assert PathSet(("src/**", "README.md")).outside(["src/a", "README.md", "x", "docs/y"]) == [
+        "docs/y",
+        "x",
+    ]

@@ -24,7 +24,9 @@ from gitexec.tickets import Ticket
 from tests.project import captured, gitexec, make_project, ticket_yaml
 
 
-def t(tid: str, *deps: str, est: float | None = 60, prio: int = 0, paths: tuple[str, ...] = ()) -> Ticket:
+def t(
+    tid: str, *deps: str, est: float | None = 60, prio: int = 0, paths: tuple[str, ...] = ()
+) -> Ticket:
     return Ticket(
         id=tid,
         title=tid,
@@ -149,7 +151,15 @@ def test_output_is_deterministic_and_round_trips() -> None:
     assert plan is not None
     assert render_yaml(plan) == a
     data = json.loads(render_json(plan))
-    assert set(data) >= {"version", "strategy", "jobs", "fingerprint", "critical_path", "estimate", "groups"}
+    assert set(data) >= {
+        "version",
+        "strategy",
+        "jobs",
+        "fingerprint",
+        "critical_path",
+        "estimate",
+        "groups",
+    }
     assert data["groups"][0] == {"id": 1, "tickets": ["A", "E"]}
 
 
@@ -173,7 +183,11 @@ def test_scales_to_many_tickets() -> None:
     rng = random.Random(1)
     n = 20_000
     tickets = [
-        t(f"T{i}", *(f"T{j}" for j in ({rng.randrange(i) for _ in range(2)} if i else ())), est=rng.randint(1, 60))
+        t(
+            f"T{i}",
+            *(f"T{j}" for j in ({rng.randrange(i) for _ in range(2)} if i else ())),
+            est=rng.randint(1, 60),
+        )
         for i in range(n)
     ]
     for strategy in Strategy:

@@ -29,7 +29,9 @@ def pre_commit(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess
 
 
 def test_manifest_is_valid(tmp_path: Path) -> None:
-    proc = pre_commit("validate-manifest", str(ROOT / ".pre-commit-hooks.yaml"), cwd=ROOT, home=tmp_path)
+    proc = pre_commit(
+        "validate-manifest", str(ROOT / ".pre-commit-hooks.yaml"), cwd=ROOT, home=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -45,7 +47,9 @@ def test_try_repo_check_and_plan_hooks(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gitexec check" in proc.stdout and "Passed" in proc.stdout
 
-    write_files(repo, {".gitexec/tickets/B.yaml": ticket_yaml("B", depends_on=["NOPE"], run="true")})
+    write_files(
+        repo, {".gitexec/tickets/B.yaml": ticket_yaml("B", depends_on=["NOPE"], run="true")}
+    )
     git(repo, "add", "-A")
     proc = pre_commit("try-repo", str(ROOT), "gitexec-check", "--all-files", cwd=repo, home=home)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -53,7 +57,9 @@ def test_try_repo_check_and_plan_hooks(tmp_path: Path) -> None:
 
     # gitexec-plan: a committed plan that went stale is regenerated and the hook fails once.
     write_files(repo, {".gitexec/tickets/B.yaml": ticket_yaml("B", depends_on=["A"], run="true")})
-    subprocess.run([sys.executable, "-m", "gitexec", "plan", "-o", ".gitexec/plan.yaml"], cwd=repo, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "gitexec", "plan", "-o", ".gitexec/plan.yaml"], cwd=repo, check=True
+    )
     commit_all(repo, "plan")
     write_files(repo, {".gitexec/tickets/C.yaml": ticket_yaml("C", run="true")})
     git(repo, "add", "-A")

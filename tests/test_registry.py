@@ -8,7 +8,13 @@ from ruamel.yaml import YAML
 from gitexec.registry import write_status
 from gitexec.tickets import TicketState
 
-RESULT = {"run": "R1", "commit": "0a1b", "attempts": 2, "duration": 1.5, "finished_at": "2026-01-01T00:00:00Z"}
+RESULT = {
+    "run": "R1",
+    "commit": "0a1b",
+    "attempts": 2,
+    "duration": 1.5,
+    "finished_at": "2026-01-01T00:00:00Z",
+}
 
 
 def load(text: str) -> dict[str, object]:
@@ -32,7 +38,9 @@ def test_replaces_in_place_keeping_comments_and_layout() -> None:
         "paths: [src/**]\n"
     )
     out = write_status("A.yaml", text, TicketState.COMPLETED, RESULT)
-    assert out.startswith("# head comment\nid: A   # trailing\ntitle: 'Quoted'\ndepends_on:\n    - B\n")
+    assert out.startswith(
+        "# head comment\nid: A   # trailing\ntitle: 'Quoted'\ndepends_on:\n    - B\n"
+    )
     assert "status: completed  # engine\n" in out
     assert out.endswith("\n\n# about paths\npaths: [src/**]\n")
     data = load(out)
@@ -41,18 +49,24 @@ def test_replaces_in_place_keeping_comments_and_layout() -> None:
 
 
 def test_appends_when_absent_and_handles_no_trailing_newline() -> None:
-    out = write_status("A.yaml", "id: A\ntitle: x", TicketState.FAILED, {"reason": "it broke: badly"})
+    out = write_status(
+        "A.yaml", "id: A\ntitle: x", TicketState.FAILED, {"reason": "it broke: badly"}
+    )
     assert out == 'id: A\ntitle: x\nstatus: failed\nresult:\n  reason: "it broke: badly"\n'
 
 
 def test_markdown_front_matter_only() -> None:
     text = "---\nid: A\ntitle: x\nstatus: pending\n---\n# Body\n\nstatus: pending stays here\n"
     out = write_status("A.md", text, TicketState.COMPLETED, {"run": "R"})
-    assert out == "---\nid: A\ntitle: x\nstatus: completed\nresult:\n  run: R\n---\n# Body\n\nstatus: pending stays here\n"
+    assert (
+        out
+        == "---\nid: A\ntitle: x\nstatus: completed\nresult:\n  run: R\n---\n# Body\n\nstatus: pending stays here\n"
+    )
 
 
 @pytest.mark.parametrize(
-    "value", ["a: b", "- dash", "#hash", "yes", "123", "quote\"s", "multi\nline", "tab\tx", "ünïcode"]
+    "value",
+    ["a: b", "- dash", "#hash", "yes", "123", 'quote"s', "multi\nline", "tab\tx", "ünïcode"],
 )
 def test_awkward_values_round_trip(value: str) -> None:
     out = write_status("A.yaml", "id: A\ntitle: x\n", TicketState.BLOCKED, {"reason": value})
@@ -60,5 +74,12 @@ def test_awkward_values_round_trip(value: str) -> None:
 
 
 def test_flow_style_result_is_replaced() -> None:
-    out = write_status("A.yaml", "id: A\nresult: {run: x}\nstatus: failed\ntitle: t\n", TicketState.COMPLETED, {"run": "y"})
-    assert out == "id: A\nresult:\n  run: \"y\"\nstatus: completed\ntitle: t\n"  # y is a YAML 1.1 boolean
+    out = write_status(
+        "A.yaml",
+        "id: A\nresult: {run: x}\nstatus: failed\ntitle: t\n",
+        TicketState.COMPLETED,
+        {"run": "y"},
+    )
+    assert (
+        out == 'id: A\nresult:\n  run: "y"\nstatus: completed\ntitle: t\n'
+    )  # y is a YAML 1.1 boolean
