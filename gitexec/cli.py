@@ -140,6 +140,57 @@ def _clean(a: argparse.Namespace, ws: Workspace) -> int:
     return clean(ws, run_id=a.run, everything=a.all)
 
 
+def _pause(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import pause
+
+    return pause(ws, run_id=a.run, wait=a.wait_for_completion)
+
+
+def _resume(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import resume
+
+    return resume(ws, run_id=a.run, validate_state=a.validate_state, monitor=a.monitor)
+
+
+def _stop(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import stop
+
+    return stop(ws, run_id=a.run, force=a.force, preserve_state=a.preserve_state)
+
+
+def _priority(text: str) -> tuple[str, int]:
+    tid, sep, value = text.partition("=")
+    try:
+        return tid, int(value) if sep else int("x")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ID=N, got {text!r}") from None
+
+
+def _adjust(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import adjust
+
+    delta = a.increase_parallelism - a.decrease_parallelism
+    return adjust(ws, run_id=a.run, jobs=a.jobs, delta=delta, priorities=dict(a.priority or []))
+
+
+def _retry(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import retry
+
+    return retry(ws, run_id=a.run, ticket=a.id)
+
+
+def _reassign(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import reassign
+
+    return reassign(ws, run_id=a.run, ticket=a.id, agent=a.agent)
+
+
+def _fallback_sequential(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.control import fallback_sequential
+
+    return fallback_sequential(ws, run_id=a.run, group=a.group)
+
+
 def _duration(text: str) -> float:
     from gitexec.fields import parse_duration
 
@@ -263,6 +314,50 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--run", metavar="ID", help="remove this run entirely")
     group.add_argument("--all", action="store_true", help="remove every run and its branch")
+
+    p = command("pause", _pause, "stop starting new tickets in a live run")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument(
+        "--wait-for-completion", action="store_true", help="return when running tickets finished"
+    )
+
+    p = command("resume", _resume, "resume a paused run, or continue a crashed or stopped one")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument(
+        "--validate-state",
+        action="store_true",
+        help="check journal, refs and worktrees first (repairing what is safe)",
+    )
+    p.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None)
+
+    p = command("stop", _stop, "stop a live run")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--force", action="store_true", help="kill running agents")
+    p.add_argument(
+        "--preserve-state", action="store_true", help="keep the run resumable (else cancel)"
+    )
+
+    p = command("adjust", _adjust, "change a live run: parallelism, priorities")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N")
+    p.add_argument("--increase-parallelism", action="count", default=0, help="one more slot")
+    p.add_argument("--decrease-parallelism", action="count", default=0, help="one slot fewer")
+    p.add_argument("--priority", action="append", type=_priority, metavar="ID=N")
+
+    p = command("retry", _retry, "requeue a failed ticket and the tickets it blocked")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--run", metavar="ID")
+
+    p = command("reassign", _reassign, "run a ticket with another agent")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--agent", required=True, metavar="NAME")
+    p.add_argument("--run", metavar="ID")
+
+    p = command(
+        "fallback-sequential", _fallback_sequential, "run a plan group's tickets one at a time"
+    )
+    p.add_argument("group", type=int, metavar="GROUP")
+    p.add_argument("--run", metavar="ID")
 
     p = command("diagnose", _diagnose, "predicted conflicts, bottlenecks and advice")
     p.add_argument("--check-conflicts", action="store_true")

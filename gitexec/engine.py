@@ -161,7 +161,13 @@ def merge_rules(config: Config) -> tuple[MergeRule, ...]:
 
 
 class Engine:
-    def __init__(self, repo_paths: RepoPaths, spec: RunSpec, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        repo_paths: RepoPaths,
+        spec: RunSpec,
+        reporter: Reporter,
+        resume: RunState | None = None,
+    ) -> None:
         self.paths = repo_paths
         self.spec = spec
         self.config = spec.config
@@ -173,7 +179,8 @@ class Engine:
         self.integration = Integration(
             self.repo, integration_ref(spec.run_id), self.identity, spec.run_id
         )
-        self.state = RunState(spec.run_id)
+        self.state = resume or RunState(spec.run_id)
+        self.resuming = resume is not None
         self.jobs = spec.jobs
         self.pool = Pool(repo_paths, self.jobs + 1)
         self.gate = AgentGate(self.jobs)
@@ -237,7 +244,7 @@ class Engine:
     def run(self) -> RunState:
         lock = EngineLock(self.paths.state_dir)
         with lock.held(self.run_id):
-            if self.integration.exists():
+            if self.integration.exists() and not self.resuming:
                 raise UserError(
                     f"run {self.run_id} already exists ({self.integration.ref}); "
                     "resume it or choose another --run-id"
@@ -246,8 +253,11 @@ class Engine:
                 (self.run_dir / name).mkdir(parents=True, exist_ok=True)
             self._journal = Journal(self.run_dir / JOURNAL)
             try:
-                self.integration.create(self.spec.base)
-                self.emit("run-started", **self._start_fields())
+                if self.resuming:
+                    self._restore()
+                else:
+                    self.integration.create(self.spec.base)
+                    self.emit("run-started", **self._start_fields())
                 self.reporter.start(self)
                 with self._signal_handlers():
                     self._loop()
@@ -271,6 +281,7 @@ class Engine:
             "strategy": self.spec.plan.strategy.value,
             "merge_order": cfg.merge.order.value,
             "barrier": self.spec.barrier,
+            "allow_overlap": self.spec.allow_overlap,
             "skipped": list(self.spec.skipped),
             "groups": [[t for t in g.tickets if t in self.tickets] for g in self.spec.plan.groups],
             "critical_path": list(self.spec.plan.critical_path),
@@ -288,6 +299,79 @@ class Engine:
                 for t in self.spec.tickets
             },
         }
+
+    def _restore(self) -> None:
+        """Continue a crashed or stopped run: the journal and the refs say where it was.
+
+        Merged tickets stay merged exactly once (the integration branch's first-parent
+        history is checked for merges the journal missed); orphaned agents of the dead
+        engine are killed; finished-but-unmerged results are merged without re-running;
+        interrupted tickets start over.
+        """
+        from gitexec.recovery import kill_orphans, merged_on_branch
+
+        state = self.state
+        on_branch = merged_on_branch(self.integration)
+        for tid, commit in on_branch.items():
+            ts = state.tickets.get(tid)
+            if ts is not None and ts.status is not TicketState.COMPLETED:
+                # The ref moved but the engine died before journaling it.
+                self.emit(
+                    "ticket-merged",
+                    ticket=tid,
+                    head=commit,
+                    recovered=True,
+                    previous=None,
+                    commit=ts.commit,
+                    resolved=[],
+                    merge_s=0.0,
+                )
+        killed = kill_orphans(state, self.run_id)
+        reset: list[str] = []
+        reuse: list[str] = []
+        for tid, ts in sorted(state.tickets.items()):
+            if ts.status.terminal:
+                continue
+            if ts.result_ready and ts.commit and ts.base:
+                reuse.append(tid)
+            reset.append(tid)
+        self.emit(
+            "run-resumed",
+            pid=os.getpid(),
+            jobs=self.jobs,
+            head=self.integration.head,
+            reset=reset,
+            reuse=reuse,
+            killed=killed,
+        )
+        # Rebuild the scheduler's view from the state.
+        self.pending = {tid for tid, ts in state.tickets.items() if not ts.status.terminal}
+        for tid, ts in state.tickets.items():
+            self.agent_of[tid] = ts.agent or self.agent_of[tid]
+            self.reruns[tid] = ts.reruns
+            if ts.sequential:
+                self.sequential.add(tid)
+            if ts.status is TicketState.COMPLETED:
+                for j in self.graph.dependents[self.graph.index[tid]]:
+                    self.deps_left[self.graph.tickets[j].id] -= 1
+        # Results that were ready to merge are merged as they are: agent time is not redone.
+        for tid in reuse:
+            ts = state.tickets[tid]
+            if self.deps_left[tid] != 0:
+                continue
+            job = Job(
+                ticket=self.tickets[tid],
+                agent=self.config.agents[self.agent_of[tid]],
+                attempt=ts.attempts,
+                slot=self.pool.slots[0],
+                base=str(ts.base),
+            )
+            self.pending.discard(tid)
+            done = WorkDone(job, Outcome(True, commit=ts.commit))
+            if self.config.merge.order is MergeOrder.PLAN:
+                self.buffered[tid] = done
+            else:
+                self._merge(job, str(ts.commit))
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -849,7 +933,12 @@ class Engine:
         # Results still waiting for an earlier ticket in plan order stay in their refs.
         for tid in sorted(self.buffered):
             self.pending.add(tid)
-            self.emit("ticket-requeued", ticket=tid, reason="stopped before its turn to merge")
+            self.emit(
+                "ticket-requeued",
+                ticket=tid,
+                reason="stopped before its turn to merge",
+                keep_result=True,
+            )
         self.buffered.clear()
         stopped = self.stop_requested and bool(self.pending)
         if stopped and not self.preserve_state:

@@ -63,6 +63,7 @@ class TicketRun:
     pid: int | None = None
     pgid: int | None = None
     sequential: bool = False
+    result_ready: bool = False  # committed and validated, not yet merged
 
     @property
     def duration_s(self) -> float:
@@ -281,6 +282,8 @@ def _dispatched(s: RunState, e: Event) -> None:
     t.slot = e.get("slot")
     t.base = e.get("base")
     t.attempt_started_at = float(e["t"])
+    t.result_ready = False
+    t.commit = None
     if t.started_at is None:
         t.started_at = float(e["t"])
     t.sequential = bool(e.get("sequential", t.sequential))
@@ -326,6 +329,7 @@ def _work_done(s: RunState, e: Event) -> None:
     if t is not None:
         t.slot_s += float(e.get("slot_s", 0.0))
         t.slot = None
+        t.result_ready = bool(e.get("ok")) and t.commit is not None
 
 
 def _merging(s: RunState, e: Event) -> None:
@@ -342,6 +346,7 @@ def _merged(s: RunState, e: Event) -> None:
     if t is None:
         return
     t.status = TicketState.COMPLETED
+    t.result_ready = False
     t.merge_commit = e["head"]
     t.finished_at = float(e["t"])
     t.reason = None
@@ -381,6 +386,7 @@ def _scope(s: RunState, e: Event) -> None:
 def _retry(s: RunState, e: Event) -> None:
     t = s._ticket(e)
     if t is not None:
+        t.result_ready = False
         t.status = TicketState.PENDING
         t.reason = e.get("reason")
         t.agent = e.get("agent", t.agent)
@@ -391,6 +397,7 @@ def _finished(s: RunState, e: Event) -> None:
     t = s._ticket(e)
     if t is None:
         return
+    t.result_ready = False
     t.status = TicketState(e["state"])
     t.reason = e.get("reason")
     t.finished_at = float(e["t"])
@@ -402,6 +409,7 @@ def _finished(s: RunState, e: Event) -> None:
 def _requeued(s: RunState, e: Event) -> None:
     t = s._ticket(e)
     if t is not None:
+        t.result_ready = bool(e.get("keep_result")) and t.result_ready
         t.status = TicketState.PENDING
         t.reason = None
         t.finished_at = None

@@ -325,3 +325,86 @@ def summary(state: RunState, run_dir: Path) -> str:
         if t.status.terminal and t.status is not TicketState.COMPLETED:
             lines.append(f"  {t.status.value:>9}  {tid}: {t.reason}")
     return "\n".join(lines)
+
+
+# --- resume --------------------------------------------------------------------------------
+
+
+def resume_run(ws: Workspace, run_id: str, *, validate_state: bool, monitor: bool | None) -> int:
+    """Restart a crashed or stopped run from its journal."""
+    from gitexec.config import Strategy
+    from gitexec.dashboard import choose_reporter
+    from gitexec.integration import Integration
+    from gitexec.plan import PlanGroup
+    from gitexec.recovery import validate_state as check_state
+    from gitexec.runstate import load_run
+
+    state = load_run(ws.state_dir, run_id)
+    if not state.tickets:
+        raise UserError(
+            f"run {run_id} has no usable journal; remove it with `git exec clean --run {run_id}`"
+        )
+    if state.status in (RunStatus.COMPLETED, RunStatus.FAILED) or all(
+        t.status.terminal for t in state.tickets.values()
+    ):
+        raise UserError(
+            f"run {run_id} is {state.status.value}: nothing left to resume "
+            "(a new `git exec run` picks up tickets that are not completed)"
+        )
+    if ws.repo.shallow:
+        raise UserError(SHALLOW_MESSAGE)
+    from gitexec.journal import JOURNAL, read_events
+    from gitexec.runstate import RUNS_DIR
+
+    started = next(
+        e
+        for e in read_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL)
+        if e["event"] == "run-started"
+    )
+    repo = pygit2.Repository(str(ws.repo.common_dir))
+    project = load_at(ws, repo, state.base)
+    wanted = set(state.tickets)
+    tickets = tuple(t for t in project.tickets if t.id in wanted)
+    missing = wanted - {t.id for t in tickets}
+    if missing:
+        raise UserError(f"tickets {', '.join(sorted(missing))} are gone from {state.base[:12]}")
+    config = ws.settings(project.config, {"jobs": state.jobs})
+    plan = Plan(
+        strategy=Strategy(started.get("strategy", "balanced")),
+        jobs=state.jobs,
+        fingerprint="",
+        critical_path=tuple(state.critical_path),
+        makespan_s=0.0,
+        parallelism=1.0,
+        groups=tuple(PlanGroup(n + 1, tuple(g)) for n, g in enumerate(state.groups)),
+    )
+    spec = RunSpec(
+        run_id=run_id,
+        base=state.base,
+        base_rev=state.base_rev,
+        tickets=tickets,
+        skipped=tuple(state.skipped),
+        plan=plan,
+        config=config,
+        jobs=state.jobs,
+        barrier=bool(started.get("barrier")),
+        allow_overlap=bool(started.get("allow_overlap")),
+    )
+    if validate_state:
+        from gitexec.gitutil import committer_identity
+
+        integration = Integration(repo, state.integration, committer_identity(ws.root), run_id)
+        report = check_state(ws.repo, integration, state)
+        for line in report.repaired:
+            print(f"repaired: {line}")
+        for line in report.problems:
+            print(f"problem:  {line}")
+        if not report.ok:
+            raise UserError(f"run {run_id} cannot be resumed safely (see the problems above)")
+        print(f"state of run {run_id} is consistent")
+    engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state)
+    final = engine.run()
+    print(summary(final, engine.run_dir))
+    if final.status is RunStatus.STOPPED and engine.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if final.status is RunStatus.COMPLETED else EXIT_FAILED

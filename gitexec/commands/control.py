@@ -1,0 +1,113 @@
+"""`pause`, `resume`, `stop`, `adjust`, `retry`, `reassign`, `fallback-sequential`.
+
+Each sends one request to the live engine of a run (see gitexec/control.py) and prints its
+answer; `resume` of a run whose engine is gone restarts it from the journal instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gitexec import control
+from gitexec.errors import EXIT_OK, UserError
+from gitexec.journal import lock_holder
+from gitexec.runstate import RUNS_DIR, RunStatus, list_runs, load_run
+from gitexec.workspace import Workspace
+
+
+def live_run(ws: Workspace, run_id: str | None) -> str:
+    """The run whose engine is alive (and matches `run_id` when given)."""
+    holder = lock_holder(ws.state_dir)
+    live = holder[4:].split(",", 1)[0] if holder and holder.startswith("run ") else None
+    if live is None:
+        which = f"run {run_id} has" if run_id else "there is"
+        raise UserError(f"{which} no live engine in this repository (see `git exec status`)")
+    if run_id is not None and run_id != live:
+        raise UserError(f"run {run_id} has no live engine (the live run is {live})")
+    return live
+
+
+def send(ws: Workspace, run_id: str | None, action: str, **args: Any) -> control.Response:
+    rid = live_run(ws, run_id)
+    response = control.send(ws.state_dir / RUNS_DIR / rid, action, **args)
+    if not response.ok:
+        raise UserError(response.message)
+    print(f"run {rid}: {response.message}")
+    return response
+
+
+def pause(ws: Workspace, *, run_id: str | None, wait: bool) -> int:
+    response = send(ws, run_id, "pause")
+    if wait and response.data.get("running"):
+        rid = live_run(ws, run_id)
+        print(f"waiting for {', '.join(response.data['running'])} to finish ...")
+        while True:
+            state = load_run(ws.state_dir, rid)
+            if not any(
+                t.status.value in ("running", "validating", "merging")
+                for t in state.tickets.values()
+            ):
+                break
+            time.sleep(0.1)
+        print("no ticket is running")
+    return EXIT_OK
+
+
+def stop(ws: Workspace, *, run_id: str | None, force: bool, preserve_state: bool) -> int:
+    send(ws, run_id, "stop", force=force, preserve_state=preserve_state)
+    return EXIT_OK
+
+
+def adjust(
+    ws: Workspace,
+    *,
+    run_id: str | None,
+    jobs: int | None,
+    delta: int,
+    priorities: dict[str, int],
+) -> int:
+    if jobs is None and not delta and not priorities:
+        raise UserError(
+            "nothing to adjust: give --jobs N, --increase-parallelism, "
+            "--decrease-parallelism or --priority ID=N"
+        )
+    send(ws, run_id, "adjust", jobs=jobs, delta=delta, priority=priorities)
+    return EXIT_OK
+
+
+def retry(ws: Workspace, *, run_id: str | None, ticket: str) -> int:
+    send(ws, run_id, "retry", ticket=ticket)
+    return EXIT_OK
+
+
+def reassign(ws: Workspace, *, run_id: str | None, ticket: str, agent: str) -> int:
+    send(ws, run_id, "reassign", ticket=ticket, agent=agent)
+    return EXIT_OK
+
+
+def fallback_sequential(ws: Workspace, *, run_id: str | None, group: int) -> int:
+    send(ws, run_id, "fallback-sequential", group=group)
+    return EXIT_OK
+
+
+def resume(ws: Workspace, *, run_id: str | None, validate_state: bool, monitor: bool | None) -> int:
+    """Resume a paused live run, or restart a crashed or stopped one from its journal."""
+    holder = lock_holder(ws.state_dir)
+    if holder is not None:
+        send(ws, run_id, "resume")
+        return EXIT_OK
+    rid = run_id or _resumable(ws)
+    from gitexec.commands.run import resume_run
+
+    return resume_run(ws, rid, validate_state=validate_state, monitor=monitor)
+
+
+def _resumable(ws: Workspace) -> str:
+    for rid in reversed(list_runs(ws.state_dir)):
+        state = load_run(ws.state_dir, rid)
+        if state.status in (RunStatus.CRASHED, RunStatus.STOPPED) and any(
+            not t.status.terminal for t in state.tickets.values()
+        ):
+            return rid
+    raise UserError("no run to resume: none crashed or was stopped with work left")
