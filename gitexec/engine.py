@@ -33,7 +33,7 @@ from gitexec.integration import Integration, RefMoved, ticket_message
 from gitexec.journal import JOURNAL, EngineLock, Event, Journal
 from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.plan import Graph, Plan, effective_estimates
-from gitexec.pool import Pool, SetupError, Slot, collect
+from gitexec.pool import Pool, SetupError, Slot
 from gitexec.registry import write_status
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus, TicketRun, iso
 from gitexec.tickets import Ticket, TicketState
@@ -264,6 +264,7 @@ class Engine:
                     self._finish()
             finally:
                 self._journal.close()
+                self.pool.close()
                 self.reporter.finish(self)
         return self.state
 
@@ -557,7 +558,6 @@ class Engine:
 
     def _attempt(self, job: Job) -> Outcome:
         t, slot = job.ticket, job.slot
-        env_identity = self.identity.env()
         progress = self.run_dir / "progress" / t.id
         with contextlib.suppress(FileNotFoundError):
             progress.unlink()
@@ -605,8 +605,8 @@ class Engine:
         if result.exit_code != 0:
             return Outcome(False, reason=f"agent exited with status {result.exit_code}")
 
-        collected = collect(
-            slot.path, job.base, ticket_message(t.id, t.title, self.run_id), env_identity
+        collected = slot.collect(
+            job.base, ticket_message(t.id, t.title, self.run_id), self.identity
         )
         self._emit_from_worker(
             "ticket-committed",

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitexec.errors import CommandError, UserError
+
+if TYPE_CHECKING:
+    import pygit2
 
 # Inherited GIT_* variables that describe *where* a repository is (hooks export GIT_DIR,
 # GIT_INDEX_FILE, ...) would point every git we run at the caller's repository. Keep only
@@ -157,6 +162,17 @@ class Identity:
     name: str
     email: str
     fixed_time: tuple[int, int] | None  # (epoch, offset minutes) when GIT_*_DATE pins it
+
+    def signature(self) -> pygit2.Signature:
+        """A signature for a commit made now (or at the pinned time)."""
+        import pygit2
+
+        if self.fixed_time is not None:
+            stamp, offset = self.fixed_time
+            return pygit2.Signature(self.name, self.email, stamp, offset)
+        now = time.time()
+        offset = time.localtime(now).tm_gmtoff // 60
+        return pygit2.Signature(self.name, self.email, int(now), offset)
 
     def env(self) -> dict[str, str]:
         """The identity for git subprocesses (works without user.name configured)."""

@@ -7,7 +7,6 @@ ticket's status update is part of that same commit.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -86,13 +85,7 @@ class Integration:
     # --- objects ---------------------------------------------------------------------------
 
     def signature(self) -> pygit2.Signature:
-        if self.identity.fixed_time is not None:
-            stamp, offset = self.identity.fixed_time
-            return pygit2.Signature(self.identity.name, self.identity.email, stamp, offset)
-        local = time.localtime()
-        return pygit2.Signature(
-            self.identity.name, self.identity.email, int(time.time()), local.tm_gmtoff // 60
-        )
+        return self.identity.signature()
 
     def tree_of(self, commit: str) -> pygit2.Oid:
         obj = self.repo[pygit2.Oid(hex=commit)]

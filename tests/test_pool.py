@@ -1,0 +1,177 @@
+"""Pooled worktrees: the O(changes) reset and collect agree with git's full scans.
+
+Git itself is the oracle: after a collect `git status` must show nothing left behind, and
+after a reset the slot must be exactly the new base (index, HEAD and files).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gitexec import watch
+from gitexec.gitutil import Identity, find_repo
+from gitexec.pool import Pool
+from tests.helpers import commit_all, git, init_repo, write_files
+
+ENV = Identity("t", "t@example.com", None)
+
+FILES = {
+    ".gitignore": "build/\n*.log\n",
+    "README.md": "hello\n",
+    "src/a.py": "a = 1\n",
+    "src/pkg/b.py": "b = 2\n",
+    "src/pkg/deep/c.py": "c = 3\n",
+    "docs/guide.md": "guide\n",
+    "tools/run.sh": "#!/bin/sh\necho run\n",
+}
+
+
+def status(path: Path) -> str:
+    # --no-optional-locks: a plain `git status` may rewrite the index, which (rightly) makes
+    # the slot distrust its bookkeeping and take the slow path.
+    return git(path, "--no-optional-locks", "status", "--porcelain=v1", "--untracked-files=all")
+
+
+def mutate(root: Path, rnd: random.Random, step: int) -> None:
+    """A random agent: edits, creates, deletes, renames, chmods, type changes, ignored output."""
+    files = [
+        p for p in root.rglob("*") if ".git" not in p.parts and (p.is_file() or p.is_symlink())
+    ]
+    dirs = [
+        p for p in root.rglob("*") if ".git" not in p.parts and p.is_dir() and not p.is_symlink()
+    ]
+    for _ in range(rnd.randint(1, 6)):
+        op = rnd.choice(
+            [
+                "edit",
+                "edit",
+                "create",
+                "newdir",
+                "delete",
+                "rmdir",
+                "rename",
+                "renamedir",
+                "chmod",
+                "ignored",
+                "file2dir",
+                "dir2file",
+                "symlink",
+                "noop",
+            ]
+        )
+        try:
+            if op == "edit" and files:
+                f = rnd.choice(files)
+                if f.is_file() and not f.is_symlink():
+                    f.write_text(f.read_text(errors="replace") + f"edit {step}\n")
+            elif op == "create":
+                parent = rnd.choice(dirs) if dirs and rnd.random() < 0.7 else root
+                (parent / f"new{step}_{rnd.randint(0, 99)}.txt").write_text("new\n")
+            elif op == "newdir":
+                d = root / f"gen{step}" / "inner"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "x.txt").write_text("x\n")
+                (d.parent / "y.txt").write_text("y\n")
+            elif op == "delete" and files:
+                rnd.choice(files).unlink()
+            elif op == "rmdir" and dirs:
+                shutil.rmtree(rnd.choice(dirs))
+            elif op == "rename" and files:
+                f = rnd.choice(files)
+                f.rename(f.with_name(f"renamed{step}_{f.name}"))
+            elif op == "renamedir" and dirs:
+                d = rnd.choice(dirs)
+                d.rename(d.with_name(f"{d.name}_moved{step}"))
+            elif op == "chmod" and files:
+                f = rnd.choice(files)
+                if f.is_file() and not f.is_symlink():
+                    f.chmod(f.stat().st_mode ^ 0o111)
+            elif op == "ignored":
+                (root / "build").mkdir(exist_ok=True)
+                (root / "build" / f"out{step}.o").write_text("obj\n")
+                (root / f"trace{step}.log").write_text("log\n")
+            elif op == "file2dir" and files:
+                f = rnd.choice(files)
+                if f.is_file() and not f.is_symlink():
+                    f.unlink()
+                    f.mkdir()
+                    (f / "now-a-dir.txt").write_text("d\n")
+            elif op == "dir2file" and dirs:
+                d = rnd.choice(dirs)
+                shutil.rmtree(d)
+                d.write_text("was a dir\n")
+            elif op == "symlink":
+                link = root / f"link{step}"
+                if not link.exists():
+                    link.symlink_to("README.md")
+        except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError):
+            pass  # a random agent is allowed to fail at things
+        files = [
+            p for p in root.rglob("*") if ".git" not in p.parts and (p.is_file() or p.is_symlink())
+        ]
+        dirs = [
+            p
+            for p in root.rglob("*")
+            if ".git" not in p.parts and p.is_dir() and not p.is_symlink()
+        ]
+
+
+@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
+    repo = init_repo(tmp_path / "repo", FILES)
+    os.chmod(repo / "tools/run.sh", 0o755)  # noqa: S103 - an executable script, on purpose
+    base = commit_all(repo, "executable")
+    # A second base that differs in a few places, to reset across.
+    write_files(repo, {"src/a.py": "a = 10\n", "docs/new.md": "new\n"})
+    (repo / "docs/guide.md").unlink()
+    other = commit_all(repo, "other base")
+    git(repo, "checkout", "-q", base)
+
+    paths = find_repo(repo)
+    slot = Pool(paths, 1).slots[0]
+    rnd = random.Random(seed)
+    bases = [base, other]
+    current = base
+    slot.prepare(paths, current)
+    for step in range(25):
+        mutate(slot.path, rnd, step)
+        collected = slot.collect(current, f"step {step}\n", ENV)
+        # Everything the agent changed is in the commit; nothing non-ignored is left over.
+        assert status(slot.path) == "", f"step {step}: left behind"
+        assert git(slot.path, "rev-parse", "HEAD").strip() == collected.commit
+        # Sometimes a validation step leaves junk behind after the commit.
+        if rnd.random() < 0.3:
+            (slot.path / f"junk{step}.txt").write_text("junk\n")
+        current = rnd.choice([*bases, collected.commit])
+        slot.prepare(paths, current)
+        assert git(slot.path, "rev-parse", "HEAD").strip() == current
+        assert status(slot.path) == "", f"step {step}: reset left differences"
+        assert git(slot.path, "diff-index", "--cached", current) == ""
+    assert slot.fast_collects > 10
+    assert slot.fast_resets > 10
+    slot.close()
+
+
+@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
+def test_agent_using_git_falls_back_to_a_full_scan(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", FILES)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    paths = find_repo(repo)
+    slot = Pool(paths, 1).slots[0]
+    slot.prepare(paths, base)
+    # The agent unstages a tracked file without touching it: only git's index changed.
+    git(slot.path, "rm", "-q", "--cached", "README.md")
+    write_files(slot.path, {"src/a.py": "changed\n"})
+    before = slot.fast_collects
+    slot.collect(base, "msg\n", ENV)
+    assert slot.fast_collects == before  # the index was rewritten behind our back
+    slot.prepare(paths, base)
+    assert status(slot.path) == ""
+    assert git(slot.path, "ls-files", "README.md").strip() == "README.md"
+    slot.close()
