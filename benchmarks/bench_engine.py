@@ -185,7 +185,7 @@ def bench_b(work: Path, n: int) -> dict[str, Any]:
 
 
 def bench_c(work: Path, n: int) -> dict[str, Any]:
-    graph = {tid: [] for tid in dag(n)}
+    graph: dict[str, list[str]] = {tid: [] for tid in dag(n)}
 
     def command(tid: str) -> str:
         return f"mkdir -p out && echo {tid} > out/{tid}.txt"
@@ -205,7 +205,7 @@ def bench_c(work: Path, n: int) -> dict[str, Any]:
 
 
 def bench_d(work: Path, n: int, repeats: int = 3) -> dict[str, Any]:
-    graph = {tid: [] for tid in dag(n)}
+    graph: dict[str, list[str]] = {tid: [] for tid in dag(n)}
 
     def command(tid: str) -> str:
         return f"mkdir -p out && echo {tid} > out/{tid}.txt"
