@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from gitexec import __version__
 
 V = TypeVar("V")
-_FORMAT = 1
+_FORMAT = 2
 _RACY_NS = 2_000_000_000
 
 
@@ -38,7 +38,8 @@ def is_racy(st: os.stat_result) -> bool:
 @dataclass(frozen=True)
 class _Entry(Generic[V]):
     key: Hashable  # file stat, or a blob id
-    digest: bytes | None  # content digest, kept for entries that were racy when stored
+    digest: bytes  # content digest: a stat change with the same content is still a hit
+    racy: bool  # stored while the file could still change without its stat moving
     value: V
 
 
@@ -47,7 +48,12 @@ def digest(data: bytes) -> bytes:
 
 
 class ParseCache(Generic[V]):
-    """Maps a file path to a value derived from its content, revalidated by stat."""
+    """Maps a file path to a value derived from its content, revalidated by stat.
+
+    A matching stat key is a hit without reading the file (unless the entry was racy);
+    otherwise the content digest decides, so a checkout or `touch` that leaves content
+    unchanged costs a read, not a parse.
+    """
 
     def __init__(self, path: Path | None, namespace: str) -> None:
         self.path = path
@@ -62,24 +68,28 @@ class ParseCache(Generic[V]):
                 if tag == self._tag and isinstance(entries, dict):
                     self._entries = entries
 
-    def get(self, name: str, key: Hashable, content: Callable[[], bytes]) -> V | None:
-        """The cached value if `key` still matches; `content` is read only for racy entries."""
+    def lookup(
+        self, name: str, key: Hashable, racy: bool, read: Callable[[], bytes | None]
+    ) -> tuple[V | None, bytes | None]:
+        """(cached value or None, the content if it had to be read)."""
         self._seen.add(name)
         entry = self._entries.get(name)
-        if entry is None or entry.key != key:
-            return None
-        if entry.digest is not None:
-            try:
-                if digest(content()) != entry.digest:
-                    return None
-            except OSError:
-                return None
-        return entry.value
+        if entry is not None and entry.key == key and not entry.racy:
+            return entry.value, None
+        data = read()
+        if data is None:
+            return None, None
+        if entry is not None and entry.digest == digest(data):
+            if entry.key != key or entry.racy != racy:
+                # Same content: refresh the stat key, and stop re-checking once settled.
+                self._entries[name] = _Entry(key, entry.digest, racy, entry.value)
+                self._dirty = True
+            return entry.value, data
+        return None, data
 
-    def put(self, name: str, key: Hashable, value: V, racy_content: bytes | None = None) -> None:
-        """Store a value; pass the content when the file might still change unnoticed."""
+    def put(self, name: str, key: Hashable, racy: bool, data: bytes, value: V) -> None:
         self._seen.add(name)
-        self._entries[name] = _Entry(key, digest(racy_content) if racy_content else None, value)
+        self._entries[name] = _Entry(key, digest(data), racy, value)
         self._dirty = True
 
     def save(self) -> None:
@@ -99,6 +109,39 @@ class ParseCache(Generic[V]):
             try:
                 with os.fdopen(fd, "wb") as f:
                     pickle.dump((self._tag, self._entries), f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+
+
+class SummaryCache(Generic[V]):
+    """One value for a whole directory state (e.g. all findings of `check`), keyed by a
+    digest of every file's stat: an unchanged project costs a directory scan."""
+
+    def __init__(self, path: Path | None, namespace: str) -> None:
+        self.path = path
+        self._tag = (namespace, __version__, _FORMAT)
+
+    def get(self, key: bytes) -> V | None:
+        if self.path is None:
+            return None
+        with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, ValueError):
+            with self.path.open("rb") as f:
+                tag, stored_key, value = pickle.load(f)  # noqa: S301 - our own file
+            if tag == self._tag and stored_key == key:
+                return value  # type: ignore[no-any-return]
+        return None
+
+    def put(self, key: bytes, value: V) -> None:
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".summary-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    pickle.dump((self._tag, key, value), f, protocol=pickle.HIGHEST_PROTOCOL)
                 os.replace(tmp, self.path)
             except BaseException:
                 os.unlink(tmp)

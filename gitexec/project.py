@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -81,31 +82,71 @@ class Source(Protocol):
 
 
 class FileSource:
-    """Files in a work tree; cache keys are file stats."""
+    """Files in a work tree; cache keys are file stats (one scan of the tickets directory)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._base = os.fspath(root)
+        self._stats: dict[str, os.stat_result] = {}
+        self._names: list[str] | None = None
+        self._scanned = False
+
+    def _scan(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        directory = os.path.join(self._base, TICKETS_DIR)
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_file():
+                        self._stats[f"{TICKETS_DIR}/{entry.name}"] = entry.stat()
+            self._names = sorted(name.rsplit("/", 1)[1] for name in self._stats)
+        except FileNotFoundError:
+            self._names = []
+        except NotADirectoryError:
+            self._names = None
 
     def ticket_names(self) -> list[str] | None:
-        try:
-            return sorted(e.name for e in os.scandir(self.root / TICKETS_DIR) if e.is_file())
-        except FileNotFoundError:
-            return []
-        except NotADirectoryError:
-            return None
+        self._scan()
+        return self._names
 
     def read(self, rel: str) -> bytes | None:
         try:
-            return (self.root / rel).read_bytes()
+            with open(os.path.join(self._base, rel), "rb") as f:
+                return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
+    def _stat(self, rel: str) -> os.stat_result | None:
+        self._scan()
+        st = self._stats.get(rel)
+        if st is None:
+            try:
+                st = self._stats[rel] = os.stat(os.path.join(self._base, rel))
+            except OSError:
+                return None
+        return st
+
     def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
-        try:
-            st = (self.root / rel).stat()
-        except OSError:
+        st = self._stat(rel)
+        if st is None:
             return None
         return stat_key(st), is_racy(st)
+
+    def signature(self) -> bytes | None:
+        """A digest of every project file's stat; None while any file is racy."""
+        self._scan()
+        h = hashlib.sha256()
+        for rel in sorted([*self._stats, CONFIG_FILE, PLAN_FILE]):
+            st = self._stat(rel)
+            if st is None:
+                h.update(f"{rel}\0-\n".encode())
+                continue
+            if is_racy(st):
+                return None
+            h.update(f"{rel}\0{stat_key(st)}\n".encode())
+        return h.digest()
 
 
 class TreeSource:
@@ -145,14 +186,9 @@ def _parse_cached(
     if found is None:
         return None
     key, racy = found
-
-    def content() -> bytes:
-        return source.read(rel) or b""
-
-    hit = cache.get(rel, key, content)
+    hit, data = cache.lookup(rel, key, racy, lambda: source.read(rel))
     if hit is not None:
         return hit
-    data = source.read(rel)
     if data is None:
         return None
     text, problem = _decode(rel, data)
@@ -169,7 +205,7 @@ def _parse_cached(
             if text is not None
             else ParsedTicket(None, (problem,) if problem else ())
         )
-    cache.put(rel, key, parsed, racy_content=data if racy else None)
+    cache.put(rel, key, racy, data, parsed)
     return parsed
 
 

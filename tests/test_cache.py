@@ -83,3 +83,68 @@ def test_removed_files_leave_the_cache(tmp_path: Path) -> None:
     load_project(tmp_path, cache_path=cache)
     (tickets / "A.yaml").unlink()
     assert load_project(tmp_path, cache_path=cache).tickets == ()
+
+
+def test_touched_but_unchanged_file_is_not_reparsed(
+    tmp_path: Path, parse_counter: list[str]
+) -> None:
+    tickets = tmp_path / ".gitexec/tickets"
+    tickets.mkdir(parents=True)
+    path = tickets / "A.yaml"
+    path.write_text(ticket_yaml("A", run="true"))
+    age(path)
+    cache = tmp_path / "cache.pickle"
+    load_project(tmp_path, cache_path=cache)
+    path.write_text(ticket_yaml("A", run="true"))  # a checkout rewrites the same content
+    age(path, 5)
+    load_project(tmp_path, cache_path=cache)
+    assert parse_counter == [".gitexec/tickets/A.yaml"]
+
+
+def test_racy_entries_settle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitexec import cache as cache_module
+
+    tickets = tmp_path / ".gitexec/tickets"
+    tickets.mkdir(parents=True)
+    (tickets / "A.yaml").write_text(ticket_yaml("A", run="true"))
+    store = tmp_path / "cache.pickle"
+    load_project(tmp_path, cache_path=store)  # fresh file: stored as racy
+    reads: list[str] = []
+    real = project_module.FileSource.read
+
+    def counting(self: project_module.FileSource, rel: str) -> bytes | None:
+        reads.append(rel)
+        return real(self, rel)
+
+    monkeypatch.setattr(project_module.FileSource, "read", counting)
+    monkeypatch.setattr(cache_module, "_RACY_NS", 0)  # time has passed
+    load_project(tmp_path, cache_path=store)  # verified by content once, then settled
+    assert reads.count(".gitexec/tickets/A.yaml") == 1
+    load_project(tmp_path, cache_path=store)
+    assert reads.count(".gitexec/tickets/A.yaml") == 1
+
+
+def test_warm_check_is_answered_from_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitexec.commands import check as check_module
+    from tests.project import gitexec, make_project
+
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="true", depends_on=["B"])})
+    for p in (repo / ".gitexec/tickets").iterdir():
+        age(p)
+    first = gitexec(repo, "check")
+    loads: list[Path] = []
+    real = check_module.load_project  # type: ignore[attr-defined]
+
+    def counting(root: Path, **kwargs: object) -> object:
+        loads.append(root)
+        return real(root, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(check_module, "load_project", counting)
+    assert gitexec(repo, "check") == first
+    assert loads == []
+    (repo / ".gitexec/tickets/B.yaml").write_text(ticket_yaml("B", run="true"))
+    age(repo / ".gitexec/tickets/B.yaml")
+    assert gitexec(repo, "check")[0] == 0
+    assert len(loads) == 1

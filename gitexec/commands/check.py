@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from gitexec.cache import SummaryCache
 from gitexec.errors import EXIT_FAILED, EXIT_OK
-from gitexec.project import filter_findings
+from gitexec.findings import Finding
+from gitexec.project import FileSource, filter_findings, load_project
 from gitexec.workspace import Workspace
 
 
@@ -16,8 +18,7 @@ def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: 
     With FILES, the whole project is still validated (dependencies cross files), but only
     findings in the named files are shown.
     """
-    project = ws.load(use_cache=use_cache)
-    findings = list(project.findings)
+    findings, count = _findings(ws, use_cache)
     if files:
         rel = [ws.relative(f) for f in files]
         findings = filter_findings(findings, rel)
@@ -27,7 +28,7 @@ def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: 
             json.dumps(
                 {
                     "ok": errors == 0,
-                    "tickets": len(project.tickets),
+                    "tickets": count,
                     "findings": [
                         {
                             "path": f.path,
@@ -47,5 +48,28 @@ def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: 
             print(f)
         warnings = len(findings) - errors
         if findings:
-            print(f"{errors} error(s), {warnings} warning(s) in {len(project.tickets)} ticket(s)")
+            print(f"{errors} error(s), {warnings} warning(s) in {count} ticket(s)")
     return EXIT_FAILED if errors else EXIT_OK
+
+
+def _findings(ws: Workspace, use_cache: bool) -> tuple[list[Finding], int]:
+    """All findings and the ticket count; an unchanged project is answered from a summary
+    keyed by every file's stat, so a warm check costs one directory scan."""
+    source = FileSource(ws.root)
+    signature = source.signature() if use_cache else None
+    summary: SummaryCache[tuple[list[Finding], int]] = SummaryCache(
+        ws.state_dir / "cache" / "check-summary.pickle", "check"
+    )
+    if signature is not None:
+        cached = summary.get(signature)
+        if cached is not None:
+            return cached
+    project = load_project(
+        ws.root,
+        cache_path=ws.state_dir / "cache" / "parse.pickle" if use_cache else None,
+        source=source,
+    )
+    result = (list(project.findings), len(project.tickets))
+    if signature is not None:
+        summary.put(signature, result)
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -43,11 +44,29 @@ def render(plan: Plan, project: Project, fmt: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Replace a regular file atomically (keeping its mode); write through anything else.
+
+    `-o /dev/null`, a FIFO or a symlink must not be replaced by a regular file.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    if path.is_symlink() or (st is not None and not stat.S_ISREG(st.st_mode)):
+        with path.open("w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        if st is not None:
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
