@@ -287,3 +287,25 @@ def test_plan_output_never_replaces_special_files(tmp_path: Path) -> None:
     new = repo / "fresh.yaml"
     assert gitexec(repo, "plan", "-o", "fresh.yaml")[0] == 0
     assert stat.S_IMODE(new.stat().st_mode) & 0o044  # readable by others, unlike mkstemp's 0600
+
+
+def test_barrier_makespan_reflects_the_strategy() -> None:
+    # Two long and two short independent tickets: group by group, pairing matters.
+    tickets = [t("L1", est=100), t("L2", est=100), t("S1", est=10), t("S2", est=10)]
+    balanced = make_plan(tickets, Strategy.BALANCED, jobs=2, default_estimate_s=60)
+    conservative = make_plan(tickets, Strategy.CONSERVATIVE, jobs=2, default_estimate_s=60)
+    assert balanced.barrier_makespan_s == 110  # {L1, L2} then {S1, S2}
+    assert conservative.barrier_makespan_s == 220  # one at a time
+    assert balanced.makespan_s == conservative.makespan_s == 110  # the dynamic run is the same
+    text = render_yaml(conservative)
+    assert "estimate: {makespan_s: 110, parallelism: 2, barrier_makespan_s: 220}" in text
+
+
+def test_conservative_with_one_shared_scope_stays_linear() -> None:
+    tickets = [t(f"T{i}", paths=("src/**",)) for i in range(3000)] + [
+        t(f"U{i}") for i in range(3000)
+    ]
+    plan = make_plan(tickets, Strategy.CONSERVATIVE, jobs=8, default_estimate_s=60)
+    for g in plan.groups:
+        assert sum(1 for x in g.tickets if x.startswith("T")) <= 1
+    assert sum(len(g.tickets) for g in plan.groups) == 6000
