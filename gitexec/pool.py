@@ -34,7 +34,17 @@ from gitexec.merge import changed_paths
 WORKTREES = "worktrees"
 ENGINE_DIR = ".gitexec"
 # Applied to every git command gitexec runs in a slot (agents' own git is left alone).
-SLOT_GIT = ("-c", "core.splitIndex=true", "-c", "splitIndex.sharedIndexExpire=now")
+SLOT_GIT = (
+    "-c",
+    "core.splitIndex=true",
+    "-c",
+    "splitIndex.sharedIndexExpire=now",
+    # Commands here touch a handful of named paths: threads to lstat the whole index first
+    # cost more than they save.
+    "-c",
+    "core.preloadIndex=false",
+)
+_IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
 # Files whose change alters what git considers ignored or how it filters content.
 _RULE_FILES = (".gitignore", ".gitattributes")
 
@@ -281,7 +291,14 @@ class Slot:
         if any(_is_rule_file(p) for p in paths):
             return False  # ignore rules changed: only a full clean is sure to be right
         tracked = sorted(p for p in paths if self._in_tree(old, p) or self._in_tree(new, p))
-        untracked = sorted(p for p in paths - set(tracked) if os.path.lexists(self.path / p))
+        # Directories either tree has are handled through the files listed in them.
+        untracked = sorted(
+            p
+            for p in paths - set(tracked)
+            if os.path.lexists(self.path / p)
+            and not self._is_tree(old, p)
+            and not self._is_tree(new, p)
+        )
         if untracked:
             # Leftovers nobody committed (a failed agent, validation output): `git clean`
             # removes them unless ignored, exactly like the full reset.
@@ -350,40 +367,48 @@ class Slot:
             candidates = sorted(p for p in touched if not _engine_path(p))
             if not any(_is_rule_file(p) for p in candidates):
                 head = known.head
-                addable = self._addable(head, candidates)
-                if addable:
-                    self._git_paths(
-                        ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], addable
-                    )
+                added = self._add(head, candidates)
                 self.fast_collects += 1
                 # Nothing touched: the index still equals HEAD, no need to ask git.
-                unchanged = None if addable else self._tree_id(head)
+                unchanged = None if added else self._tree_id(head)
                 return self._commit(base, head, message, identity, dirty=touched, tree=unchanged)
         # Full scan: the agent used git itself, or the watcher cannot vouch for the tree.
         self._git(["add", "-A", "--", ".", f":(exclude){ENGINE_DIR}"])
         head = self._git(["rev-parse", "HEAD"]).strip()
         return self._commit(base, head, message, identity, dirty=touched or ())
 
-    def _addable(self, head: str, candidates: Sequence[str]) -> list[str]:
-        """Touched paths `git add` should see: tracked ones, and new ones not ignored.
+    def _add(self, head: str, candidates: Sequence[str]) -> bool:
+        """`git add -A` the touched paths that still exist or were tracked; True if any.
 
-        Named explicitly, an ignored path makes `git add` fail, so those are filtered out
-        first (as `git add -A` would skip them).
+        Named explicitly, an ignored path makes `git add` list it and exit 1 after adding
+        everything else: that is the outcome `git add -A` would have had, not an error.
         """
-        tracked = {p for p in candidates if self._in_tree(head, p)}
-        new = [p for p in candidates if p not in tracked and os.path.lexists(self.path / p)]
-        ignored: set[str] = set()
-        if new:
-            proc = run_git(
-                ["check-ignore", "--no-index", "-z", "--stdin"],
-                self.path,
-                input=b"\0".join(os.fsencode(p) for p in new),
-                check=False,
-            )
-            if proc.returncode not in (0, 1):
-                raise CommandError(proc.args, proc.returncode, proc.stdout, proc.stderr)
-            ignored = {p for p in proc.stdout.split("\0") if p}
-        return sorted(tracked | {p for p in new if p not in ignored})
+        paths = [p for p in candidates if os.path.lexists(self.path / p) or self._in_tree(head, p)]
+        if not paths:
+            return False
+        proc = run_git(
+            [
+                *SLOT_GIT,
+                "--literal-pathspecs",
+                "add",
+                "-A",
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+            ],
+            self.path,
+            input=b"\0".join(os.fsencode(p) for p in paths),
+            check=False,
+            env={"LC_ALL": "C", "LANGUAGE": "C"},
+        )
+        if proc.returncode == 1 and proc.stderr.startswith(_IGNORED_HEADER):
+            problems = [
+                line for line in proc.stderr.splitlines() if line.startswith(("error:", "fatal:"))
+            ]
+            if not problems:
+                return True
+        if proc.returncode != 0:
+            raise CommandError(proc.args, proc.returncode, proc.stdout, proc.stderr)
+        return True
 
     def _tree_id(self, commit: str) -> str:
         return str(self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree).id)
