@@ -946,7 +946,7 @@ class Engine:
                 self._finish_ticket(tid, TicketState.CANCELLED, "run stopped")
         self._record_unmerged()
         counts = self.state.metrics()
-        if stopped and self.preserve_state:
+        if stopped:
             final = RunStatus.STOPPED
         elif counts["completed"] == counts["total"]:
             final = RunStatus.COMPLETED

@@ -1,0 +1,279 @@
+"""Live control of a running engine from another process, and resuming dead runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitexec.journal import read_events
+from tests.helpers import git
+from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (AssertionError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of a group that are still running (zombies waiting for a reaper don't count)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[-1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def gated(tid: str, gate: Path, **fields: Any) -> str:
+    """A ticket whose agent waits until `gate` exists, then writes <tid>.txt."""
+    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    return ticket_yaml(tid, run=run, **fields)
+
+
+class LiveRun:
+    """`git exec run` in a subprocess, with helpers to look at it."""
+
+    def __init__(self, repo: Path, run_id: str, *args: str) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", run_id, *args],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: status(repo, run_id)["state"] in ("running", "paused"))
+
+    def state(self, tid: str) -> str:
+        return str(status(self.repo, self.run_id)["tickets"][tid]["status"])
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "gate"
+    yield path
+    path.touch()  # never leave agents waiting
+
+
+def test_pause_adjust_resume(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {t: gated(t, gate) for t in "ABCD"} | {"E": ticket_yaml("E", run="echo e > e")},
+    )
+    live = LiveRun(repo, "p", "--jobs", "1")
+    wait_for(lambda: live.state("A") == "running" or live.state("B") == "running")
+    code, out, _ = gitexec(repo, "pause")
+    assert code == 0
+    assert out.startswith("run p: paused")
+    assert status(repo, "p")["state"] == "paused"
+    code, out, _ = gitexec(repo, "adjust", "--jobs", "3", "--priority", "E=9")
+    assert code == 0
+    assert "jobs 1 -> 3" in out and "priority of E = 9" in out
+    assert status(repo, "p")["jobs"] == 3
+    gate.touch()
+    time.sleep(0.5)
+    # Paused: whatever was running finishes, nothing new starts.
+    st = status(repo, "p")
+    assert st["tickets"]["E"]["status"] == "pending"
+    assert gitexec(repo, "resume")[0] == 0
+    code, out, err = live.finish()
+    assert code == 0, out + err
+    st = status(repo, "p")
+    assert st["state"] == "completed"
+    # E had the highest priority once resumed.
+    order = [
+        e["ticket"]
+        for e in read_events(repo / ".git/gitexec/runs/p/journal.jsonl")
+        if e["event"] == "ticket-dispatched"
+    ]
+    resumed_at = next(i for i, t in enumerate(order) if t not in ("A", "B"))
+    assert order[resumed_at] == "E"
+
+
+def test_pause_wait_for_completion_returns_when_idle(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(
+        tmp_path / "r", {"A": gated("A", gate), "B": ticket_yaml("B", depends_on=["A"], run="true")}
+    )
+    live = LiveRun(repo, "w")
+    wait_for(lambda: live.state("A") == "running")
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "pause", "--wait-for-completion"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    assert waiter.poll() is None  # A is still running
+    gate.touch()
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0
+    assert "no ticket is running" in out
+    assert status(repo, "w")["tickets"]["B"]["status"] == "pending"
+    gitexec(repo, "stop", "--preserve-state")
+    live.finish()
+
+
+def test_stop_force_kills_agents_and_cancels(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(
+        tmp_path / "r", {"A": gated("A", gate), "B": ticket_yaml("B", depends_on=["A"], run="true")}
+    )
+    live = LiveRun(repo, "s")
+    wait_for(lambda: status(repo, "s")["tickets"]["A"]["status"] == "running")
+    events = repo / ".git/gitexec/runs/s/journal.jsonl"
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(events)))
+    pgid = next(e["pgid"] for e in read_events(events) if e["event"] == "agent-started")
+    code, out, _ = gitexec(repo, "stop", "--force")
+    assert code == 0
+    assert "killing running agents" in out and "pending tickets will be cancelled" in out
+    code, _, _ = live.finish()
+    assert code == 1
+    st = status(repo, "s")
+    assert st["state"] == "stopped"
+    assert {t["status"] for t in st["tickets"].values()} == {"cancelled"}
+    assert live_members(int(pgid)) == []
+    # Nothing left to resume.
+    code, _, err = gitexec(repo, "resume", "--run", "s")
+    assert code == 2
+    assert "nothing left to resume" in err
+
+
+def test_retry_and_reassign_a_failed_ticket(tmp_path: Path, gate: Path) -> None:
+    config = "version: 1\nagents:\n  fixed:\n    command: [sh, -c, 'echo fixed > a.txt']\n"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="exit 1"),
+            "B": ticket_yaml("B", depends_on=["A"], run="echo b > b"),
+            "HOLD": gated("HOLD", gate),
+        },
+        config=config,
+    )
+    live = LiveRun(repo, "rr")
+    wait_for(lambda: live.state("B") == "blocked")
+    code, _, err = gitexec(repo, "retry", "B")
+    assert code == 2
+    assert "B is blocked; only failed, conflict or cancelled tickets can be retried" in err
+    code, out, _ = gitexec(repo, "reassign", "A", "--agent", "fixed")
+    assert code == 0
+    assert "A reassigned to fixed; requeued A, B" in out
+    wait_for(lambda: live.state("B") == "completed")
+    gate.touch()
+    code, out, err = live.finish()
+    assert code == 0, out + err
+    st = status(repo, "rr")
+    assert st["tickets"]["A"]["agent"] == "fixed"
+    assert git(repo, "show", "gitexec/rr:a.txt") == "fixed\n"
+
+
+def test_fallback_sequential_runs_a_group_one_at_a_time(tmp_path: Path, gate: Path) -> None:
+    log = tmp_path / "log"
+    repo = make_project(
+        tmp_path / "r",
+        {"GATE": gated("GATE", gate)}
+        | {
+            t: ticket_yaml(
+                t, depends_on=["GATE"], run=f"echo start >> {log}; sleep 0.2; echo end >> {log}"
+            )
+            for t in "XYZ"
+        },
+    )
+    live = LiveRun(repo, "fs", "--jobs", "3")
+    plan_group = status(repo, "fs")["tickets"]["X"]["group"]
+    code, out, _ = gitexec(repo, "fallback-sequential", str(plan_group))
+    assert code == 0
+    assert f"group {plan_group}: 3 ticket(s) will run one at a time" in out
+    gate.touch()
+    assert live.finish()[0] == 0
+    assert log.read_text().split() == ["start", "end"] * 3
+
+
+def test_control_without_a_live_engine(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="true")})
+    for args in (["pause"], ["stop"], ["adjust", "--jobs", "2"], ["retry", "A"]):
+        code, _, err = gitexec(repo, *args)
+        assert code == 2
+        assert "no live engine" in err
+
+
+# --- durability --------------------------------------------------------------------------------
+
+
+def dag_repo(path: Path) -> Path:
+    tickets = {}
+    deps = {
+        "A": [],
+        "B": [],
+        "C": ["A"],
+        "D": ["A", "B"],
+        "E": ["C"],
+        "F": ["D", "E"],
+        "G": [],
+        "H": ["G"],
+    }
+    for tid, d in deps.items():
+        run = f"sleep 0.15; mkdir -p out; cat /dev/null {' '.join(f'out/{x}' for x in d)} > out/{tid}; echo {tid} >> out/{tid}"
+        tickets[tid] = ticket_yaml(tid, depends_on=d, paths=[f"out/{tid}"], run=run)
+    return make_project(path, tickets, config="version: 1\nmerge:\n  order: plan\n")
+
+
+def code_tree(repo: Path, ref: str) -> str:
+    return git(repo, "rev-parse", f"{ref}:out")
+
+
+@pytest.mark.parametrize("kill_after_events", [3, 9, 17, 26, 40])
+def test_kill_9_and_resume_gives_the_same_result(tmp_path: Path, kill_after_events: int) -> None:
+    reference = dag_repo(tmp_path / "ref")
+    assert gitexec(reference, "run", "--no-monitor", "--run-id", "k", "--jobs", "3")[0] == 0
+    expected = code_tree(reference, "gitexec/k")
+
+    repo = dag_repo(tmp_path / "r")
+    journal = repo / ".git/gitexec/runs/k/journal.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "k", "--jobs", "3"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: len(read_events(journal)) >= kill_after_events or proc.poll() is not None)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if status(repo, "k")["state"] != "completed":
+        code, out, err = gitexec(repo, "resume", "--validate-state", "--no-monitor")
+        assert code == 0, out + err
+    assert code_tree(repo, "gitexec/k") == expected
+    merged = first_parent_tickets(repo, "gitexec/k")
+    assert sorted(merged) == sorted("ABCDEFGH")  # every ticket merged exactly once
+    st = status(repo, "k")
+    assert st["state"] == "completed"
+    # No agent of this run is left running.
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(repo)], capture_output=True, text=True, check=False
+    )
+    assert leftovers.stdout.strip() == ""
