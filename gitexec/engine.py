@@ -27,6 +27,7 @@ import pygit2
 from gitexec import agents
 from gitexec.config import AgentSpec, Config, MergeOrder, Scope
 from gitexec.errors import CommandError, UserError
+from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
 from gitexec.globs import PathSet, pathsets_may_overlap
 from gitexec.integration import Integration, RefMoved, ticket_message
@@ -89,6 +90,22 @@ class Outcome:
 class WorkDone:
     job: Job
     outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Landed:
+    """A ticket merged into the integration branch, waiting for the integration gate."""
+
+    job: Job
+    commit: str  # the ticket's result
+    head: str  # the merge commit
+    previous: str  # the head it was merged onto
+
+
+@dataclass(frozen=True)
+class GateDone:
+    batch: tuple[Landed, ...]
+    outcome: GateOutcome
 
 
 class Reporter(Protocol):
@@ -187,7 +204,7 @@ class Engine:
         self.rules = merge_rules(self.config)
         # Paths merge rules settle never make two tickets wait for each other.
         self.settled = PathSet(tuple(p for r in self.config.merge.rules for p in r.paths))
-        self._queue: queue.Queue[Event | WorkDone] = queue.Queue()
+        self._queue: queue.Queue[Event | WorkDone | GateDone] = queue.Queue()
         self._journal: Journal | None = None
         self._threads: dict[str, threading.Thread] = {}
 
@@ -219,6 +236,9 @@ class Engine:
         self.sequential: set[str] = set()
         self.buffered: dict[str, WorkDone] = {}
         self.merge_log: list[tuple[str, str, frozenset[str]]] = []  # (head, ticket, paths)
+        self.awaiting_gate: list[Landed] = []
+        self.gating: tuple[Landed, ...] | None = None
+        self._gate_cancel = threading.Event()
         self.paused = False
         self.stop_requested = False
         self.force_stop = False
@@ -407,11 +427,12 @@ class Engine:
                 self._dispatch()
             if self.config.merge.order is MergeOrder.PLAN:
                 self._merge_in_plan_order()
+            self._maybe_gate()
             now = time.monotonic()
             if now - last_tick >= 0.25:
                 self.reporter.tick(self)
                 last_tick = now
-            if not self.running and not self.buffered:
+            if not self.running and not self.buffered and not self._gate_busy:
                 if self.stop_requested or not self.pending:
                     break
                 if not self.paused and all(self.deps_left[t] for t in self.pending):
@@ -425,6 +446,8 @@ class Engine:
         while True:
             if isinstance(item, WorkDone):
                 self._work_done(item)
+            elif isinstance(item, GateDone):
+                self._gate_done(item)
             else:
                 self.state.apply(item)
                 self.reporter.event(item, self)
@@ -827,6 +850,7 @@ class Engine:
                 f"the integration branch was moved by someone else during the run: {exc}"
             ) from exc
         self.merge_log.append((new_head, t.id, frozenset(changed)))
+        gated = bool(self.config.gates.integration)
         self.emit(
             "ticket-merged",
             ticket=t.id,
@@ -835,9 +859,111 @@ class Engine:
             commit=commit,
             resolved=resolved,
             merge_s=round(time.monotonic() - started, 6),
+            awaiting_gate=gated,
         )
-        for j in self.graph.dependents[self.graph.index[t.id]]:
+        if gated:
+            self.awaiting_gate.append(Landed(job, commit, new_head, head))
+        else:
+            self._unlock_dependents(t.id)
+
+    def _unlock_dependents(self, tid: str) -> None:
+        for j in self.graph.dependents[self.graph.index[tid]]:
             self.deps_left[self.graph.tickets[j].id] -= 1
+
+    # --- integration gates -----------------------------------------------------------------
+
+    @property
+    def _gate_busy(self) -> bool:
+        return self.gating is not None or bool(self.awaiting_gate)
+
+    def _maybe_gate(self) -> None:
+        """Gate once `gates.every` merges wait, or as soon as nothing else is running."""
+        if self.gating is not None or not self.awaiting_gate:
+            return
+        if len(self.awaiting_gate) < self.config.gates.every and self.running:
+            return
+        batch = tuple(self.awaiting_gate)
+        self.gating = batch
+        self.emit(
+            "gate-started",
+            head=batch[-1].head,
+            tickets=[entry.job.ticket.id for entry in batch],
+        )
+        runner = GateRunner(
+            self.paths,
+            self.pool.gate_slot(),
+            self.config.gates.integration,
+            log=self.run_dir / "logs" / "gate.log",
+            env={"GITEXEC_RUN": self.run_id, **self.identity.env()},
+            timeout_s=self.config.gates.timeout_s,
+            cancel=self._gate_cancel,
+        )
+
+        def work() -> None:
+            try:
+                outcome = runner.batch(
+                    [entry.head for entry in batch],
+                    lambda head, ok: self._emit_from_worker("gate-run", head=head, ok=ok),
+                )
+            except Exception as exc:  # reported as a failed gate, never lost
+                outcome = GateOutcome(False, 1, len(batch) - 1, f"gate error: {exc}")
+            self._queue.put(GateDone(batch, outcome))
+
+        threading.Thread(target=work, name="gitexec-gate", daemon=True).start()
+
+    def _gate_done(self, done: GateDone) -> None:
+        self.gating = None
+        batch, outcome = done.batch, done.outcome
+        if outcome.ok:
+            self._gate_passed(batch)
+            return
+        if outcome.cancelled or outcome.culprit is None:
+            return  # stopping: the batch stays unverified (see _finish)
+        culprit = batch[outcome.culprit]
+        self._gate_passed(batch[: outcome.culprit])
+        # Everything merged after the culprit sits on top of it: move the branch back to
+        # before the culprit and merge those results again.
+        later = self.awaiting_gate[self.awaiting_gate.index(culprit) + 1 :]
+        self.awaiting_gate = self.awaiting_gate[: self.awaiting_gate.index(culprit)]
+        current = self.integration.head
+        self.integration.move(
+            current, culprit.previous, f"gate failed: roll back {culprit.job.ticket.id}"
+        )
+        self._forget_merges_after(culprit.previous)
+        self.emit(
+            "gate-failed",
+            ticket=culprit.job.ticket.id,
+            head=culprit.head,
+            runs=outcome.runs,
+            output=outcome.output,
+        )
+        self.emit("head-moved", head=culprit.previous, previous=current, reason="gate rollback")
+        self._failed(culprit.job.ticket.id, "integration gate failed: " + outcome.output.strip())
+        for entry in later:
+            self.emit(
+                "ticket-requeued",
+                ticket=entry.job.ticket.id,
+                reason=f"merged again without {culprit.job.ticket.id}",
+                keep_result=True,
+            )
+            self._merge(entry.job, entry.commit)
+
+    def _gate_passed(self, entries: Sequence[Landed]) -> None:
+        if not entries:
+            return
+        self.emit(
+            "gate-passed",
+            head=entries[-1].head,
+            tickets=[e.job.ticket.id for e in entries],
+        )
+        for entry in entries:
+            self.awaiting_gate.remove(entry)
+            self._unlock_dependents(entry.job.ticket.id)
+
+    def _forget_merges_after(self, head: str) -> None:
+        heads = [h for h, _, _ in self.merge_log]
+        if head in heads:
+            del self.merge_log[heads.index(head) + 1 :]
 
     def _collided_with(self, base: str, paths: Sequence[str]) -> list[str]:
         """Tickets merged since `base` that touched any of `paths`."""
@@ -922,14 +1048,21 @@ class Engine:
     # --- the end ---------------------------------------------------------------------------
 
     def _finish(self) -> None:
-        # Wait for workers still running (a stop lets them finish; a force stop kills them).
-        while self.running:
+        # Wait for workers still running (a stop lets them finish; a force stop kills them),
+        # and for merged work to pass its gate.
+        while self.running or self._gate_busy:
+            if self.force_stop:
+                self._gate_cancel.set()
+                if self.gating is None and self.awaiting_gate:
+                    self._unverified_back_to_pending()
             if self.force_stop:
                 for job in self.running.values():
                     job.cancel.set()
             self._drain(timeout=CONTROL_POLL_S)
             if self.config.merge.order is MergeOrder.PLAN:
                 self._merge_in_plan_order()
+            if not self.force_stop:
+                self._maybe_gate()
         # Results still waiting for an earlier ticket in plan order stay in their refs.
         for tid in sorted(self.buffered):
             self.pending.add(tid)
@@ -953,6 +1086,23 @@ class Engine:
         else:
             final = RunStatus.FAILED
         self.emit("run-finished", state=final.value, head=self.integration.head)
+
+    def _unverified_back_to_pending(self) -> None:
+        """A forced stop abandons merges no gate has passed: undo them, keep them resumable."""
+        first = self.awaiting_gate[0]
+        current = self.integration.head
+        self.integration.move(current, first.previous, "stop: roll back ungated merges")
+        self._forget_merges_after(first.previous)
+        self.emit("head-moved", head=first.previous, previous=current, reason="stop")
+        for entry in self.awaiting_gate:
+            self.pending.add(entry.job.ticket.id)
+            self.emit(
+                "ticket-requeued",
+                ticket=entry.job.ticket.id,
+                reason="stopped before its gate passed",
+                keep_result=True,
+            )
+        self.awaiting_gate = []
 
     def _record_unmerged(self) -> None:
         """One commit recording the status of tickets that ended without merging."""

@@ -32,6 +32,7 @@ from gitexec.gitutil import Identity, RepoPaths, git, run_git, scrubbed_env
 from gitexec.merge import changed_paths
 
 WORKTREES = "worktrees"
+GATE_SLOT = "gate"
 ENGINE_DIR = ".gitexec"
 # Applied to every git command gitexec runs in a slot (agents' own git is left alone).
 SLOT_GIT = (
@@ -89,8 +90,11 @@ def _engine_path(path: str) -> bool:
 class Slot:
     """One pooled worktree; used by one ticket at a time (one thread)."""
 
-    def __init__(self, index: int, path: Path, state_dir: Path, common_dir: Path) -> None:
+    def __init__(
+        self, index: int, path: Path, state_dir: Path, common_dir: Path, name: str | None = None
+    ) -> None:
         self.index = index
+        self._name = name or f"slot-{index}"
         self.path = path
         self.state_dir = state_dir
         self.common_dir = common_dir
@@ -106,7 +110,7 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return f"slot-{self.index}"
+        return self._name
 
     @property
     def gitdir(self) -> Path:
@@ -485,6 +489,7 @@ class Pool:
         self.repo = repo
         self.slots: list[Slot] = []
         self._free: list[Slot] = []
+        self._gate: Slot | None = None
         self.resize(size)
 
     def resize(self, size: int) -> None:
@@ -515,12 +520,24 @@ class Pool:
             self._free.append(slot)
 
     def close(self) -> None:
-        for slot in self.slots:
+        for slot in [*self.slots, *([self._gate] if self._gate else [])]:
             slot.close()
 
     @property
     def busy(self) -> int:
         return len(self.slots) - len(self._free)
+
+    def gate_slot(self) -> Slot:
+        """The worktree integration gates run in (not one of the agents' slots)."""
+        if self._gate is None:
+            self._gate = Slot(
+                0,
+                self.repo.state_dir / WORKTREES / GATE_SLOT,
+                self.repo.state_dir,
+                self.repo.common_dir,
+                name=GATE_SLOT,
+            )
+        return self._gate
 
 
 def remove_worktrees(repo: RepoPaths) -> list[str]:
@@ -530,7 +547,7 @@ def remove_worktrees(repo: RepoPaths) -> list[str]:
     if not base.is_dir():
         return removed
     for path in sorted(base.iterdir()):
-        if path.is_dir() and path.name.startswith("slot-"):
+        if path.is_dir() and (path.name.startswith("slot-") or path.name == GATE_SLOT):
             with contextlib.suppress(CommandError):
                 run_git(["worktree", "remove", "--force", "--force", str(path)], repo.root)
             shutil.rmtree(path, ignore_errors=True)

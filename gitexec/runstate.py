@@ -59,11 +59,14 @@ class TicketRun:
     conflict_with: list[str] = field(default_factory=list)
     conflict_text: dict[str, str] = field(default_factory=dict)
     scope_violations: list[str] = field(default_factory=list)
+    gate_output: str | None = None
     reruns: int = 0
     pid: int | None = None
     pgid: int | None = None
     sequential: bool = False
     result_ready: bool = False  # committed and validated, not yet merged
+    awaiting_gate: bool = False  # merged, the integration gate has not passed yet
+    previous_head: str | None = None  # the integration head this ticket was merged onto
 
     @property
     def duration_s(self) -> float:
@@ -121,6 +124,9 @@ class RunState:
     conflicts_resolved: int = 0
     conflict_resolution_s: float = 0.0
     merge_s: float = 0.0
+    gate_runs: int = 0
+    gate_runs_passed: int = 0
+    gate_failures: int = 0
     pid: int | None = None
     paused: bool = False
     stopping: bool = False
@@ -187,6 +193,8 @@ class RunState:
             else 100,
             "conflict_resolution_s": round(self.conflict_resolution_s, 3),
             "critical_path_s": round(self.measured_critical_path_s(), 3),
+            "gate_runs": self.gate_runs,
+            "gate_failures": self.gate_failures,
             "wall_s": round(wall, 3),
         }
 
@@ -345,11 +353,15 @@ def _merged(s: RunState, e: Event) -> None:
     s.merge_s += float(e.get("merge_s", 0.0))
     if t is None:
         return
-    t.status = TicketState.COMPLETED
     t.result_ready = False
     t.merge_commit = e["head"]
-    t.finished_at = float(e["t"])
+    t.previous_head = e.get("previous")
     t.reason = None
+    if e.get("awaiting_gate"):
+        t.awaiting_gate = True
+        return
+    t.status = TicketState.COMPLETED
+    t.finished_at = float(e["t"])
     if t.id in s._conflict_started:
         s.conflicts_resolved += 1
         s.conflict_resolution_s += float(e["t"]) - s._conflict_started.pop(t.id)
@@ -423,6 +435,28 @@ def _head_moved(s: RunState, e: Event) -> None:
     s.head = e["head"]
 
 
+def _gate_passed(s: RunState, e: Event) -> None:
+    s.gate_runs_passed += 1
+    for tid in e.get("tickets", []):
+        t = s.tickets.get(tid)
+        if t is not None:
+            t.awaiting_gate = False
+            t.status = TicketState.COMPLETED
+            t.finished_at = float(e["t"])
+
+
+def _gate_failed(s: RunState, e: Event) -> None:
+    s.gate_failures += 1
+    t = s.tickets.get(str(e.get("ticket")))
+    if t is not None:
+        t.awaiting_gate = False
+        t.gate_output = str(e.get("output", ""))
+
+
+def _gate_run(s: RunState, e: Event) -> None:
+    s.gate_runs += 1
+
+
 def _control(s: RunState, e: Event) -> None:
     action = e.get("action")
     if action == "pause":
@@ -470,6 +504,9 @@ _HANDLERS = {
     "head-moved": _head_moved,
     "control": _control,
     "warning": _warning,
+    "gate-passed": _gate_passed,
+    "gate-failed": _gate_failed,
+    "gate-run": _gate_run,
     "run-finished": _run_finished,
 }
 

@@ -640,3 +640,55 @@ def test_sigterm_stops_gracefully_and_preserves_state(tmp_path: Path) -> None:
     assert st["state"] == "stopped"
     assert st["tickets"]["A"]["status"] == "completed"  # the running ticket finished
     assert st["tickets"]["B"]["status"] == "pending"  # and nothing new started
+
+
+def test_gate_failure_rolls_back_exactly_that_ticket(tmp_path: Path) -> None:
+    # The gate fails whenever bad.txt exists: only B creates it.
+    config = "version: 1\ngates:\n  integration: ['test ! -e bad.txt']\n"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="echo a > a.txt"),
+            "B": ticket_yaml("B", run="sleep 0.2; echo b > bad.txt"),
+            "C": ticket_yaml("C", run="sleep 0.4; echo c > c.txt"),
+            "D": ticket_yaml("D", depends_on=["B"], run="echo d > d.txt"),
+        },
+        config=config,
+    )
+    code, out, err = run_ok(repo, "--run-id", "g")
+    assert code == 1, out + err
+    st = status(repo, "g")
+    states = {tid: t["status"] for tid, t in st["tickets"].items()}
+    assert states == {"A": "completed", "B": "failed", "C": "completed", "D": "blocked"}
+    assert st["tickets"]["B"]["reason"].startswith(
+        "integration gate failed: gate 'test ! -e bad.txt' exited 1"
+    )
+    files = git(repo, "ls-tree", "-r", "--name-only", "gitexec/g").split()
+    assert "a.txt" in files and "c.txt" in files and "bad.txt" not in files
+    assert sorted(first_parent_tickets(repo, "gitexec/g")) == ["A", "C"]
+    assert st["metrics"]["gate_failures"] == 1
+
+
+def test_gate_batch_is_bisected_to_the_culprit(tmp_path: Path) -> None:
+    counter = tmp_path / "gate-runs"
+    config = (
+        "version: 1\n"
+        "gates:\n"
+        "  every: 8\n"
+        f"  integration: ['echo run >> {counter}; test ! -e out/T5']\n"
+    )
+    tickets = {
+        f"T{i}": ticket_yaml(f"T{i}", run=f"mkdir -p out; echo {i} > out/T{i}") for i in range(8)
+    }
+    repo = make_project(tmp_path / "r", tickets, config=config)
+    code, out, err = run_ok(repo, "--run-id", "bis", "--jobs", "8")
+    assert code == 1, out + err
+    st = status(repo, "bis")
+    failed = [tid for tid, t in st["tickets"].items() if t["status"] == "failed"]
+    assert failed == ["T5"]
+    assert sorted(first_parent_tickets(repo, "gitexec/bis")) == sorted(set(tickets) - {"T5"})
+    # One run for the batch, three to bisect 8 merges, one for the re-merged rest.
+    runs = counter.read_text().count("run")
+    assert runs <= 6, runs
+    events = journal(repo, "bis")
+    assert [e["event"] for e in events].count("gate-failed") == 1
