@@ -112,8 +112,16 @@ def _run(a: argparse.Namespace, ws: Workspace) -> int:
             into=a.into,
             monitor=a.monitor,
             strategy=a.strategy,
+            junit=a.junit,
+            markdown=a.markdown,
         ),
     )
+
+
+def _report(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.report import report
+
+    return report(ws, run_id=a.run, junit=a.junit, markdown=a.markdown, github=a.github)
 
 
 def _status(a: argparse.Namespace, ws: Workspace) -> int:
@@ -149,7 +157,14 @@ def _pause(a: argparse.Namespace, ws: Workspace) -> int:
 def _resume(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import resume
 
-    return resume(ws, run_id=a.run, validate_state=a.validate_state, monitor=a.monitor)
+    return resume(
+        ws,
+        run_id=a.run,
+        validate_state=a.validate_state,
+        monitor=a.monitor,
+        junit=a.junit,
+        markdown=a.markdown,
+    )
 
 
 def _stop(a: argparse.Namespace, ws: Workspace) -> int:
@@ -290,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="live dashboard (default: on a terminal); --no-monitor: summary only",
     )
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+
+    p = command("report", _report, "JUnit and Markdown reports of a run (any state)")
+    p.add_argument("--run", metavar="ID", help="default: the running run, else the newest")
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report (default: print it)")
+    p.add_argument(
+        "--github",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="publish to GitHub Actions (default: when GITHUB_ACTIONS=true)",
+    )
 
     p = command("status", _status, "state of a run (while it runs and after)")
     p.add_argument("--run", metavar="ID", help="default: the running run, else the newest")
@@ -329,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="check journal, refs and worktrees first (repairing what is safe)",
     )
     p.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
 
     p = command("stop", _stop, "stop a live run")
     p.add_argument("--run", metavar="ID")

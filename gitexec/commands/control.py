@@ -91,7 +91,15 @@ def fallback_sequential(ws: Workspace, *, run_id: str | None, group: int) -> int
     return EXIT_OK
 
 
-def resume(ws: Workspace, *, run_id: str | None, validate_state: bool, monitor: bool | None) -> int:
+def resume(
+    ws: Workspace,
+    *,
+    run_id: str | None,
+    validate_state: bool,
+    monitor: bool | None,
+    junit: str | None = None,
+    markdown: str | None = None,
+) -> int:
     """Resume a paused live run, or restart a crashed or stopped one from its journal."""
     holder = lock_holder(ws.state_dir)
     if holder is not None:
@@ -100,7 +108,9 @@ def resume(ws: Workspace, *, run_id: str | None, validate_state: bool, monitor: 
     rid = run_id or _resumable(ws)
     from gitexec.commands.run import resume_run
 
-    return resume_run(ws, rid, validate_state=validate_state, monitor=monitor)
+    return resume_run(
+        ws, rid, validate_state=validate_state, monitor=monitor, junit=junit, markdown=markdown
+    )
 
 
 def _resumable(ws: Workspace) -> str:

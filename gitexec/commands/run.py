@@ -50,6 +50,8 @@ class RunRequest:
     into: str | None = None
     monitor: bool | None = None
     strategy: Strategy | None = None
+    junit: str | None = None
+    markdown: str | None = None
 
 
 def resolve_base(ws: Workspace, repo: pygit2.Repository, requested: str | None) -> tuple[str, str]:
@@ -292,9 +294,29 @@ def run(ws: Workspace, request: RunRequest) -> int:
     print(summary(state, engine.run_dir))
     if request.into and state.status in (RunStatus.COMPLETED, RunStatus.FAILED):
         print(land_into(ws, repo, request.into, state.head, spec.run_id))
+    publish_reports(ws, spec.run_id, junit=request.junit, markdown=request.markdown)
     if state.status is RunStatus.STOPPED and engine.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if state.status is RunStatus.COMPLETED else EXIT_FAILED
+
+
+def publish_reports(ws: Workspace, run_id: str, *, junit: str | None, markdown: str | None) -> None:
+    """Reports asked for on the command line, and GitHub's step summary, outputs and
+    annotations when running in GitHub Actions. A report that cannot be written is an
+    error message, never a reason to lose the run's own exit code."""
+    from gitexec.commands.report import write_reports
+    from gitexec.report import github
+
+    if not (junit or markdown or github.enabled()):
+        return
+    try:
+        written = write_reports(ws, run_id, junit=junit, markdown=markdown)
+    except UserError as exc:
+        print(f"gitexec: error: {exc}", file=sys.stderr)
+        return
+    for path in (written.junit, written.markdown):
+        if path is not None:
+            print(f"  report:  {path}")
 
 
 def _warn_uncommitted_tickets(ws: Workspace, base_rev: str) -> None:
@@ -330,7 +352,15 @@ def summary(state: RunState, run_dir: Path) -> str:
 # --- resume --------------------------------------------------------------------------------
 
 
-def resume_run(ws: Workspace, run_id: str, *, validate_state: bool, monitor: bool | None) -> int:
+def resume_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    validate_state: bool,
+    monitor: bool | None,
+    junit: str | None = None,
+    markdown: str | None = None,
+) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.config import Strategy
     from gitexec.dashboard import choose_reporter
@@ -405,6 +435,7 @@ def resume_run(ws: Workspace, run_id: str, *, validate_state: bool, monitor: boo
     engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state)
     final = engine.run()
     print(summary(final, engine.run_dir))
+    publish_reports(ws, run_id, junit=junit, markdown=markdown)
     if final.status is RunStatus.STOPPED and engine.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if final.status is RunStatus.COMPLETED else EXIT_FAILED
