@@ -167,7 +167,7 @@ class Slot:
             return None
         if self._head() != known.head or self._index_stat() != known.index:
             return None
-        if (self.gitdir / "index.lock").exists():
+        if (self.gitdir / "index.lock").exists() or (self.gitdir / "HEAD.lock").exists():
             return None
         return known
 
@@ -245,16 +245,24 @@ class Slot:
         """Make the slot a clean, detached checkout of `commit`, running setup if needed."""
         if not self.exists():
             self._create(repo, commit)
-        elif not self._fast_reset(commit):
-            self._full_reset(commit)
+        else:
+            try:
+                if not self._fast_reset(commit):
+                    self._full_reset(commit)
+            except CommandError:
+                # A worktree git refuses to reset (a crash mid-write, someone's edits in
+                # its admin files) is rebuilt: it holds nothing worth keeping.
+                self._create(repo, commit)
         if setup and self._run_setup(setup, env):
             self._start_watching(commit)  # setup output lands in ignored dirs: rescan once
 
     def _create(self, repo: RepoPaths, commit: str) -> None:
         self._stop_watching()
+        self._worktree = None
         with _create_lock:
             if self.path.exists():
                 shutil.rmtree(self.path)
+            shutil.rmtree(self.gitdir, ignore_errors=True)
             run_git(["worktree", "prune"], repo.root)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             run_git(
@@ -265,10 +273,15 @@ class Slot:
         self._git(["update-index", "--split-index"])
         self._start_watching(commit)
 
+    def _remove_stale_locks(self) -> None:
+        """A killed agent or engine can leave git's lock files behind; nobody else uses
+        this worktree (the engine lock guarantees it), so they are stale."""
+        for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock"):
+            with contextlib.suppress(OSError):
+                (self.gitdir / name).unlink()
+
     def _full_reset(self, commit: str) -> None:
-        # A killed agent can leave git's index lock behind; nobody else uses this worktree.
-        with contextlib.suppress(OSError):
-            (self.gitdir / "index.lock").unlink()
+        self._remove_stale_locks()
         self._stop_watching()
         self._git(["checkout", "-f", "-q", "--detach", commit])
         # Untracked leftovers go; ignored files (setup output, caches) stay.

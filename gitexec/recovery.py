@@ -133,9 +133,10 @@ def _check_worktrees(repo: RepoPaths) -> list[str]:
             shutil.rmtree(slot, ignore_errors=True)
             repaired.append(f"{slot.name} was broken; removed (recreated on use)")
             continue
-        lock = slot / gitdir / "index.lock"
-        if lock.exists():
-            lock.unlink()
-            repaired.append(f"{slot.name}: removed a stale index.lock")
+        for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock"):
+            lock = slot / gitdir / name
+            if lock.exists():
+                lock.unlink()
+                repaired.append(f"{slot.name}: removed a stale {name}")
     run_git(["worktree", "prune"], repo.root)
     return repaired
