@@ -173,6 +173,9 @@ class QuietReporter:
     def tick(self, engine: Engine) -> None:
         pass
 
+    def notice(self, text: str) -> None:
+        print(f"gitexec: {text}", file=sys.stderr, flush=True)
+
     def finish(self, engine: Engine) -> None:
         pass
 
@@ -204,6 +207,10 @@ def describe(event: Event, state: RunState) -> str | None:
         return f"conflict  {tid} ({event['step']}): {', '.join(event.get('paths', [])[:5])}"
     if kind == "scope-violation":
         return f"scope     {tid} ({event['action']}): {', '.join(event.get('paths', [])[:5])}"
+    if kind == "overlap":
+        a, b = event["tickets"]
+        where = "merged" if event.get("against") == "merged" else "running"
+        return f"overlap   {a} and {where} {b}: {', '.join(event.get('paths', [])[:5])}"
     if kind == "control":
         return f"control   {event.get('action')}"
     if kind == "run-finished":
@@ -217,7 +224,6 @@ class PlainReporter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.started = time.time()
-        self._said_stopping = False
 
     def start(self, engine: Engine) -> None:
         self.started = engine.state.started_at or time.time()
@@ -229,16 +235,10 @@ class PlainReporter:
             print(f"[{stamp:7.1f}s] {line}", file=self.stream, flush=True)
 
     def tick(self, engine: Engine) -> None:
-        if engine.stop_requested and not self._said_stopping:
-            self._said_stopping = True
-            how = "killing agents" if engine.force_stop else "waiting for running tickets"
-            print(
-                f"gitexec: stopping ({how}); the run stays resumable (again to force)"
-                if not engine.force_stop
-                else f"gitexec: stopping ({how})",
-                file=self.stream,
-                flush=True,
-            )
+        pass
+
+    def notice(self, text: str) -> None:
+        print(f"gitexec: {text}", file=self.stream, flush=True)
 
     def finish(self, engine: Engine) -> None:
         pass
@@ -309,6 +309,9 @@ class RichReporter:
             engine.state, jobs=engine.jobs, progress=engine.progress, eta_s=engine.eta_s()
         )
         self.live.update(render(snap, self.events))
+
+    def notice(self, text: str) -> None:
+        self.live.console.print(f"gitexec: {text}", markup=False, highlight=False)
 
     def finish(self, engine: Engine) -> None:
         self.tick(engine)

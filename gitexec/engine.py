@@ -40,6 +40,7 @@ from gitexec.runstate import RUNS_DIR, RunState, RunStatus, TicketRun, iso
 from gitexec.tickets import Ticket, TicketState
 
 CONTROL_POLL_S = 0.05
+OVERLAP_EVERY_S = 2.0
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 
@@ -116,6 +117,8 @@ class Reporter(Protocol):
     def event(self, event: Event, engine: Engine) -> None: ...
 
     def tick(self, engine: Engine) -> None: ...
+
+    def notice(self, text: str) -> None: ...
 
     def finish(self, engine: Engine) -> None: ...
 
@@ -237,6 +240,8 @@ class Engine:
         self.buffered: dict[str, WorkDone] = {}
         self.merge_log: list[tuple[str, str, frozenset[str]]] = []  # (head, ticket, paths)
         self.awaiting_gate: list[Landed] = []
+        self._last_overlap_check = time.monotonic()
+        self._reported_overlaps: dict[tuple[str, str], frozenset[str]] = {}
         self.gating: tuple[Landed, ...] | None = None
         self._gate_cancel = threading.Event()
         self.paused = False
@@ -244,6 +249,7 @@ class Engine:
         self.force_stop = False
         self.preserve_state = True
         self._signals = 0
+        self._announce = False
 
     # --- journal ---------------------------------------------------------------------------
 
@@ -405,6 +411,7 @@ class Engine:
             self.stop_requested = True
             if self._signals > 1:
                 self.force_stop = True
+            self._announce = True
 
         saved = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -420,6 +427,7 @@ class Engine:
         while True:
             self._drain(timeout=CONTROL_POLL_S)
             self._poll_control()
+            self._announce_stop()
             if self.force_stop:
                 for job in self.running.values():
                     job.cancel.set()
@@ -429,6 +437,9 @@ class Engine:
                 self._merge_in_plan_order()
             self._maybe_gate()
             now = time.monotonic()
+            if now - self._last_overlap_check >= OVERLAP_EVERY_S:
+                self._last_overlap_check = now
+                self._detect_overlaps()
             if now - last_tick >= 0.25:
                 self.reporter.tick(self)
                 last_tick = now
@@ -437,6 +448,19 @@ class Engine:
                     break
                 if not self.paused and all(self.deps_left[t] for t in self.pending):
                     raise RuntimeError(f"scheduler stalled with pending {sorted(self.pending)}")
+
+    def _announce_stop(self) -> None:
+        """Say what an interrupt did (from the loop: signal handlers must not print)."""
+        if not self._announce:
+            return
+        self._announce = False
+        if self.force_stop:
+            self.reporter.notice("stopping now: killing running agents")
+        else:
+            self.reporter.notice(
+                "stopping: running tickets finish, nothing new starts, the run stays "
+                "resumable (`git exec resume`); interrupt again to kill the agents"
+            )
 
     def _drain(self, timeout: float) -> None:
         try:
@@ -870,6 +894,46 @@ class Engine:
         for j in self.graph.dependents[self.graph.index[tid]]:
             self.deps_left[self.graph.tickets[j].id] -= 1
 
+    # --- live overlap detection ------------------------------------------------------------
+
+    def _detect_overlaps(self) -> None:
+        """Compare what running agents have changed so far, with each other and with what
+        merged since they started: collisions show before they become merge conflicts."""
+        touched: dict[str, set[str]] = {}
+        for tid, job in self.running.items():
+            if self.state.tickets[tid].agent_started_at is None:
+                continue
+            try:
+                paths = job.slot.touched_now()
+            except (CommandError, OSError):
+                continue
+            touched[tid] = {p for p in paths if not p.startswith(".gitexec")}
+        found: dict[tuple[str, str], set[str]] = {}
+        ids = sorted(touched)
+        for n, a in enumerate(ids):
+            for b in ids[n + 1 :]:
+                common = _overlap(touched[a], touched[b])
+                if common:
+                    found[(a, b)] = common
+            job = self.running[a]
+            heads = [h for h, _, _ in self.merge_log]
+            start = heads.index(job.base) + 1 if job.base in heads else 0
+            for _, landed, changed in self.merge_log[start:]:
+                common = _overlap(touched[a], set(changed))
+                if common:
+                    found.setdefault((a, landed), set()).update(common)
+        for pair, paths in sorted(found.items()):
+            frozen = frozenset(paths)
+            if self._reported_overlaps.get(pair) == frozen:
+                continue
+            self._reported_overlaps[pair] = frozen
+            self.emit(
+                "overlap",
+                tickets=list(pair),
+                paths=sorted(paths)[:50],
+                against="running" if pair[1] in self.running else "merged",
+            )
+
     # --- integration gates -----------------------------------------------------------------
 
     @property
@@ -1051,6 +1115,7 @@ class Engine:
         # Wait for workers still running (a stop lets them finish; a force stop kills them),
         # and for merged work to pass its gate.
         while self.running or self._gate_busy:
+            self._announce_stop()
             if self.force_stop:
                 self._gate_cancel.set()
                 if self.gating is None and self.awaiting_gate:
@@ -1184,6 +1249,16 @@ class Engine:
         self.jobs = jobs
         self.gate.set_limit(jobs)
         self.pool.resize(jobs + 1)
+
+
+def _overlap(a: set[str], b: set[str]) -> set[str]:
+    """Paths in both sets, a directory counting for everything below it."""
+    common = a & b
+    for x, others in ((a, b), (b, a)):
+        for path in x:
+            prefix = path + "/"
+            common.update(p for p in others if p.startswith(prefix))
+    return common
 
 
 def log_path(state_dir: Path, run_id: str, ticket_id: str) -> Path:

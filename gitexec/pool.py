@@ -233,6 +233,35 @@ class Slot:
         except (KeyError, ValueError):
             return False
 
+    def touched_now(self) -> set[str]:
+        """Paths changed in the worktree so far (for live overlap detection).
+
+        Read from the watcher when it can tell, else from `git status` (read-only: it never
+        takes the index lock, so the agent working here is not disturbed).
+        """
+        watcher = self._watcher
+        peeked = watcher.peek() if watcher is not None else None
+        if peeked is not None:
+            files, dirs = peeked
+            return {os.fsdecode(p) for p in files | dirs}
+        listing = git(
+            ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
+            self.path,
+        )
+        out: set[str] = set()
+        entries = listing.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            if len(entry) > 3:
+                out.add(entry[3:])
+                if entry[0] in "RC":
+                    i += 1  # the rename's source follows
+                    if i < len(entries) and entries[i]:
+                        out.add(entries[i])
+            i += 1
+        return out
+
     # --- reset -----------------------------------------------------------------------------
 
     def prepare(

@@ -131,6 +131,7 @@ class RunState:
     paused: bool = False
     stopping: bool = False
     warnings: list[str] = field(default_factory=list)
+    overlaps: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
     # --- replay ----------------------------------------------------------------------------
@@ -145,6 +146,14 @@ class RunState:
         return self.tickets.get(str(e.get("ticket")))
 
     # --- queries ---------------------------------------------------------------------------
+
+    def active_overlaps(self) -> dict[tuple[str, str], list[str]]:
+        """Overlaps whose first ticket is still in flight (the others settle by merging)."""
+        return {
+            pair: paths
+            for pair, paths in self.overlaps.items()
+            if pair[0] in self.tickets and self.tickets[pair[0]].status in _ACTIVE
+        }
 
     def by_status(self, *states: TicketState) -> list[TicketRun]:
         return [t for t in self.tickets.values() if t.status in states]
@@ -232,6 +241,10 @@ class RunState:
             "tickets": {tid: t.to_json() for tid, t in sorted(self.tickets.items())},
             "skipped": self.skipped,
             "metrics": self.metrics(now),
+            "overlaps": [
+                {"tickets": list(pair), "paths": paths}
+                for pair, paths in sorted(self.active_overlaps().items())
+            ],
             "warnings": self.warnings,
         }
 
@@ -457,6 +470,11 @@ def _gate_run(s: RunState, e: Event) -> None:
     s.gate_runs += 1
 
 
+def _overlap(s: RunState, e: Event) -> None:
+    a, b = e["tickets"]
+    s.overlaps[(a, b)] = list(e.get("paths", []))
+
+
 def _control(s: RunState, e: Event) -> None:
     action = e.get("action")
     if action == "pause":
@@ -505,6 +523,7 @@ _HANDLERS = {
     "control": _control,
     "warning": _warning,
     "gate-passed": _gate_passed,
+    "overlap": _overlap,
     "gate-failed": _gate_failed,
     "gate-run": _gate_run,
     "run-finished": _run_finished,

@@ -100,12 +100,14 @@ class TreeWatcher:
         self._files: set[bytes] = set()
         self._touched_dirs: set[bytes] = set()
         self._broken: str | None = None
+        self._lock = threading.Lock()  # the slot's worker takes, the engine peeks
         self._watch_tree(b"")
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         self.close()
@@ -194,12 +196,23 @@ class TreeWatcher:
 
         After None the watcher is useless: close it and start a new one after a full scan.
         """
-        self._drain()
-        if self._broken is not None:
-            return None
-        files, dirs = self._files, self._touched_dirs
-        self._files, self._touched_dirs = set(), set()
-        return files, dirs
+        with self._lock:
+            self._drain()
+            if self._broken is not None:
+                return None
+            files, dirs = self._files, self._touched_dirs
+            self._files, self._touched_dirs = set(), set()
+            return files, dirs
+
+    def peek(self) -> tuple[set[bytes], set[bytes]] | None:
+        """Like take(), without forgetting: what was touched since the last take()."""
+        with self._lock:
+            if self._fd < 0:
+                return None
+            self._drain()
+            if self._broken is not None:
+                return None
+            return set(self._files), set(self._touched_dirs)
 
     @property
     def problem(self) -> str | None:

@@ -280,3 +280,53 @@ def test_kill_9_and_resume_gives_the_same_result(tmp_path: Path, kill_after_even
         ["pgrep", "-f", str(repo)], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout.strip() == ""
+
+
+def test_live_overlap_reported_before_the_merge(tmp_path: Path, gate: Path) -> None:
+    # No declared paths: the scheduler lets them run together; both edit shared.txt.
+    repo = make_project(
+        tmp_path / "r",
+        {
+            t: ticket_yaml(
+                t, run=f"echo {t} >> shared.txt; while [ ! -f {gate} ]; do sleep 0.02; done"
+            )
+            for t in ("A", "B")
+        },
+        config="version: 1\nmerge:\n  on_conflict: [rules, fail]\n",
+        files={"shared.txt": "base\n"},
+    )
+    live = LiveRun(repo, "ov", "--jobs", "2")
+    journal = repo / ".git/gitexec/runs/ov/journal.jsonl"
+    wait_for(lambda: any(e["event"] == "overlap" for e in read_events(journal)), timeout=20)
+    events = read_events(journal)
+    overlap = next(e for e in events if e["event"] == "overlap")
+    assert overlap["tickets"] == ["A", "B"]
+    assert overlap["paths"] == ["shared.txt"]
+    assert not any(e["event"] == "ticket-merging" for e in events)  # before any merge
+    st = status(repo, "ov")
+    assert st["overlaps"] == [{"tickets": ["A", "B"], "paths": ["shared.txt"]}]
+    code, out, _ = gitexec(repo, "diagnose", "--check-conflicts", "--format", "json")
+    assert code == 0
+    assert '"run": "ov"' in out and "shared.txt" in out
+    gate.touch()
+    code, _, _ = live.finish()
+    assert code == 1  # the second merge conflicts, as predicted
+
+
+def test_second_interrupt_forces_the_stop(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": gated("A", gate)})
+    live = LiveRun(repo, "int")
+    events = repo / ".git/gitexec/runs/int/journal.jsonl"
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(events)))
+    pgid = next(e["pgid"] for e in read_events(events) if e["event"] == "agent-started")
+    live.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert live.proc.poll() is None  # the first interrupt waits for the running ticket
+    live.proc.send_signal(signal.SIGINT)
+    code, _, err = live.finish()
+    assert code == 130
+    assert "stopping" in err
+    assert live_members(int(pgid)) == []
+    st = status(repo, "int")
+    assert st["state"] == "stopped"
+    assert st["tickets"]["A"]["status"] == "pending"  # resumable

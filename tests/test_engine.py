@@ -692,3 +692,33 @@ def test_gate_batch_is_bisected_to_the_culprit(tmp_path: Path) -> None:
     assert runs <= 6, runs
     events = journal(repo, "bis")
     assert [e["event"] for e in events].count("gate-failed") == 1
+
+
+def test_sequential_fallback_reruns_alone_on_the_merged_head(tmp_path: Path) -> None:
+    config = "version: 1\nmerge:\n  on_conflict: [rules, sequential, fail]\n"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="echo from-a >> shared.txt"),
+            "B": ticket_yaml("B", run="sleep 0.4; echo from-b >> shared.txt"),
+            "C": ticket_yaml("C", run="sleep 0.3; echo c > c.txt"),
+        },
+        config=config,
+        files={"shared.txt": "base\n"},
+    )
+    code, out, err = run_ok(repo, "--run-id", "seq", "--jobs", "3")
+    assert code == 0, out + err
+    assert show(repo, "gitexec/seq:shared.txt") == "base\nfrom-a\nfrom-b\n"
+    events = journal(repo, "seq")
+    conflict = next(e for e in events if e["event"] == "conflict")
+    assert conflict["ticket"] == "B" and conflict["step"] == "sequential"
+    alone = next(e for e in events if e["event"] == "ticket-dispatched" and e.get("sequential"))
+    assert alone["ticket"] == "B"
+    # Nothing else ran while B ran alone.
+    started = events.index(alone)
+    finished = next(
+        i for i, e in enumerate(events) if i > started and e["event"] == "ticket-merged"
+    )
+    assert not any(e["event"] == "ticket-dispatched" for e in events[started + 1 : finished])
+    st = status(repo, "seq")
+    assert st["metrics"]["conflicts"] == 1 and st["metrics"]["conflicts_auto_resolved"] == 1

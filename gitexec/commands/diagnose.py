@@ -30,6 +30,7 @@ class Diagnosis:
     unscoped: list[str] = field(default_factory=list)  # tickets with no declared paths
     bottlenecks: dict[str, Any] = field(default_factory=dict)
     advice: list[str] = field(default_factory=list)
+    live: dict[str, Any] = field(default_factory=dict)  # overlaps seen in a running run
 
 
 def check_conflicts(plan: Plan, tickets: dict[str, Ticket], diagnosis: Diagnosis) -> None:
@@ -129,18 +130,43 @@ def diagnose(
     tickets = {t.id: t for t in project.tickets}
     if conflicts:
         check_conflicts(plan, tickets, diagnosis)
+        _live_overlaps(ws, diagnosis)
     if bottlenecks:
         analyze_bottlenecks(plan, project, config, diagnosis)
     if fmt == "json":
         out = asdict(diagnosis)
         if not conflicts:
-            del out["conflicts"], out["unscoped"]
+            del out["conflicts"], out["unscoped"], out["live"]
         if not bottlenecks:
             del out["bottlenecks"]
         print(json.dumps(out, indent=2))
         return EXIT_OK
     _print_text(diagnosis, conflicts=conflicts, bottlenecks=bottlenecks)
     return EXIT_OK
+
+
+def _live_overlaps(ws: Workspace, diagnosis: Diagnosis) -> None:
+    """Overlaps a running engine has seen between agents' actual changes."""
+    from gitexec.journal import lock_holder
+    from gitexec.runstate import load_run
+
+    holder = lock_holder(ws.state_dir)
+    if not holder or not holder.startswith("run "):
+        return
+    run_id = holder[4:].split(",", 1)[0]
+    state = load_run(ws.state_dir, run_id)
+    overlaps = state.active_overlaps()
+    diagnosis.live = {
+        "run": run_id,
+        "overlaps": [{"tickets": list(p), "paths": paths} for p, paths in sorted(overlaps.items())],
+    }
+    for (a, b), paths in sorted(overlaps.items()):
+        where = "is changing" if b in state.tickets and not state.tickets[b].status.terminal else ""
+        diagnosis.advice.append(
+            f"run {run_id}: {a} and {b} both change {', '.join(paths[:3])}"
+            + (f" ({b} {where} them too)" if where else f" ({b} merged them already)")
+            + "; expect a conflict when the later one merges"
+        )
 
 
 def _print_text(d: Diagnosis, *, conflicts: bool, bottlenecks: bool) -> None:
@@ -151,6 +177,10 @@ def _print_text(d: Diagnosis, *, conflicts: bool, bottlenecks: bool) -> None:
             print(f"  group {o.group}: {o.tickets[0]} <-> {o.tickets[1]}  ({globs})")
         if d.unscoped:
             print(f"Tickets without declared paths: {len(d.unscoped)}")
+        if d.live:
+            print(f"Live overlaps in run {d.live['run']}: {len(d.live['overlaps'])}")
+            for o in d.live["overlaps"]:
+                print(f"  {o['tickets'][0]} <-> {o['tickets'][1]}: {', '.join(o['paths'][:5])}")
     if bottlenecks and d.bottlenecks:
         b = d.bottlenecks
         print(
