@@ -31,7 +31,7 @@ from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
 from gitexec.globs import PathSet, pathsets_may_overlap
 from gitexec.integration import Integration, RefMoved, ticket_message
-from gitexec.journal import JOURNAL, EngineLock, Event, Journal
+from gitexec.journal import JOURNAL, EngineLock, Event, Journal, JournalClosed
 from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.plan import Graph, Plan, effective_estimates
 from gitexec.pool import Pool, SetupError, Slot
@@ -288,6 +288,9 @@ class Engine:
                 with self._signal_handlers():
                     self._loop()
                     self._finish()
+            except BaseException:
+                self._abandon_workers()
+                raise
             finally:
                 self._journal.close()
                 self.pool.close()
@@ -335,8 +338,9 @@ class Engine:
         engine are killed; finished-but-unmerged results are merged without re-running;
         interrupted tickets start over.
         """
-        from gitexec.recovery import kill_orphans, merged_on_branch
+        from gitexec.recovery import kill_orphans, merged_on_branch, remove_stale_ref_locks
 
+        remove_stale_ref_locks(self.paths.common_dir, self.run_id)
         state = self.state
         on_branch = merged_on_branch(self.integration)
         for tid, commit in on_branch.items():
@@ -448,6 +452,15 @@ class Engine:
                     break
                 if not self.paused and all(self.deps_left[t] for t in self.pending):
                     raise RuntimeError(f"scheduler stalled with pending {sorted(self.pending)}")
+
+    def _abandon_workers(self) -> None:
+        """The engine is failing: stop agents (the run stays resumable) before letting go."""
+        self._gate_cancel.set()
+        for job in self.running.values():
+            job.cancel.set()
+        deadline = time.monotonic() + agents.KILL_GRACE_S + 5
+        for thread in list(self._threads.values()):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _announce_stop(self) -> None:
         """Say what an interrupt did (from the loop: signal handlers must not print)."""
@@ -586,6 +599,11 @@ class Engine:
         return None
 
     def _work(self, job: Job) -> None:
+        # JournalClosed: the engine died of an error and stopped listening.
+        with contextlib.suppress(JournalClosed):
+            self._work_reporting(job)
+
+    def _work_reporting(self, job: Job) -> None:
         started = time.monotonic()
         try:
             outcome = self._attempt(job)

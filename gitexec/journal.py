@@ -22,6 +22,10 @@ JOURNAL = "journal.jsonl"
 Event = dict[str, Any]
 
 
+class JournalClosed(Exception):
+    """The engine has stopped writing this journal (a worker outlived an engine error)."""
+
+
 class Journal:
     """Appends events to `runs/<id>/journal.jsonl`; safe to call from several threads."""
 
@@ -48,6 +52,8 @@ class Journal:
     def append(self, kind: str, **fields: Any) -> Event:
         """Write one event durably and return it (with its sequence number and time)."""
         with self._lock:
+            if self._fd < 0:
+                raise JournalClosed(kind)
             self._seq += 1
             event: Event = {"seq": self._seq, "t": round(time.time(), 6), "event": kind, **fields}
             line = json.dumps(event, separators=(",", ":"), default=str) + "\n"

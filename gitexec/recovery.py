@@ -18,6 +18,21 @@ from gitexec.runstate import RUNS_DIR, RunState
 from gitexec.tickets import TicketState
 
 
+def remove_stale_ref_locks(common_dir: Path, run_id: str) -> list[str]:
+    """Lock files a killed engine left on this run's refs (it held the engine lock, so no
+    one else was writing them)."""
+    removed: list[str] = []
+    candidates = [common_dir / "refs" / "heads" / "gitexec" / f"{run_id}.lock"]
+    results = common_dir / "refs" / "gitexec" / run_id
+    if results.is_dir():
+        candidates.extend(results.glob("*.lock"))
+    for lock in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+            removed.append(str(lock.relative_to(common_dir)))
+    return removed
+
+
 def merged_on_branch(integration: Integration) -> dict[str, str]:
     """Ticket id -> merge commit, for every ticket merge on the branch's first-parent chain."""
     return {tid: commit for commit, tid in integration.first_parent_tickets()}
@@ -86,6 +101,8 @@ class StateReport:
 def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -> StateReport:
     """Check journal <-> refs <-> worktrees, repairing what is safe to repair."""
     report = StateReport()
+    for lock in remove_stale_ref_locks(repo.common_dir, state.run_id):
+        report.repaired.append(f"removed {lock}, left behind by the crash")
     journal = repo.state_dir / RUNS_DIR / state.run_id / JOURNAL
     data = journal.read_bytes() if journal.is_file() else b""
     if data and not data.endswith(b"\n"):
