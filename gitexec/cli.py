@@ -114,6 +114,7 @@ def _run(a: argparse.Namespace, ws: Workspace) -> int:
             strategy=a.strategy,
             junit=a.junit,
             markdown=a.markdown,
+            validate=a.validate,
         ),
     )
 
@@ -304,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="live dashboard (default: on a terminal); --no-monitor: summary only",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="at the end, check that ticket files record the outcome and the gates pass",
     )
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")

@@ -61,6 +61,7 @@ class RunSpec:
     jobs: int
     barrier: bool = False
     allow_overlap: bool = False
+    validate: bool = False  # check the final result: registry in sync, gates pass
 
 
 @dataclass
@@ -1162,13 +1163,62 @@ class Engine:
                 self._finish_ticket(tid, TicketState.CANCELLED, "run stopped")
         self._record_unmerged()
         counts = self.state.metrics()
+        valid = True
+        if self.spec.validate and not stopped:
+            valid = self._final_validation()
         if stopped:
             final = RunStatus.STOPPED
-        elif counts["completed"] == counts["total"]:
+        elif counts["completed"] == counts["total"] and valid:
             final = RunStatus.COMPLETED
         else:
             final = RunStatus.FAILED
         self.emit("run-finished", state=final.value, head=self.integration.head)
+
+    def _final_validation(self) -> bool:
+        """`run --validate`: every ticket file on the integration head records what the
+        journal says happened to it, and the integration gates pass on the final head."""
+        from ruamel.yaml import YAML
+
+        problems: list[str] = []
+        head = self.integration.head
+        tree = self.integration.tree_of(head)
+        loader = YAML(typ="safe")
+        for tid, ts in sorted(self.state.tickets.items()):
+            data = self.integration.read(tree, self.tickets[tid].file)
+            text = (data or b"").decode("utf-8", "replace")
+            if self.tickets[tid].file.endswith(".md"):
+                from gitexec.tickets import split_front_matter
+
+                split = split_front_matter(text)
+                text = split[0] if split else ""
+            try:
+                recorded = loader.load(text) or {}
+            except Exception:
+                recorded = {}
+            result = recorded.get("result") if isinstance(recorded, dict) else None
+            if not isinstance(recorded, dict) or recorded.get("status") != ts.status.value:
+                problems.append(f"{tid}: the ticket file does not say {ts.status.value}")
+            elif ts.status.terminal and (
+                not isinstance(result, dict) or result.get("run") != self.run_id
+            ):
+                problems.append(f"{tid}: the ticket file's result is not from run {self.run_id}")
+        if self.config.gates.integration and not problems:
+            runner = GateRunner(
+                self.paths,
+                self.pool.gate_slot(),
+                self.config.gates.integration,
+                log=self.run_dir / "logs" / "gate.log",
+                env={"GITEXEC_RUN": self.run_id, **self.identity.env()},
+                timeout_s=self.config.gates.timeout_s,
+                cancel=self._gate_cancel,
+            )
+            ok, output = runner.check(head)
+            if not ok:
+                problems.append(f"the final result fails its gate: {output.strip()}")
+        self.emit("validation", head=head, ok=not problems, problems=problems)
+        if problems:
+            self.reporter.notice("validation failed:\n  " + "\n  ".join(problems))
+        return not problems
 
     def _unverified_back_to_pending(self) -> None:
         """A forced stop abandons merges no gate has passed: undo them, keep them resumable."""

@@ -132,6 +132,7 @@ class RunState:
     stopping: bool = False
     warnings: list[str] = field(default_factory=list)
     overlaps: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None  # `run --validate`: {"ok": ..., "problems": [...]}
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
     # --- replay ----------------------------------------------------------------------------
@@ -245,6 +246,7 @@ class RunState:
                 {"tickets": list(pair), "paths": paths}
                 for pair, paths in sorted(self.active_overlaps().items())
             ],
+            "validation": self.validation,
             "warnings": self.warnings,
         }
 
@@ -475,6 +477,10 @@ def _overlap(s: RunState, e: Event) -> None:
     s.overlaps[(a, b)] = list(e.get("paths", []))
 
 
+def _validation(s: RunState, e: Event) -> None:
+    s.validation = {"ok": bool(e.get("ok")), "problems": list(e.get("problems", []))}
+
+
 def _control(s: RunState, e: Event) -> None:
     action = e.get("action")
     if action == "pause":
@@ -524,6 +530,7 @@ _HANDLERS = {
     "warning": _warning,
     "gate-passed": _gate_passed,
     "overlap": _overlap,
+    "validation": _validation,
     "gate-failed": _gate_failed,
     "gate-run": _gate_run,
     "run-finished": _run_finished,

@@ -722,3 +722,24 @@ def test_sequential_fallback_reruns_alone_on_the_merged_head(tmp_path: Path) -> 
     assert not any(e["event"] == "ticket-dispatched" for e in events[started + 1 : finished])
     st = status(repo, "seq")
     assert st["metrics"]["conflicts"] == 1 and st["metrics"]["conflicts_auto_resolved"] == 1
+
+
+def test_validate_checks_the_final_result(tmp_path: Path) -> None:
+    counter = tmp_path / "gate-count"
+    # A flaky gate: passes once (after the merge), fails on every later run.
+    gate = f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ $n -lt 1 ]"
+    config = f"version: 1\ngates:\n  integration: [{json.dumps(gate)}]\n"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="echo a > a")}, config=config)
+    code, out, err = run_ok(repo, "--run-id", "v1", "--validate")
+    assert code == 1, out + err
+    st = status(repo, "v1")
+    assert st["tickets"]["A"]["status"] == "completed"
+    assert st["state"] == "failed"
+    assert st["validation"]["ok"] is False
+    assert "the final result fails its gate" in st["validation"]["problems"][0]
+    assert "validation failed" in err
+
+    plain = make_project(tmp_path / "p", {"A": ticket_yaml("A", run="echo a > a")})
+    code, _, _ = run_ok(plain, "--run-id", "v2", "--validate")
+    assert code == 0
+    assert status(plain, "v2")["validation"] == {"ok": True, "problems": []}

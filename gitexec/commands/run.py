@@ -52,6 +52,7 @@ class RunRequest:
     strategy: Strategy | None = None
     junit: str | None = None
     markdown: str | None = None
+    validate: bool = False
 
 
 def resolve_base(ws: Workspace, repo: pygit2.Repository, requested: str | None) -> tuple[str, str]:
@@ -144,6 +145,7 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
         jobs=config.jobs,
         barrier=request.barrier,
         allow_overlap=request.allow_overlap,
+        validate=request.validate,
     )
 
 
