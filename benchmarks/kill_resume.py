@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gitexec.journal import read_events  # noqa: E402
-from tests.test_control import KILL_DAG, dag_repo  # noqa: E402
+from tests.test_control import KILL_DAG, agents_of_run, dag_repo  # noqa: E402
 
 ENV = {
     **os.environ,
@@ -100,9 +100,9 @@ def trial(work: Path, n: int, kill_at: int, jobs: int, expected: str) -> str | N
     merged = sorted(line.strip() for line in ledger.splitlines() if line.strip())
     if merged != sorted(KILL_DAG):
         return f"first-parent ledger is {merged}"
-    alive = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True, check=False)
-    if alive.stdout.strip():
-        return f"processes left: {alive.stdout.split()}"
+    alive = agents_of_run("k", repo)
+    if alive:
+        return f"processes left: {alive}"
     worktrees = [line for line in git(repo, "worktree", "list").splitlines() if "slot-" in line]
     if len(worktrees) > jobs + 1:
         return f"{len(worktrees)} worktrees for a pool of {jobs + 1}"

@@ -868,8 +868,11 @@ class Engine:
             tree = self.integration.tree_of(commit)
             resolved: list[tuple[str, str]] = []
         else:
+            # Conflict markers name the tickets on each side (diff3 labels).
+            suspects = self._collided_with(job.base, changed)
+            ours = "integration" + (f" ({', '.join(suspects[:3])})" if suspects else "")
             result = self.integration.merge(
-                job.base, head, commit, rules=rules, labels=("integration", "base", t.id)
+                job.base, head, commit, rules=rules, labels=(ours, "base", t.id)
             )
             if not result.clean:
                 self._conflict(job, result, ladder, changed)

@@ -364,6 +364,11 @@ class Slot:
             )
         if old != new:
             self._set_head(new)
+        # The checkout's own writes are not an agent's changes: forget them.
+        assert self._watcher is not None
+        if self._watcher.take() is None:
+            self._stop_watching()
+            return True  # reset done; the next one will be a full one
         self._remember(new)
         self.fast_resets += 1
         return True

@@ -45,6 +45,27 @@ def live_members(pgid: int) -> list[int]:
     return found
 
 
+def agents_of_run(run_id: str, repo: Path) -> list[int]:
+    """Live processes started by this run's agents (their environment names the run)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if (
+            f"GITEXEC_RUN={run_id}".encode() in environ
+            and cwd.startswith(str(repo))
+            and state != "Z"
+        ):
+            found.append(int(entry))
+    return found
+
+
 def gated(tid: str, gate: Path, **fields: Any) -> str:
     """A ticket whose agent waits until `gate` exists, then writes <tid>.txt."""
     run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
@@ -330,3 +351,43 @@ def test_second_interrupt_forces_the_stop(tmp_path: Path, gate: Path) -> None:
     st = status(repo, "int")
     assert st["state"] == "stopped"
     assert st["tickets"]["A"]["status"] == "pending"  # resumable
+
+
+def test_torn_journal_line_is_tolerated(tmp_path: Path) -> None:
+    from gitexec.journal import Journal
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append("run-started", run="r")
+    journal.close()
+    with path.open("ab") as f:
+        f.write(b'{"seq":2,"t":1.0,"event":"ticket-disp')  # the crash, mid-write
+    assert [e["event"] for e in read_events(path)] == ["run-started"]
+    journal = Journal(path)  # a resumed engine appends after the torn line
+    event = journal.append("run-resumed")
+    journal.close()
+    assert event["seq"] == 2
+    assert [e["event"] for e in read_events(path)] == ["run-started", "run-resumed"]
+
+
+def test_clean_keeps_resumable_runs(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="sleep 30")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "dead"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = repo / ".git/gitexec/runs/dead/journal.jsonl"
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(journal)))
+    proc.kill()
+    proc.wait()
+    pgid = next(e["pgid"] for e in read_events(journal) if e["event"] == "agent-started")
+    os.killpg(int(pgid), signal.SIGKILL)
+    code, out, _ = gitexec(repo, "clean")
+    assert code == 0
+    assert "removed run dead" not in out
+    assert journal.exists()
+    assert status(repo, "dead")["state"] == "crashed"
+    code, out, _ = gitexec(repo, "clean", "--run", "dead")
+    assert "removed run dead" in out

@@ -435,7 +435,7 @@ def test_conflict_ends_as_conflict_with_paths_recorded(tmp_path: Path) -> None:
     assert "collided with A" in st["tickets"]["B"]["reason"]
     conflict = next(e for e in journal(repo, "x") if e["event"] == "conflict")
     text = conflict["text"]["shared.txt"]
-    assert "<<<<<<< integration" in text and ">>>>>>> B" in text
+    assert "<<<<<<< integration (A)" in text and ">>>>>>> B" in text
     assert show(repo, "gitexec/x:shared.txt") == "from-a\n"
 
 
@@ -743,3 +743,21 @@ def test_validate_checks_the_final_result(tmp_path: Path) -> None:
     code, _, _ = run_ok(plain, "--run-id", "v2", "--validate")
     assert code == 0
     assert status(plain, "v2")["validation"] == {"ok": True, "problems": []}
+
+
+def test_resource_weights_limit_what_runs_together(tmp_path: Path) -> None:
+    # jobs 2 gives two units of each resource: a ticket weighing 2 runs alone.
+    tickets = {
+        t: ticket_yaml(t, resources={"cpu": 2}, run=f"sleep 0.2; echo {t} > {t}") for t in "AB"
+    }
+    tickets["C"] = ticket_yaml("C", resources={"cpu": 1}, run="sleep 0.2; echo c > c")
+    repo = make_project(tmp_path / "r", tickets)
+    assert run_ok(repo, "--run-id", "res", "--jobs", "2")[0] == 0
+    spans: dict[str, list[float]] = {}
+    for e in journal(repo, "res"):
+        if e["event"] in ("agent-started", "agent-exited"):
+            spans.setdefault(str(e["ticket"]), []).append(float(e["t"]))
+    heavy = sorted((spans["A"], spans["B"]))
+    assert heavy[0][1] <= heavy[1][0]  # A and B never together
+    for other in heavy:  # and C never beside a ticket that takes both units
+        assert spans["C"][1] <= other[0] or other[1] <= spans["C"][0]
