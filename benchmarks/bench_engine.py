@@ -126,6 +126,9 @@ def naive_run(
     integration = scratch / "integration"
     sh(["git", "worktree", "add", "-q", "-b", f"naive-{os.getpid()}", str(integration), base], repo)
     merge_lock = threading.Lock()
+    # Concurrent `git worktree add` in one repository can fail on git's own locks; a
+    # working script serializes them (gitexec creates its worktrees one at a time too).
+    worktree_lock = threading.Lock()
     done: dict[str, threading.Event] = {tid: threading.Event() for tid in graph}
 
     def one(tid: str) -> None:
@@ -134,14 +137,16 @@ def naive_run(
         with merge_lock:
             head = sh(["git", "rev-parse", "HEAD"], integration).strip()
         wt = scratch / tid
-        sh(["git", "worktree", "add", "-q", "--detach", str(wt), head], repo)
+        with worktree_lock:
+            sh(["git", "worktree", "add", "-q", "--detach", str(wt), head], repo)
         subprocess.run(["sh", "-c", command(tid)], cwd=wt, check=True, env=ENV)
         sh(["git", "add", "-A"], wt)
         sh(["git", "commit", "-q", "-m", f"{tid}"], wt)
         commit = sh(["git", "rev-parse", "HEAD"], wt).strip()
         with merge_lock:
             sh(["git", "merge", "--no-ff", "-q", "-m", f"Merge {tid}", commit], integration)
-        sh(["git", "worktree", "remove", "--force", str(wt)], repo)
+        with worktree_lock:
+            sh(["git", "worktree", "remove", "--force", str(wt)], repo)
         done[tid].set()
 
     start = time.perf_counter()
