@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import subprocess
 from pathlib import Path
 
 from gitexec.gitutil import scrubbed_env
+
+# Environment for git and gitexec subprocesses in benchmarks: a fixed identity, so runs
+# work on machines without user.name configured.
+BENCH_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
 
 _WORDS = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,13 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _repo import BENCH_ENV as ENV
 
 LADDERS = {
     "ladder": "[rules, rerun, sequential, fail]",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,13 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from gitexec import control  # noqa: E402
 
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _repo import BENCH_ENV as ENV  # noqa: E402
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ Run: python benchmarks/kill_resume.py [--points 50] [--jobs 3]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -29,13 +28,9 @@ sys.path.insert(0, str(ROOT))
 from gitexec.journal import read_events  # noqa: E402
 from tests.test_control import KILL_DAG, agents_of_run, dag_repo  # noqa: E402
 
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _repo import BENCH_ENV as ENV  # noqa: E402
 
 
 def git(repo: Path, *args: str) -> str:

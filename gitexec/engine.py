@@ -962,6 +962,17 @@ class Engine:
     def _gate_busy(self) -> bool:
         return self.gating is not None or bool(self.awaiting_gate)
 
+    def _gate_runner(self) -> GateRunner:
+        return GateRunner(
+            self.paths,
+            self.pool.gate_slot(),
+            self.config.gates.integration,
+            log=self.run_dir / "logs" / "gate.log",
+            env={"GITEXEC_RUN": self.run_id, **self.identity.env()},
+            timeout_s=self.config.gates.timeout_s,
+            cancel=self._gate_cancel,
+        )
+
     def _maybe_gate(self) -> None:
         """Gate once `gates.every` merges wait, or as soon as nothing else is running."""
         if self.gating is not None or not self.awaiting_gate:
@@ -975,15 +986,7 @@ class Engine:
             head=batch[-1].head,
             tickets=[entry.job.ticket.id for entry in batch],
         )
-        runner = GateRunner(
-            self.paths,
-            self.pool.gate_slot(),
-            self.config.gates.integration,
-            log=self.run_dir / "logs" / "gate.log",
-            env={"GITEXEC_RUN": self.run_id, **self.identity.env()},
-            timeout_s=self.config.gates.timeout_s,
-            cancel=self._gate_cancel,
-        )
+        runner = self._gate_runner()
 
         def work() -> None:
             try:
@@ -1206,15 +1209,7 @@ class Engine:
             ):
                 problems.append(f"{tid}: the ticket file's result is not from run {self.run_id}")
         if self.config.gates.integration and not problems:
-            runner = GateRunner(
-                self.paths,
-                self.pool.gate_slot(),
-                self.config.gates.integration,
-                log=self.run_dir / "logs" / "gate.log",
-                env={"GITEXEC_RUN": self.run_id, **self.identity.env()},
-                timeout_s=self.config.gates.timeout_s,
-                cancel=self._gate_cancel,
-            )
+            runner = self._gate_runner()
             ok, output = runner.check(head)
             if not ok:
                 problems.append(f"the final result fails its gate: {output.strip()}")

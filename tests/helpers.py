@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -42,3 +43,16 @@ def commit_all(path: Path, message: str) -> str:
     git(path, "add", "-A")
     git(path, "commit", "-q", "--allow-empty", "-m", message)
     return git(path, "rev-parse", "HEAD").strip()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until `predicate` holds; errors from a state not there yet count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (AssertionError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting")

@@ -7,27 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gitexec.journal import read_events
-from tests.helpers import git
+from tests.helpers import git, wait_for
 from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (AssertionError, KeyError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def live_members(pgid: int) -> list[int]:

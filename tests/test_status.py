@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -18,20 +16,8 @@ from rich.console import Console
 from gitexec.dashboard import render, snapshot
 from gitexec.journal import read_events
 from gitexec.runstate import replay
-from tests.helpers import git
+from tests.helpers import git, wait_for
 from tests.project import FAKE_CONFIG, gitexec, make_project, run_ok, status, ticket_yaml
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (AssertionError, KeyError):
-            pass  # not there yet
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def test_status_and_agents_while_running(tmp_path: Path) -> None:
