@@ -77,6 +77,7 @@ class Job:
     sequential: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     dispatched: float = field(default_factory=time.monotonic)
+    waited_s: float = 0.0  # time spent waiting for an agent place (the spare slot's wait)
 
 
 @dataclass(frozen=True)
@@ -619,6 +620,7 @@ class Engine:
             ticket=job.ticket.id,
             ok=outcome.ok,
             slot_s=round(time.monotonic() - started, 6),
+            wait_s=round(job.waited_s, 6),
         )
         self._queue.put(WorkDone(job, outcome))
 
@@ -641,7 +643,7 @@ class Engine:
         log = self.run_dir / "logs" / f"{t.id}.log"
         timeout = self._timeout(t, job.agent)
 
-        with self.gate.held(job.cancel) as admitted:
+        with self._admitted(job) as admitted:
             if not admitted:
                 return Outcome(False, reason="stopped before the agent started", cancelled=True)
             result = agents.run_process(
@@ -683,7 +685,7 @@ class Engine:
         )
         if t.validate:
             self._emit_from_worker("ticket-validating", ticket=t.id)
-            with self.gate.held(job.cancel) as admitted:
+            with self._admitted(job) as admitted:
                 if not admitted:
                     return Outcome(False, reason="stopped before validation", cancelled=True)
                 for command in t.validate:
@@ -710,6 +712,14 @@ class Engine:
                         why = "timed out" if check.timed_out else f"exited {check.exit_code}"
                         return Outcome(False, reason=f"validation {command!r} {why}")
         return Outcome(True, commit=collected.commit)
+
+    @contextlib.contextmanager
+    def _admitted(self, job: Job) -> Iterator[bool]:
+        """Hold one of the `jobs` agent places, counting the wait (not engine overhead)."""
+        waiting = time.monotonic()
+        with self.gate.held(job.cancel) as admitted:
+            job.waited_s += time.monotonic() - waiting
+            yield admitted
 
     def _argv(self, job: Job) -> tuple[str, ...]:
         t = job.ticket

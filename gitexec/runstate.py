@@ -51,6 +51,7 @@ class TicketRun:
     finished_at: float | None = None
     agent_s: float = 0.0  # time in agent and validate commands, over all attempts
     slot_s: float = 0.0  # time holding a slot (reset, agent, commit, validate)
+    wait_s: float = 0.0  # of that, time waiting for one of the `jobs` agent places
     commit: str | None = None
     merge_commit: str | None = None
     reason: str | None = None
@@ -172,7 +173,7 @@ class RunState:
         ts = list(self.tickets.values())
         wall = self.wall_s(now)
         agent = sum(t.agent_s for t in ts)
-        slot = sum(t.slot_s for t in ts)
+        slot = sum(t.slot_s - t.wait_s for t in ts)
         overhead = max(0.0, slot - agent) + self.merge_s
         done = [t for t in ts if t.status is TicketState.COMPLETED]
         count = {s: sum(1 for t in ts if t.status is s) for s in TicketState}
@@ -351,6 +352,7 @@ def _work_done(s: RunState, e: Event) -> None:
     t = s._ticket(e)
     if t is not None:
         t.slot_s += float(e.get("slot_s", 0.0))
+        t.wait_s += float(e.get("wait_s", 0.0))
         t.slot = None
         t.result_ready = bool(e.get("ok")) and t.commit is not None
 
