@@ -284,8 +284,9 @@ class Engine:
                 if self.resuming:
                     self._restore()
                 else:
-                    self.integration.create(self.spec.base)
+                    # Journal first: a crash right after leaves a run resume can continue.
                     self.emit("run-started", **self._start_fields())
+                    self.integration.create(self.spec.base)
                 self.reporter.start(self)
                 with self._signal_handlers():
                     self._loop()
@@ -344,6 +345,8 @@ class Engine:
 
         remove_stale_ref_locks(self.paths.common_dir, self.run_id)
         state = self.state
+        if not self.integration.exists():  # the engine died before creating it
+            self.integration.create(state.base)
         on_branch = merged_on_branch(self.integration)
         for tid, commit in on_branch.items():
             ts = state.tickets.get(tid)

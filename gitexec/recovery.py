@@ -108,7 +108,13 @@ def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -
     if data and not data.endswith(b"\n"):
         report.repaired.append("the journal's last line was torn by the crash; it is skipped")
     if not integration.exists():
-        report.problems.append(f"{integration.ref} is missing: the run cannot continue")
+        merged = [t for t, ts in state.tickets.items() if ts.status is TicketState.COMPLETED]
+        if merged:
+            report.problems.append(
+                f"{integration.ref} is missing but {len(merged)} ticket(s) were merged into it"
+            )
+        else:
+            report.repaired.append(f"{integration.ref} was never created; resume creates it")
         return report
     on_branch = merged_on_branch(integration)
     for tid, ts in sorted(state.tickets.items()):
