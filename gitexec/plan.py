@@ -20,7 +20,7 @@ from typing import Any
 from gitexec import fields
 from gitexec.config import Strategy
 from gitexec.findings import Finding, Locator, Reporter
-from gitexec.globs import pathsets_may_overlap
+from gitexec.globs import literal_prefix, pathsets_may_overlap
 from gitexec.tickets import Ticket
 
 PLAN_FILE = ".gitexec/plan.yaml"
@@ -607,18 +607,43 @@ def check_plan_against(
     return report.findings
 
 
-def pairwise_overlaps(tickets: Sequence[Ticket]) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """Pairs of tickets whose declared `paths` may touch a common file, with the globs."""
-    out = []
-    for a_i, a in enumerate(tickets):
-        if not a.paths:
-            continue
-        for b in tickets[a_i + 1 :]:
-            if b.paths:
-                pairs = pathsets_may_overlap(a.paths, b.paths)
-                if pairs:
-                    out.append((a.id, b.id, pairs))
-    return out
+def pairwise_overlaps(
+    tickets: Sequence[Ticket], limit: int = 1000, budget: int = 2_000_000
+) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Pairs of tickets whose declared `paths` may touch a common file, with the globs.
+
+    Two globs can only meet when one's literal prefix (`src/http` of `src/http/**`) is the
+    other's or an ancestor of it, so each ticket is compared only with tickets filed under
+    its prefix or the directories above it. At most `limit` pairs are returned and at
+    most `budget` comparisons made: a 15,000-wide group must not take minutes.
+    """
+    by_prefix: dict[str, list[int]] = {}
+    for i, t in enumerate(tickets):
+        for pattern in t.paths:
+            by_prefix.setdefault(literal_prefix(pattern), []).append(i)
+
+    def lineage(prefix: str) -> list[str]:
+        parts = prefix.split("/") if prefix else []
+        return ["/".join(parts[:k]) for k in range(len(parts), -1, -1)]
+
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    seen: set[tuple[int, int]] = set()
+    compared = 0
+    for a, ticket in enumerate(tickets):
+        for pattern in ticket.paths:
+            for ancestor in lineage(literal_prefix(pattern)):
+                for b in by_prefix.get(ancestor, ()):
+                    pair = (min(a, b), max(a, b))
+                    if b == a or pair in seen:
+                        continue
+                    seen.add(pair)
+                    compared += 1
+                    if compared > budget or len(out) >= limit:
+                        return sorted(out)
+                    found = pathsets_may_overlap(tickets[pair[0]].paths, tickets[pair[1]].paths)
+                    if found:
+                        out.append((tickets[pair[0]].id, tickets[pair[1]].id, found))
+    return sorted(out)
 
 
 @dataclass(frozen=True)

@@ -309,3 +309,21 @@ def test_conservative_with_one_shared_scope_stays_linear() -> None:
     for g in plan.groups:
         assert sum(1 for x in g.tickets if x.startswith("T")) <= 1
     assert sum(len(g.tickets) for g in plan.groups) == 6000
+
+
+def test_pairwise_overlaps_compares_along_prefixes() -> None:
+    from gitexec.plan import pairwise_overlaps
+
+    tickets = [
+        t("A", paths=("src/**",)),
+        t("B", paths=("src/http/client.py",)),
+        t("C", paths=("*.md",)),
+        t("D", paths=("README.md",)),
+        t("E", paths=("docs/**",)),
+    ]
+    assert pairwise_overlaps(tickets) == [
+        ("A", "B", [("src/**", "src/http/client.py")]),
+        ("C", "D", [("*.md", "README.md")]),
+    ]
+    crowd = [t(f"T{i}", paths=("src/**",)) for i in range(3000)]
+    assert len(pairwise_overlaps(crowd, limit=50)) == 50
