@@ -207,6 +207,39 @@ def _fallback_sequential(a: argparse.Namespace, ws: Workspace) -> int:
     return fallback_sequential(ws, run_id=a.run, group=a.group)
 
 
+def _matrix(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scale import matrix
+
+    return matrix(ws, wave=a.wave, count=a.count)
+
+
+def _run_ticket(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scale import run_ticket
+
+    return run_ticket(ws, a.id, base=a.base, out=a.out, run_id=a.run_id, state=a.state)
+
+
+def _collect(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scale import collect
+
+    return collect(
+        ws,
+        a.dirs,
+        run_id=a.run_id,
+        base=a.base,
+        out=a.out,
+        junit=a.junit,
+        markdown=a.markdown,
+        keep_going=a.keep_going,
+    )
+
+
+def _workflow(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.scale import workflow
+
+    return workflow(ws, output=a.output, install=a.install, runs_on=a.runs_on)
+
+
 def _duration(text: str) -> float:
     from gitexec.fields import parse_duration
 
@@ -394,6 +427,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("group", type=int, metavar="GROUP")
     p.add_argument("--run", metavar="ID")
+
+    p = command("matrix", _matrix, "a plan wave as a GitHub Actions matrix (scale-out)")
+    p.add_argument("--wave", type=_positive_int, metavar="N", help="plan group N (1-based)")
+    p.add_argument("--count", action="store_true", help="print the number of waves")
+
+    p = command("run-ticket", _run_ticket, "run one ticket and write a bundle + result")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--out", required=True, metavar="DIR", help="where <ID>.json|.bundle go")
+    p.add_argument("--base", metavar="REV", help="start from REV (default: HEAD)")
+    p.add_argument("--state", metavar="DIR", help="start from a collect's exported state")
+    p.add_argument("--run-id", metavar="ID", help="the run this ticket belongs to")
+
+    p = command("collect", _collect, "merge run-ticket results into a run, in plan order")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="result and state directories")
+    p.add_argument("--run-id", required=True, metavar="ID")
+    p.add_argument("--base", metavar="REV", help="for the first collect of a run")
+    p.add_argument("--out", metavar="DIR", help="export the run's state for the next wave")
+    p.add_argument(
+        "--keep-going", action="store_true", help="exit 0 even if tickets failed (middle waves)"
+    )
+    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
+
+    p = command("workflow", _workflow, "generate a GitHub Actions workflow: one job per wave")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it here (default: print)")
+    p.add_argument(
+        "--install",
+        default="gitexec",
+        metavar="SPEC",
+        help="pip requirement that installs gitexec on the runners",
+    )
+    p.add_argument("--runs-on", default="ubuntu-latest", metavar="LABEL")
 
     p = command("diagnose", _diagnose, "predicted conflicts, bottlenecks and advice")
     p.add_argument("--check-conflicts", action="store_true")

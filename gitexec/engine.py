@@ -106,6 +106,20 @@ class Landed:
 
 
 @dataclass(frozen=True)
+class RemoteResult:
+    """What `git exec run-ticket` reported for one ticket (scale-out over CI runners)."""
+
+    ticket: str
+    status: TicketState
+    base: str
+    commit: str | None
+    attempts: int = 1
+    agent: str | None = None
+    duration_s: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class GateDone:
     batch: tuple[Landed, ...]
     outcome: GateOutcome
@@ -203,6 +217,7 @@ class Engine:
         )
         self.state = resume or RunState(spec.run_id)
         self.resuming = resume is not None
+        self.offline = False  # collecting results produced elsewhere (`git exec collect`)
         self.jobs = spec.jobs
         self.pool = Pool(repo_paths, self.jobs + 1)
         self.gate = AgentGate(self.jobs)
@@ -798,6 +813,7 @@ class Engine:
         retries = next(
             (r for r in (ticket.retries, agent.retries) if r is not None), self.config.retries
         )
+        retryable = retryable and not self.offline  # collecting: nothing can run again
         if retryable and self.attempts_on_agent[tid] <= retries and not self.stop_requested:
             delay = self.config.retry_backoff_s * 2 ** (self.attempts_on_agent[tid] - 1)
             self.not_before[tid] = time.monotonic() + delay
@@ -1080,7 +1096,8 @@ class Engine:
         t = job.ticket
         paths = [c.path for c in result.conflicts]
         others = self._collided_with(job.base, paths)
-        steps = [s for s in ladder if s != "rules"]
+        # Collecting results from elsewhere, nothing can run again: rules, then fail.
+        steps = [s for s in ladder if s == "fail" or (s != "rules" and not self.offline)]
         for step in steps:
             if step == "rerun" and self.reruns[t.id] < self.config.merge.max_reruns:
                 self.reruns[t.id] += 1
@@ -1257,6 +1274,8 @@ class Engine:
         for tid, ts in sorted(self.state.tickets.items()):
             if not ts.status.terminal or ts.status is TicketState.COMPLETED:
                 continue
+            if self.state.recorded.get(tid) == ts.status.value:
+                continue  # recorded by an earlier pass (collect, resume)
             text = self._status_text(
                 tree, self.tickets[tid], ts.status, ts, commit=ts.commit, reason=ts.reason
             )
@@ -1268,6 +1287,106 @@ class Engine:
         summary = f"gitexec: record status of {len(files)} unmerged ticket(s)"
         new = self.integration.record(head, files, summary)
         self.emit("head-moved", head=new, previous=head, reason=summary, tickets=done)
+
+    # --- collecting results made elsewhere (scale-out) -------------------------------------
+
+    def collect(self, results: Sequence[RemoteResult]) -> RunState:
+        """Merge results that `run-ticket` produced on other machines, in plan order.
+
+        The same journal, merges, rules, gates and status write-back as a local run; the
+        run stays resumable (`stopped`) until every ticket has ended, so the next wave's
+        collect continues the same integration branch.
+        """
+        self.offline = True
+        lock = EngineLock(self.paths.state_dir)
+        with lock.held(self.run_id):
+            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            self._journal = Journal(self.run_dir / JOURNAL)
+            try:
+                if self.resuming:
+                    self._restore_offline()
+                else:
+                    self.emit("run-started", **self._start_fields())
+                    self.integration.create(self.spec.base)
+                self.reporter.start(self)
+                order = {tid: n for n, tid in enumerate(self.plan_order)}
+                for result in sorted(results, key=lambda r: order.get(r.ticket, len(order))):
+                    self._collect_one(result)
+                    self._drain(timeout=0)
+                    while self._gate_busy:
+                        self._maybe_gate()
+                        self._drain(timeout=CONTROL_POLL_S)
+                self._record_unmerged()
+                counts = self.state.metrics()
+                left = [t for t, ts in self.state.tickets.items() if not ts.status.terminal]
+                if left:
+                    final = RunStatus.STOPPED
+                elif counts["completed"] == counts["total"]:
+                    final = RunStatus.COMPLETED
+                else:
+                    final = RunStatus.FAILED
+                self.emit(
+                    "run-finished",
+                    state=final.value,
+                    head=self.integration.head,
+                    waiting_for=sorted(left),
+                )
+            finally:
+                self._journal.close()
+                self.pool.close()
+                self.reporter.finish(self)
+        return self.state
+
+    def _restore_offline(self) -> None:
+        self.emit("run-resumed", pid=os.getpid(), jobs=self.jobs, head=self.integration.head)
+        self.pending = {t for t, ts in self.state.tickets.items() if not ts.status.terminal}
+        for tid, ts in self.state.tickets.items():
+            if ts.status is TicketState.COMPLETED:
+                self._unlock_dependents(tid)
+
+    def _collect_one(self, r: RemoteResult) -> None:
+        ts = self.state.tickets.get(r.ticket)
+        if ts is None or ts.status.terminal:
+            return  # not in this run, or collected already
+        ticket = self.tickets[r.ticket]
+        self.agent_of[r.ticket] = r.agent or self.agent_of[r.ticket]
+        job = Job(
+            ticket=ticket,
+            agent=self.config.agents.get(self.agent_of[r.ticket], self.config.agent(None)),
+            attempt=max(1, r.attempts),
+            slot=self.pool.slots[0],
+            base=r.base,
+        )
+        self.emit(
+            "ticket-dispatched",
+            ticket=r.ticket,
+            attempt=job.attempt,
+            agent=job.agent.name,
+            slot=0,
+            base=r.base,
+            remote=True,
+        )
+        self.emit("agent-exited", ticket=r.ticket, exit_code=0, duration_s=r.duration_s)
+        if r.status is not TicketState.COMPLETED or r.commit is None:
+            state = r.status if r.status.terminal else TicketState.FAILED
+            self._finish_ticket(r.ticket, state, r.reason or f"{state.value} on its runner")
+            return
+        missing = [
+            d
+            for d in ticket.depends_on
+            if d in self.state.tickets and self.state.tickets[d].status is not TicketState.COMPLETED
+        ]
+        if missing:
+            self._finish_ticket(
+                r.ticket,
+                TicketState.BLOCKED,
+                f"ran before its dependencies were merged: {', '.join(missing)}",
+            )
+            return
+        self.emit("ticket-committed", ticket=r.ticket, commit=r.commit, empty=r.commit == r.base)
+        self.emit("work-done", ticket=r.ticket, ok=True, slot_s=r.duration_s)
+        self.pending.discard(r.ticket)
+        self._merge(job, r.commit)
 
     # --- views for reporters and control --------------------------------------------------
 

@@ -133,6 +133,7 @@ class RunState:
     stopping: bool = False
     warnings: list[str] = field(default_factory=list)
     overlaps: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    recorded: dict[str, str] = field(default_factory=dict)  # status committed for unmerged
     validation: dict[str, Any] | None = None  # `run --validate`: {"ok": ..., "problems": [...]}
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
@@ -450,6 +451,10 @@ def _requeued(s: RunState, e: Event) -> None:
 
 def _head_moved(s: RunState, e: Event) -> None:
     s.head = e["head"]
+    for tid in e.get("tickets", []):
+        t = s.tickets.get(tid)
+        if t is not None:
+            s.recorded[tid] = t.status.value
 
 
 def _gate_passed(s: RunState, e: Event) -> None:
