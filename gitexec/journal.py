@@ -102,9 +102,7 @@ class EngineLock:
     def acquire(self, run_id: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock(fd, fcntl.LOCK_EX):
             holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
             os.close(fd)
             raise UserError(
@@ -140,11 +138,43 @@ def lock_holder(state_dir: Path) -> str | None:
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock(fd, fcntl.LOCK_SH):
             return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+_DEAD_HOLDER_WAIT_S = 3.0
+
+
+def _lock(fd: int, kind: int) -> bool:
+    """Take the lock without blocking on a live engine.
+
+    A killed engine's lock can outlive it for a moment: a child it had just forked
+    still shares the lock until it closes its copy of the descriptor. When the pid the
+    lock file names is gone, wait a little for that to happen instead of reporting a
+    live engine.
+    """
+    deadline = time.monotonic() + _DEAD_HOLDER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if _holder_alive(fd) or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
+def _holder_alive(fd: int) -> bool:
+    text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+    _, _, pid = text.partition("pid ")
+    try:
+        os.kill(int(pid.strip()), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
