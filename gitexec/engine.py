@@ -16,9 +16,8 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -76,7 +75,6 @@ class Job:
     conflicts: tuple[str, ...] = ()
     sequential: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
-    dispatched: float = field(default_factory=time.monotonic)
     waited_s: float = 0.0  # time spent waiting for an agent place (the spare slot's wait)
 
 
@@ -1457,10 +1455,3 @@ def _overlap(a: set[str], b: set[str]) -> set[str]:
             prefix = path + "/"
             common.update(p for p in others if p.startswith(prefix))
     return common
-
-
-def log_path(state_dir: Path, run_id: str, ticket_id: str) -> Path:
-    return state_dir / RUNS_DIR / run_id / "logs" / f"{ticket_id}.log"
-
-
-RunCallback = Callable[[Engine], None]

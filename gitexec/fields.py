@@ -85,12 +85,6 @@ def number(value: Any, *, minimum: float = 0.0) -> float:
     return float(value)
 
 
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {type_name(value)}")
-    return value
-
-
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

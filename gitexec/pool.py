@@ -62,7 +62,6 @@ class Collected:
 
     commit: str  # the ticket's result: base, the agent's own commits, plus ours on top
     own_commits: int  # commits the agent made itself
-    committed_changes: bool  # whether gitexec committed uncommitted changes
 
     def empty(self, base: str) -> bool:
         return self.commit == base
@@ -496,7 +495,7 @@ class Slot:
         if self._watcher is not None:
             # The worktree now equals HEAD except untracked files among `dirty`.
             self._remember(commit, dirty)
-        return Collected(commit, own, commit != head)
+        return Collected(commit, own)
 
     # --- setup -----------------------------------------------------------------------------
 

@@ -158,9 +158,6 @@ class RunState:
             if pair[0] in self.tickets and self.tickets[pair[0]].status in _ACTIVE
         }
 
-    def by_status(self, *states: TicketState) -> list[TicketRun]:
-        return [t for t in self.tickets.values() if t.status in states]
-
     @property
     def finished(self) -> bool:
         return self.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED)

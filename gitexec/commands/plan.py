@@ -23,8 +23,6 @@ from gitexec.plan import (
 from gitexec.project import Project
 from gitexec.workspace import Workspace
 
-FORMATS = ("yaml", "json", "mermaid")
-
 
 def build_plan(
     ws: Workspace, project: Project, strategy: Strategy | None = None, jobs: int | None = None
