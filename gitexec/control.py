@@ -41,7 +41,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def send(run_dir: Path, action: str, *, timeout_s: float = 10.0, **args: Any) -> Response:
+def send(run_dir: Path, action: str, *, timeout_s: float = 30.0, **args: Any) -> Response:
     """Send a request to the live engine of a run and wait for its answer."""
     directory = run_dir / CONTROL_DIR
     directory.mkdir(parents=True, exist_ok=True)
