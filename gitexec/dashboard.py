@@ -196,7 +196,10 @@ def describe(event: Event, state: RunState) -> str | None:
     if kind == "ticket-merged":
         t = state.tickets.get(tid)
         took = f", {t.agent_s:.1f}s" if t else ""
-        return f"merged    {tid} -> {str(event['head'])[:12]}{took}"
+        settled = ", ".join(f"{path} by {rule}" for path, rule in event.get("resolved") or [])
+        gate = " (awaiting gate)" if event.get("awaiting_gate") else ""
+        extra = f" ({settled})" if settled else ""
+        return f"merged    {tid} -> {str(event['head'])[:12]}{took}{extra}{gate}"
     if kind == "ticket-finished":
         return f"{event['state']:<9} {tid}: {event.get('reason')}"
     if kind == "ticket-retry":
@@ -211,6 +214,10 @@ def describe(event: Event, state: RunState) -> str | None:
         a, b = event["tickets"]
         where = "merged" if event.get("against") == "merged" else "running"
         return f"overlap   {a} and {where} {b}: {', '.join(event.get('paths', [])[:5])}"
+    if kind == "gate-passed":
+        return f"gate ok   {', '.join(event.get('tickets', []))}"
+    if kind == "gate-failed":
+        return f"gate FAIL {event.get('ticket')}: rolled back ({event.get('runs')} gate run(s))"
     if kind == "control":
         return f"control   {event.get('action')}"
     if kind == "run-finished":
