@@ -761,3 +761,26 @@ def test_resource_weights_limit_what_runs_together(tmp_path: Path) -> None:
     assert heavy[0][1] <= heavy[1][0]  # A and B never together
     for other in heavy:  # and C never beside a ticket that takes both units
         assert spans["C"][1] <= other[0] or other[1] <= spans["C"][0]
+
+
+def test_markdown_ticket_prompt_and_status(tmp_path: Path) -> None:
+    ticket = (
+        "---\n"
+        "id: DOC-1\n"
+        "title: Write the guide\n"
+        "agent: fake\n"
+        "---\n"
+        "Please write the guide.\n"
+        "\n"
+        "WRITE docs/guide.md # Guide\\n\n"
+    )
+    repo = make_project(tmp_path / "r", {}, config=FAKE_CONFIG)
+    write_files(repo, {".gitexec/tickets/DOC-1.md": ticket})
+    commit_all(repo, "markdown ticket")
+    code, out, err = run_ok(repo, "--run-id", "md")
+    assert code == 0, out + err
+    assert show(repo, "gitexec/md:docs/guide.md") == "# Guide\n"
+    text = show(repo, "gitexec/md:.gitexec/tickets/DOC-1.md")
+    front, body = text.split("---\n")[1], text.split("---\n", 2)[2]
+    assert "status: completed" in front
+    assert body == "Please write the guide.\n\nWRITE docs/guide.md # Guide\\n\n"
