@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from gitexec.gitutil import scrubbed_env
 
@@ -19,6 +22,28 @@ BENCH_ENV = {
     "GIT_COMMITTER_NAME": "bench",
     "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
+
+
+def gitexec(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI (`python -m gitexec`) in `repo`, as a user or CI would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gitexec", *args],
+        cwd=repo,
+        env=BENCH_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def run_status(repo: Path, run_id: str) -> dict[str, Any]:
+    """`git exec status --format json` of a run."""
+    proc = gitexec(repo, "status", "--run", run_id, "--format", "json")
+    if proc.returncode != 0:
+        raise SystemExit(f"gitexec status failed:\n{proc.stderr}")
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
 
 _WORDS = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu",

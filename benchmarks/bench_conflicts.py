@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _repo import BENCH_ENV as ENV
+from _repo import gitexec, run_status
 
 LADDERS = {
     "ladder": "[rules, rerun, sequential, fail]",
@@ -63,37 +64,11 @@ def measure(work: Path, name: str, ladder: str, tickets: int, jobs: int) -> dict
     repo = work / name
     make_repo(repo, tickets, ladder)
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gitexec",
-            "run",
-            "--no-monitor",
-            "--run-id",
-            name,
-            "--jobs",
-            str(jobs),
-        ],
-        cwd=repo,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = gitexec(repo, "run", "--no-monitor", "--run-id", name, "--jobs", str(jobs))
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{name}: gitexec run failed:\n{proc.stdout}{proc.stderr}")
-    status = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "gitexec", "status", "--run", name, "--format", "json"],
-            cwd=repo,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    status = run_status(repo, name)
     m = status["metrics"]
     registry = subprocess.run(
         ["git", "show", f"gitexec/{name}:shared/registry.txt"],

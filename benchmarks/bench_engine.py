@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _repo import BENCH_ENV as ENV
-from _repo import make_repo
+from _repo import gitexec, make_repo, run_status
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
@@ -68,30 +68,11 @@ def write_tickets(repo: Path, graph: dict[str, list[str]], command: Callable[[st
 
 def gitexec_run(repo: Path, jobs: int, run_id: str) -> tuple[float, dict[str, Any]]:
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gitexec",
-            "run",
-            "--no-monitor",
-            "--jobs",
-            str(jobs),
-            "--run-id",
-            run_id,
-        ],
-        cwd=repo,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = gitexec(repo, "run", "--no-monitor", "--jobs", str(jobs), "--run-id", run_id)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"gitexec run failed:\n{proc.stdout}\n{proc.stderr}")
-    status = json.loads(
-        sh([sys.executable, "-m", "gitexec", "status", "--run", run_id, "--format", "json"], repo)
-    )
+    status = run_status(repo, run_id)
     return wall, status
 
 

@@ -31,23 +31,13 @@ from tests.test_control import KILL_DAG, agents_of_run, dag_repo  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _repo import BENCH_ENV as ENV  # noqa: E402
+from _repo import gitexec  # noqa: E402
 
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, env=ENV, capture_output=True, text=True, check=True
     ).stdout
-
-
-def gitexec(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gitexec", *args],
-        cwd=repo,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def trial(work: Path, n: int, kill_at: int, jobs: int, expected: str) -> str | None:

@@ -119,3 +119,28 @@ def first_parent_tickets(repo: Path, ref: str) -> list[str]:
         repo, "log", "--first-parent", "--format=%(trailers:key=Gitexec-Ticket,valueonly)", ref
     )
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def crashed_run(path: Path, run_id: str = "dead") -> tuple[Path, int]:
+    """A repository whose run was killed (SIGKILL) while its agent ran; (repo, agent pgid).
+
+    The agent keeps running: kill its process group when done (resume does it too).
+    """
+    import sys
+
+    from gitexec.journal import read_events
+    from tests.helpers import wait_for
+
+    repo = make_project(path, {"A": ticket_yaml("A", run="sleep 30")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", run_id],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl"
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(journal)))
+    proc.kill()
+    proc.wait()
+    pgid = next(e["pgid"] for e in read_events(journal) if e["event"] == "agent-started")
+    return repo, int(pgid)

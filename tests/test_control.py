@@ -15,7 +15,14 @@ import pytest
 
 from gitexec.journal import read_events
 from tests.helpers import git, wait_for
-from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
+from tests.project import (
+    crashed_run,
+    first_parent_tickets,
+    gitexec,
+    make_project,
+    status,
+    ticket_yaml,
+)
 
 
 def live_members(pgid: int) -> list[int]:
@@ -359,19 +366,9 @@ def test_torn_journal_line_is_tolerated(tmp_path: Path) -> None:
 
 
 def test_clean_keeps_resumable_runs(tmp_path: Path) -> None:
-    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="sleep 30")})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "dead"],
-        cwd=repo,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    repo, pgid = crashed_run(tmp_path / "r")
+    os.killpg(pgid, signal.SIGKILL)
     journal = repo / ".git/gitexec/runs/dead/journal.jsonl"
-    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(journal)))
-    proc.kill()
-    proc.wait()
-    pgid = next(e["pgid"] for e in read_events(journal) if e["event"] == "agent-started")
-    os.killpg(int(pgid), signal.SIGKILL)
     code, out, _ = gitexec(repo, "clean")
     assert code == 0
     assert "removed run dead" not in out

@@ -17,7 +17,15 @@ from gitexec.dashboard import render, snapshot
 from gitexec.journal import read_events
 from gitexec.runstate import replay
 from tests.helpers import git, wait_for
-from tests.project import FAKE_CONFIG, gitexec, make_project, run_ok, status, ticket_yaml
+from tests.project import (
+    FAKE_CONFIG,
+    crashed_run,
+    gitexec,
+    make_project,
+    run_ok,
+    status,
+    ticket_yaml,
+)
 
 
 def test_status_and_agents_while_running(tmp_path: Path) -> None:
@@ -71,25 +79,16 @@ def test_status_and_agents_while_running(tmp_path: Path) -> None:
 
 
 def test_crashed_run_is_reported_as_crashed(tmp_path: Path) -> None:
-    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="sleep 30")})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "dead"],
-        cwd=repo,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    journal = repo / ".git/gitexec/runs/dead/journal.jsonl"
-    wait_for(lambda: journal.exists() and "agent-started" in journal.read_text())
-    proc.kill()
-    proc.wait()
-    st = status(repo, "dead")
-    assert st["state"] == "crashed"
-    _, out, _ = gitexec(repo, "status", "--run", "dead")
-    assert "`git exec resume` continues this run" in out
-    # Clean up the orphaned agent's process group (resume does this; here the test does).
-    started = next(e for e in read_events(journal) if e["event"] == "agent-started")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(int(started["pgid"]), signal.SIGKILL)
+    repo, pgid = crashed_run(tmp_path / "r")
+    try:
+        st = status(repo, "dead")
+        assert st["state"] == "crashed"
+        _, out, _ = gitexec(repo, "status", "--run", "dead")
+        assert "`git exec resume` continues this run" in out
+    finally:
+        # The orphaned agent (resume would kill it; here the test does).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def test_dashboard_renders_the_seed_view(tmp_path: Path) -> None:
