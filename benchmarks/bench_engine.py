@@ -151,13 +151,18 @@ def bench_b(work: Path, n: int) -> dict[str, Any]:
 
     repo = fresh_repo(work, "b", 2000)
     write_tickets(repo, graph, command)
-    gitexec_wall, status = gitexec_run(repo, 4, "b")
+    # The first run also creates the pool (jobs + 1 worktrees, one at a time); later runs
+    # in the same repository reuse it. Both are reported; the goal is about the second.
+    cold_wall, _ = gitexec_run(repo, 4, "b-cold")
+    warm_wall, status = gitexec_run(repo, 4, "b")
     make_wall = make_run(graph, command, 4, work / "b-make")
     return {
         "tickets": n,
-        "gitexec_s": round(gitexec_wall, 2),
+        "gitexec_s": round(warm_wall, 2),
+        "gitexec_first_run_s": round(cold_wall, 2),
         "make_j4_s": round(make_wall, 2),
-        "ratio": round(gitexec_wall / make_wall, 3),
+        "ratio": round(warm_wall / make_wall, 3),
+        "ratio_first_run": round(cold_wall / make_wall, 3),
         "goal": "<= 1.25",
         "metrics": status["metrics"],
     }
