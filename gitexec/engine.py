@@ -902,7 +902,7 @@ class Engine:
                 job.base, head, commit, rules=rules, labels=(ours, "base", t.id)
             )
             if not result.clean:
-                self._conflict(job, result, ladder, changed)
+                self._conflict(job, result, ladder)
                 return
             assert result.tree is not None
             tree = result.tree
@@ -1088,9 +1088,7 @@ class Engine:
         start = heads.index(base) + 1 if base in heads else 0
         return [tid for _, tid, changed in self.merge_log[start:] if changed & wanted]
 
-    def _conflict(
-        self, job: Job, result: Any, ladder: Sequence[str], changed: Sequence[str]
-    ) -> None:
+    def _conflict(self, job: Job, result: Any, ladder: Sequence[str]) -> None:
         t = job.ticket
         paths = [c.path for c in result.conflicts]
         others = self._collided_with(job.base, paths)

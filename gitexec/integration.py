@@ -8,7 +8,6 @@ ticket's status update is part of that same commit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import pygit2
 
@@ -41,12 +40,6 @@ def parse_trailers(message: str) -> dict[str, str]:
         if sep and key in (TRAILER_RUN, TRAILER_TICKET):
             found[key] = value.strip()
     return found
-
-
-@dataclass(frozen=True)
-class Landed:
-    head: str
-    tree: str
 
 
 class Integration:

@@ -101,6 +101,7 @@ class Slot:
         self._known: _Known | None = None
         self._objects: pygit2.Repository | None = None
         self._worktree: pygit2.Repository | None = None
+        self._trees: dict[str, pygit2.Tree] = {}  # recent commit -> tree lookups
         self.fast_resets = 0  # how often the O(changes) path was taken (for tests, metrics)
         self.fast_collects = 0
 
@@ -198,10 +199,17 @@ class Slot:
                     found.add(name if base == "." else f"{base}/{name}")
         return found
 
+    def _tree(self, commit: str) -> pygit2.Tree:
+        """The tree of `commit` (looked up once per commit: resets ask about many paths)."""
+        cached = self._trees.get(commit)
+        if cached is None:
+            cached = self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree)
+            self._trees = {commit: cached, **dict(list(self._trees.items())[:3])}
+        return cached
+
     def _tree_files(self, commit: str, rel: str) -> set[str]:
         try:
-            tree = self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree)
-            sub = tree[rel]
+            sub = self._tree(commit)[rel]
         except (KeyError, ValueError):
             return set()
         if not isinstance(sub, pygit2.Tree):
@@ -220,15 +228,13 @@ class Slot:
 
     def _is_tree(self, commit: str, path: str) -> bool:
         try:
-            tree = self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree)
-            return isinstance(tree[path], pygit2.Tree)
+            return isinstance(self._tree(commit)[path], pygit2.Tree)
         except (KeyError, ValueError):
             return False
 
     def _in_tree(self, commit: str, path: str) -> bool:
         try:
-            tree = self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree)
-            return not isinstance(tree[path], pygit2.Tree)
+            return not isinstance(self._tree(commit)[path], pygit2.Tree)
         except (KeyError, ValueError):
             return False
 
@@ -329,8 +335,8 @@ class Slot:
         if old != new:
             differ = changed_paths(
                 self.objects,
-                self.objects[pygit2.Oid(hex=old)].peel(pygit2.Tree).id,
-                self.objects[pygit2.Oid(hex=new)].peel(pygit2.Tree).id,
+                self._tree(old).id,
+                self._tree(new).id,
             )
         paths = known.dirty | touched | set(differ)
         if any(_is_rule_file(p) for p in paths):
@@ -402,6 +408,7 @@ class Slot:
     def close(self) -> None:
         self._stop_watching()
         self._objects = self._worktree = None
+        self._trees = {}
 
     # --- collect ---------------------------------------------------------------------------
 
@@ -461,7 +468,7 @@ class Slot:
         return True
 
     def _tree_id(self, commit: str) -> str:
-        return str(self.objects[pygit2.Oid(hex=commit)].peel(pygit2.Tree).id)
+        return str(self._tree(commit).id)
 
     def _set_head(self, commit: str) -> None:
         """Point the slot's detached HEAD at `commit` (in process: no git to start)."""

@@ -42,8 +42,13 @@ class Workspace:
     def state_dir(self) -> Path:
         return self.repo.state_dir
 
+    @property
+    def parse_cache(self) -> Path:
+        """Parsed work-tree tickets, keyed by file stat (see cache.py)."""
+        return self.state_dir / "cache" / "parse.pickle"
+
     def load(self, *, check_plan: bool = True, use_cache: bool = True) -> Project:
-        cache = self.state_dir / "cache" / "parse.pickle" if use_cache else None
+        cache = self.parse_cache if use_cache else None
         return load_project(self.root, cache_path=cache, check_plan=check_plan)
 
     @functools.cached_property

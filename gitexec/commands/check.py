@@ -66,7 +66,7 @@ def _findings(ws: Workspace, use_cache: bool) -> tuple[list[Finding], int]:
             return cached
     project = load_project(
         ws.root,
-        cache_path=ws.state_dir / "cache" / "parse.pickle" if use_cache else None,
+        cache_path=ws.parse_cache if use_cache else None,
         source=source,
     )
     result = (list(project.findings), len(project.tickets))
