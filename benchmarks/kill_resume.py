@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gitexec.journal import read_events  # noqa: E402
+from gitexec.journal import read_records  # noqa: E402
 from tests.test_control import KILL_DAG, agents_of_run, dag_repo  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,7 +63,7 @@ def trial(work: Path, n: int, kill_at: int, jobs: int, expected: str) -> str | N
     )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if len(read_events(journal)) >= kill_at:
+        if len(read_records(journal)) >= kill_at:
             break
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
@@ -108,7 +108,7 @@ def main() -> int:
     if run.returncode != 0:
         raise SystemExit(f"the uninterrupted run failed:\n{run.stdout}{run.stderr}")
     expected = git(reference, "rev-parse", "gitexec/k:out")
-    total = len(read_events(reference / ".git/gitexec/runs/k/journal.jsonl"))
+    total = len(read_records(reference / ".git/gitexec/runs/k/journal.jsonl"))
     points = sorted(
         {1 + round(i * (total - 1) / max(1, args.points - 1)) for i in range(args.points)}
     )

@@ -18,7 +18,7 @@ from ruamel.yaml.error import YAMLError
 from gitexec import fields
 from gitexec.errors import UserError
 from gitexec.findings import Finding, Locator, Reporter
-from gitexec.tickets import LADDER_STEPS
+from gitexec.tickets import DEFAULT_LADDER, ConflictStep, ladder
 
 CONFIG_FILE = ".gitexec/config.yaml"
 
@@ -74,7 +74,7 @@ class MergeRuleSpec:
 @dataclass(frozen=True)
 class MergeSettings:
     order: MergeOrder = MergeOrder.COMPLETION
-    on_conflict: tuple[str, ...] = ("rules", "rerun", "sequential", "fail")
+    on_conflict: tuple[ConflictStep, ...] = DEFAULT_LADDER
     max_reruns: int = 1
     rules: tuple[MergeRuleSpec, ...] = ()
 
@@ -193,13 +193,6 @@ def _version(value: Any) -> int:
     return 1
 
 
-def _ladder(value: Any) -> tuple[str, ...]:
-    steps = fields.each(value, lambda v: fields.choice(v, LADDER_STEPS))
-    if not steps:
-        raise fields.Invalid("must list at least one step")
-    return steps
-
-
 # Scalar settings: config path -> (Config field, reader). Also resolvable from the
 # environment and git config (see SETTINGS below).
 def _enum_reader(kind: type[enum.Enum]) -> Callable[[Any], Any]:
@@ -224,7 +217,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "worktree": {"setup": ("setup", fields.text_list)},
     "merge": {
         "order": ("merge.order", _enum_reader(MergeOrder)),
-        "on_conflict": ("merge.on_conflict", _ladder),
+        "on_conflict": ("merge.on_conflict", ladder),
         "max_reruns": ("merge.max_reruns", lambda v: fields.integer(v, minimum=0)),
         "rules": ("merge.rules", lambda v: fields.each(v, _rule)),
     },

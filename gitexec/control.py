@@ -16,13 +16,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gitexec.errors import UserError
-from gitexec.tickets import TicketState
-
-if TYPE_CHECKING:
-    from gitexec.engine import Engine
 
 CONTROL_DIR = "control"
 
@@ -32,6 +28,28 @@ class Response:
     ok: bool
     message: str
     data: dict[str, Any]
+
+
+class Controlled(Protocol):
+    """What a live engine offers to control requests (engine.py implements it)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def jobs(self) -> int: ...
+    @property
+    def paused(self) -> bool: ...
+    def running(self) -> list[str]: ...
+    def agent_names(self) -> list[str]: ...
+    def pause(self) -> None: ...
+    def unpause(self) -> None: ...
+    def stop(self, *, force: bool, preserve_state: bool) -> None: ...
+    def set_jobs(self, jobs: int) -> None: ...
+    def set_priority(self, tid: str, priority: int) -> None: ...
+    def retry(self, tid: str, *, agent: str | None) -> list[str]: ...
+    def run_alone(self, group: int) -> list[str]: ...
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -65,7 +83,7 @@ def send(run_dir: Path, action: str, *, timeout_s: float = 30.0, **args: Any) ->
     raise UserError(f"the engine of run {run_dir.name} took the request but did not answer")
 
 
-def process_requests(engine: Engine) -> None:
+def process_requests(engine: Controlled) -> None:
     """Handle waiting requests (called from the engine's loop)."""
     directory = engine.run_dir / CONTROL_DIR
     try:
@@ -79,13 +97,16 @@ def process_requests(engine: Engine) -> None:
             path.unlink()
         except (OSError, ValueError):
             continue
+        if not isinstance(request, dict):
+            continue
         action = str(request.get("action"))
         handler = _HANDLERS.get(action)
+        args = request.get("args")
         if handler is None:
             result = Response(False, f"unknown control action {action!r}", {})
         else:
             try:
-                result = handler(engine, request.get("args") or {})
+                result = handler(engine, args if isinstance(args, dict) else {})
             except UserError as exc:
                 result = Response(False, str(exc), {})
         _write_json(
@@ -97,93 +118,83 @@ def process_requests(engine: Engine) -> None:
 # --- actions -------------------------------------------------------------------------------
 
 
-def _pause(engine: Engine, args: dict[str, Any]) -> Response:
+def _pause(engine: Controlled, args: dict[str, Any]) -> Response:
     if engine.paused:
-        return Response(True, "already paused", {"running": sorted(engine.running)})
-    engine.paused = True
-    engine.emit("control", action="pause")
-    return Response(True, "paused: no new tickets will start", {"running": sorted(engine.running)})
+        return Response(True, "already paused", {"running": engine.running()})
+    engine.pause()
+    return Response(True, "paused: no new tickets will start", {"running": engine.running()})
 
 
-def _resume(engine: Engine, args: dict[str, Any]) -> Response:
+def _resume(engine: Controlled, args: dict[str, Any]) -> Response:
     if not engine.paused:
         return Response(True, "not paused", {})
-    engine.paused = False
-    engine.emit("control", action="resume")
+    engine.unpause()
     return Response(True, "resumed", {})
 
 
-def _stop(engine: Engine, args: dict[str, Any]) -> Response:
+def _stop(engine: Controlled, args: dict[str, Any]) -> Response:
     force = bool(args.get("force"))
     preserve = bool(args.get("preserve_state"))
-    engine.stop_requested = True
-    engine.preserve_state = preserve
-    if force:
-        engine.force_stop = True
-    engine.emit("control", action="stop", force=force, preserve_state=preserve)
+    engine.stop(force=force, preserve_state=preserve)
     what = "killing running agents" if force else "letting running tickets finish"
     keep = "the run stays resumable" if preserve else "pending tickets will be cancelled"
-    return Response(True, f"stopping: {what}; {keep}", {"running": sorted(engine.running)})
+    return Response(True, f"stopping: {what}; {keep}", {"running": engine.running()})
 
 
-def _adjust(engine: Engine, args: dict[str, Any]) -> Response:
+def _adjust(engine: Controlled, args: dict[str, Any]) -> Response:
     messages: list[str] = []
-    jobs = args.get("jobs")
-    if args.get("delta"):
-        jobs = max(1, engine.jobs + int(args["delta"]))
+    jobs = _number(args.get("jobs"), "jobs")
+    delta = _number(args.get("delta"), "delta")
+    if delta:
+        jobs = max(1, engine.jobs + delta)
     if jobs is not None:
-        jobs = int(jobs)
         if jobs < 1:
             raise UserError("jobs must be at least 1")
         old = engine.jobs
         engine.set_jobs(jobs)
-        engine.emit("control", action="adjust", jobs=jobs, previous=old)
         messages.append(f"jobs {old} -> {jobs} (running tickets are not interrupted)")
-    for tid, value in (args.get("priority") or {}).items():
-        if tid not in engine.tickets:
-            raise UserError(f"no ticket {tid!r} in run {engine.run_id}")
-        engine.priority[tid] = int(value)
-        engine.emit("control", action="priority", ticket=tid, priority=int(value))
+    priorities = args.get("priority") or {}
+    if not isinstance(priorities, dict):
+        raise UserError("priority: expected ID=N pairs")
+    for tid, value in priorities.items():
+        engine.set_priority(str(tid), _number(value, f"priority of {tid}") or 0)
         messages.append(f"priority of {tid} = {value}")
     if not messages:
         raise UserError("nothing to adjust")
     return Response(True, "; ".join(messages), {"jobs": engine.jobs})
 
 
-def _retry(engine: Engine, args: dict[str, Any]) -> Response:
+def _retry(engine: Controlled, args: dict[str, Any]) -> Response:
     tid = str(args.get("ticket"))
     requeued = engine.retry(tid, agent=None)
     return Response(True, f"requeued {', '.join(requeued)}", {"requeued": requeued})
 
 
-def _reassign(engine: Engine, args: dict[str, Any]) -> Response:
+def _reassign(engine: Controlled, args: dict[str, Any]) -> Response:
     tid, agent = str(args.get("ticket")), str(args.get("agent"))
-    if agent not in engine.config.agents:
+    if agent not in engine.agent_names():
         raise UserError(
-            f"unknown agent {agent!r} (agents: {', '.join(sorted(engine.config.agents))})"
+            f"unknown agent {agent!r} (agents: {', '.join(sorted(engine.agent_names()))})"
         )
     requeued = engine.retry(tid, agent=agent)
     return Response(True, f"{tid} reassigned to {agent}; requeued {', '.join(requeued)}", {})
 
 
-def _fallback_sequential(engine: Engine, args: dict[str, Any]) -> Response:
-    group = int(args.get("group", 0))
-    members = [t for t, g in engine.group.items() if g == group and t in engine.tickets]
-    if not members:
-        raise UserError(f"no group {group} in run {engine.run_id}")
-    changed = [
-        t
-        for t in members
-        if not engine.state.tickets[t].status.terminal
-        or engine.state.tickets[t].status in (TicketState.FAILED, TicketState.CONFLICT)
-    ]
-    for t in changed:
-        engine.sequential.add(t)
-    engine.emit("control", action="fallback-sequential", group=group, tickets=changed)
+def _fallback_sequential(engine: Controlled, args: dict[str, Any]) -> Response:
+    group = _number(args.get("group"), "group") or 0
+    changed = engine.run_alone(group)
     return Response(True, f"group {group}: {len(changed)} ticket(s) will run one at a time", {})
 
 
-_HANDLERS: dict[str, Callable[[Engine, dict[str, Any]], Response]] = {
+def _number(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{what}: expected an integer, got {value!r}")
+    return value
+
+
+_HANDLERS: dict[str, Callable[[Controlled, dict[str, Any]], Response]] = {
     "pause": _pause,
     "resume": _resume,
     "stop": _stop,

@@ -1,7 +1,8 @@
 """Showing a run: a rich live dashboard on a terminal, one plain line per event otherwise.
 
-Both read only the engine's `RunState` (the journal's view) plus agents' progress files,
-so `git exec monitor` can show the same picture from another terminal.
+Reporters receive a read-only `RunView` (the journal's `RunState`, the number of agent
+places, agents' progress files), never the engine, so `git exec monitor` can show the
+same picture from another terminal.
 """
 
 from __future__ import annotations
@@ -11,17 +12,40 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
+from gitexec import events as ev
 from gitexec.fields import format_duration
-from gitexec.journal import Event
 from gitexec.runstate import RunState
 from gitexec.tickets import TicketState
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from gitexec.engine import Engine
+
+class RunView(Protocol):
+    """What a reporter may see of a live run."""
+
+    @property
+    def state(self) -> RunState: ...
+    @property
+    def jobs(self) -> int: ...
+    def progress(self, tid: str) -> float | None: ...
+    def eta_s(self) -> float | None: ...
+
+
+class Reporter(Protocol):
+    """Shows a run as it happens (rich dashboard, plain lines, or nothing)."""
+
+    def start(self, run: RunView) -> None: ...
+
+    def event(self, event: ev.Event, run: RunView) -> None: ...
+
+    def tick(self, run: RunView) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+    def finish(self, run: RunView) -> None: ...
 
 
 # --- what a dashboard shows ----------------------------------------------------------------
@@ -164,64 +188,65 @@ def remaining_s(state: RunState, jobs: int, progress: Callable[[str], float | No
 class QuietReporter:
     """`--no-monitor`: only the summary printed by the command at the end."""
 
-    def start(self, engine: Engine) -> None:
+    def start(self, run: RunView) -> None:
         pass
 
-    def event(self, event: Event, engine: Engine) -> None:
+    def event(self, event: ev.Event, run: RunView) -> None:
         pass
 
-    def tick(self, engine: Engine) -> None:
+    def tick(self, run: RunView) -> None:
         pass
 
     def notice(self, text: str) -> None:
         print(f"gitexec: {text}", file=sys.stderr, flush=True)
 
-    def finish(self, engine: Engine) -> None:
+    def finish(self, run: RunView) -> None:
         pass
 
 
-def describe(event: Event, state: RunState) -> str | None:
+def describe(event: ev.Event, state: RunState) -> str | None:
     """One line for an event worth a line; None for the rest."""
-    kind = event["event"]
-    tid = event.get("ticket", "")
-    if kind == "run-started":
-        return (
-            f"run {event['run']}: {len(event.get('tickets', {}))} ticket(s), jobs {event['jobs']}, "
-            f"base {event.get('base_rev')} ({str(event['base'])[:12]})"
-        )
-    if kind == "ticket-dispatched":
-        extra = " alone" if event.get("sequential") else ""
-        where = f"slot {event['slot']}, {event['agent']}, attempt {event['attempt']}{extra}"
-        return f"start     {tid} ({where})"
-    if kind == "ticket-merged":
-        t = state.tickets.get(tid)
-        took = f", {t.agent_s:.1f}s" if t else ""
-        settled = ", ".join(f"{path} by {rule}" for path, rule in event.get("resolved") or [])
-        gate = " (awaiting gate)" if event.get("awaiting_gate") else ""
-        extra = f" ({settled})" if settled else ""
-        return f"merged    {tid} -> {str(event['head'])[:12]}{took}{extra}{gate}"
-    if kind == "ticket-finished":
-        return f"{event['state']:<9} {tid}: {event.get('reason')}"
-    if kind == "ticket-retry":
-        return f"retry     {tid} in {event['delay_s']:g}s: {event.get('reason')}"
-    if kind == "ticket-requeued" and event.get("reason"):
-        return f"requeued  {tid}: {event['reason']}"
-    if kind == "conflict":
-        return f"conflict  {tid} ({event['step']}): {', '.join(event.get('paths', [])[:5])}"
-    if kind == "scope-violation":
-        return f"scope     {tid} ({event['action']}): {', '.join(event.get('paths', [])[:5])}"
-    if kind == "overlap":
-        a, b = event["tickets"]
-        where = "merged" if event.get("against") == "merged" else "running"
-        return f"overlap   {a} and {where} {b}: {', '.join(event.get('paths', [])[:5])}"
-    if kind == "gate-passed":
-        return f"gate ok   {', '.join(event.get('tickets', []))}"
-    if kind == "gate-failed":
-        return f"gate FAIL {event.get('ticket')}: rolled back ({event.get('runs')} gate run(s))"
-    if kind == "control":
-        return f"control   {event.get('action')}"
-    if kind == "run-finished":
-        return f"finished  {event['state']} at {str(event.get('head'))[:12]}"
+    match event:
+        case ev.RunStarted():
+            return (
+                f"run {event.run}: {len(event.tickets)} ticket(s), jobs {event.jobs}, "
+                f"base {event.base_rev} ({event.base[:12]})"
+            )
+        case ev.TicketDispatched():
+            extra = " alone" if event.sequential else ""
+            where = f"slot {event.slot}, {event.agent}, attempt {event.attempt}{extra}"
+            return f"start     {event.ticket} ({where})"
+        case ev.TicketMerged():
+            t = state.tickets.get(event.ticket)
+            took = f", {t.agent_s:.1f}s" if t else ""
+            settled = ", ".join(f"{path} by {rule}" for path, rule in event.resolved)
+            gate = " (awaiting gate)" if event.awaiting_gate else ""
+            extra = f" ({settled})" if settled else ""
+            return f"merged    {event.ticket} -> {event.head[:12]}{took}{extra}{gate}"
+        case ev.TicketFinished():
+            return f"{event.state.value:<9} {event.ticket}: {event.reason}"
+        case ev.TicketRetry():
+            return f"retry     {event.ticket} in {event.delay_s:g}s: {event.reason}"
+        case ev.TicketRequeued() if event.reason:
+            return f"requeued  {event.ticket}: {event.reason}"
+        case ev.Conflict():
+            return f"conflict  {event.ticket} ({event.step.value}): {', '.join(event.paths[:5])}"
+        case ev.ScopeViolation():
+            return f"scope     {event.ticket} ({event.action}): {', '.join(event.paths[:5])}"
+        case ev.Overlap():
+            a, b = event.tickets
+            where = "merged" if event.against == "merged" else "running"
+            return f"overlap   {a} and {where} {b}: {', '.join(event.paths[:5])}"
+        case ev.GatePassed():
+            return f"gate ok   {', '.join(event.tickets)}"
+        case ev.GateFailed():
+            return f"gate FAIL {event.ticket}: rolled back ({event.runs} gate run(s))"
+        case ev.Control():
+            return f"control   {event.action}"
+        case ev.RunWarning():
+            return f"warning   {event.message}"
+        case ev.RunFinished():
+            return f"finished  {event.state.value} at {event.head[:12]}"
     return None
 
 
@@ -232,22 +257,22 @@ class PlainReporter:
         self.stream = stream or sys.stderr
         self.started = time.time()
 
-    def start(self, engine: Engine) -> None:
-        self.started = engine.state.started_at or time.time()
+    def start(self, run: RunView) -> None:
+        self.started = run.state.started_at or time.time()
 
-    def event(self, event: Event, engine: Engine) -> None:
-        line = describe(event, engine.state)
+    def event(self, event: ev.Event, run: RunView) -> None:
+        line = describe(event, run.state)
         if line:
-            stamp = float(event.get("t", time.time())) - self.started
+            stamp = (event.t or time.time()) - self.started
             print(f"[{stamp:7.1f}s] {line}", file=self.stream, flush=True)
 
-    def tick(self, engine: Engine) -> None:
+    def tick(self, run: RunView) -> None:
         pass
 
     def notice(self, text: str) -> None:
         print(f"gitexec: {text}", file=self.stream, flush=True)
 
-    def finish(self, engine: Engine) -> None:
+    def finish(self, run: RunView) -> None:
         pass
 
 
@@ -302,26 +327,24 @@ class RichReporter:
         self.live = Live(console=self.console, refresh_per_second=4, transient=False)
         self.events: deque[str] = deque(maxlen=8)
 
-    def start(self, engine: Engine) -> None:
+    def start(self, run: RunView) -> None:
         self.live.start()
-        self.tick(engine)
+        self.tick(run)
 
-    def event(self, event: Event, engine: Engine) -> None:
-        line = describe(event, engine.state)
+    def event(self, event: ev.Event, run: RunView) -> None:
+        line = describe(event, run.state)
         if line:
             self.events.append(time.strftime("%H:%M:%S ") + line)
 
-    def tick(self, engine: Engine) -> None:
-        snap = snapshot(
-            engine.state, jobs=engine.jobs, progress=engine.progress, eta_s=engine.eta_s()
-        )
+    def tick(self, run: RunView) -> None:
+        snap = snapshot(run.state, jobs=run.jobs, progress=run.progress, eta_s=run.eta_s())
         self.live.update(render(snap, self.events))
 
     def notice(self, text: str) -> None:
         self.live.console.print(f"gitexec: {text}", markup=False, highlight=False)
 
-    def finish(self, engine: Engine) -> None:
-        self.tick(engine)
+    def finish(self, run: RunView) -> None:
+        self.tick(run)
         self.live.stop()
 
 

@@ -57,6 +57,11 @@ class Integration:
     def head(self) -> str:
         return str(self.repo.references[self.ref].target)
 
+    def current(self) -> str | None:
+        """Where the ref points now, or None when it does not exist."""
+        ref = self.repo.references.get(self.ref)
+        return None if ref is None else str(ref.target)
+
     def exists(self) -> bool:
         return self.ref in self.repo.references
 
@@ -131,7 +136,7 @@ class Integration:
         )
         return str(oid)
 
-    def land(
+    def commit_merge(
         self,
         *,
         head: str,
@@ -140,23 +145,23 @@ class Integration:
         ticket_id: str,
         title: str,
     ) -> str:
-        """Create the ticket's merge commit on `head` and move the ref to it (CAS)."""
+        """The ticket's merge commit on `head` (the ref is moved separately, after the
+        journal says so)."""
         message = f"Merge {ticket_id}: {title}\n\n{trailers(self.run_id, ticket_id)}"
-        new = self.commit(tree, [head, result], message)
-        self.move(head, new, f"merge {ticket_id}")
-        return new
+        return self.commit(tree, [head, result], message)
 
-    def record(self, head: str, files: Mapping[str, bytes], summary: str) -> str:
-        """A single-parent commit on `head` updating `files`; moves the ref (CAS)."""
+    def commit_files(self, head: str, files: Mapping[str, bytes], summary: str) -> str:
+        """A single-parent commit on `head` updating `files` (the ref is not moved)."""
         tree = self.with_files(self.tree_of(head), files)
-        new = self.commit(tree, [head], f"{summary}\n\n{trailers(self.run_id)}")
-        self.move(head, new, summary)
-        return new
+        return self.commit(tree, [head], f"{summary}\n\n{trailers(self.run_id)}")
 
-    def first_parent_tickets(self, stop: str | None = None) -> list[tuple[str, str]]:
-        """(commit, ticket id) of ticket merges on the first-parent chain, newest first."""
+    def first_parent_tickets(
+        self, stop: str | None = None, *, head: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(commit, ticket id) of ticket merges on the first-parent chain of `head` (the
+        branch's tip by default), newest first."""
         out: list[tuple[str, str]] = []
-        walker = self.repo.walk(pygit2.Oid(hex=self.head), pygit2.enums.SortMode.NONE)
+        walker = self.repo.walk(pygit2.Oid(hex=head or self.head), pygit2.enums.SortMode.NONE)
         walker.simplify_first_parent()
         for commit in walker:
             if stop is not None and str(commit.id) == stop:
@@ -165,3 +170,20 @@ class Integration:
             if found.get(TRAILER_RUN) == self.run_id and TRAILER_TICKET in found:
                 out.append((str(commit.id), found[TRAILER_TICKET]))
         return out
+
+    def own_merges_between(self, head: str, older: str, limit: int = 10_000) -> bool:
+        """Is `older` on `head`'s first-parent chain with only this run's ticket merges
+        between them?"""
+        commit = self.repo.get(pygit2.Oid(hex=head))
+        for _ in range(limit):
+            if not isinstance(commit, pygit2.Commit):
+                return False
+            if str(commit.id) == older:
+                return True
+            found = parse_trailers(commit.message)
+            if found.get(TRAILER_RUN) != self.run_id or TRAILER_TICKET not in found:
+                return False
+            if not commit.parents:
+                return False
+            commit = commit.parents[0]
+        return False

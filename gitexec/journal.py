@@ -1,25 +1,30 @@
 """The run journal (append-only, fsynced JSON lines) and the one-engine-per-repository lock.
 
 The journal is a run's truth: every state change is appended before it is acted on, and
-`RunState` (runstate.py) is rebuilt from it by status, reports and resume alike.
+`RunState` (runstate.py) is rebuilt from it by status, reports and resume alike. What a
+line may say is defined in events.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gitexec.errors import UserError
+from gitexec.events import Event, Loaded, parse_lines, to_record
+
+E = TypeVar("E", bound=Event)
 
 JOURNAL = "journal.jsonl"
-Event = dict[str, Any]
 
 
 class JournalClosed(Exception):
@@ -31,11 +36,30 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._seq = _last_seq(path)
         self._repair_torn_tail()
+
+    @classmethod
+    def create(cls, path: Path, first: E) -> tuple[Journal, E]:
+        """A new journal whose first event is on disk before the file has its name.
+
+        A run killed at any instant is either absent (no journal) or has a first record
+        saying everything resume needs: never an empty journal.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        first = dataclasses.replace(first, seq=1, t=round(time.time(), 6))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".journal-")
+        try:
+            os.write(fd, _line(first))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+        return cls(path), first
 
     def _repair_torn_tail(self) -> None:
         """A crash mid-write can leave a last line without its newline: end it, so the next
@@ -49,15 +73,15 @@ class Journal:
                 os.write(self._fd, b"\n")
                 os.fsync(self._fd)
 
-    def append(self, kind: str, **fields: Any) -> Event:
-        """Write one event durably and return it (with its sequence number and time)."""
+    def append(self, event: E) -> E:
+        """Write one event durably; returns it with its sequence number and time (the
+        time it says, when the writer chose one to share with what it records elsewhere)."""
         with self._lock:
             if self._fd < 0:
-                raise JournalClosed(kind)
+                raise JournalClosed(event.kind)
             self._seq += 1
-            event: Event = {"seq": self._seq, "t": round(time.time(), 6), "event": kind, **fields}
-            line = json.dumps(event, separators=(",", ":"), default=str) + "\n"
-            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+            event = dataclasses.replace(event, seq=self._seq, t=event.t or round(time.time(), 6))
+            os.write(self._fd, _line(event))
             os.fdatasync(self._fd)
             return event
 
@@ -68,28 +92,50 @@ class Journal:
                 self._fd = -1
 
 
-def read_events(path: Path) -> list[Event]:
-    """Every complete event of a journal; a torn or garbled line (crash mid-write) is skipped."""
-    events: list[Event] = []
+def _line(event: Event) -> bytes:
+    text = json.dumps(to_record(event), separators=(",", ":"), default=str)
+    return (text + "\n").encode("utf-8", "surrogateescape")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, decoded JSON) of every complete line; a torn or garbled line (a crash
+    mid-write) is left out."""
+    out: list[tuple[int, Any]] = []
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return events
-    for raw in data.split(b"\n"):
+        return out
+    for number, raw in enumerate(data.split(b"\n"), 1):
         if not raw.strip():
             continue
         try:
-            event = json.loads(raw)
-        except ValueError:
+            out.append((number, json.loads(raw)))
+        except (ValueError, RecursionError):
             continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
-    return events
+    return out
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The journal's lines as plain JSON objects (for tools and tests)."""
+    return [r for _, r in read_lines(path) if isinstance(r, dict) and "event" in r]
+
+
+def load_events(path: Path) -> Loaded:
+    """The journal's typed events, and the lines that did not fit their schema."""
+    return parse_lines(read_lines(path))
 
 
 def _last_seq(path: Path) -> int:
-    events = read_events(path)
-    return max((int(e.get("seq", 0)) for e in events), default=0)
+    seqs = [r.get("seq") for r in read_records(path)]
+    return max((s for s in seqs if isinstance(s, int)), default=0)
 
 
 class EngineLock:

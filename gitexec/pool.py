@@ -568,6 +568,11 @@ class Pool:
         self._free.remove(slot)
         return slot
 
+    @property
+    def free(self) -> int:
+        """How many slots `acquire` can hand out now."""
+        return sum(1 for s in self._free if s.index <= self._limit)
+
     def release(self, slot: Slot) -> None:
         if slot not in self._free:
             self._free.append(slot)

@@ -14,6 +14,7 @@ from gitexec.gitutil import RepoPaths, git, run_git
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL
 from gitexec.pool import WORKTREES
+from gitexec.refs import integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunState
 from gitexec.tickets import TicketState
 
@@ -22,8 +23,8 @@ def remove_stale_ref_locks(common_dir: Path, run_id: str) -> list[str]:
     """Lock files a killed engine left on this run's refs (it held the engine lock, so no
     one else was writing them)."""
     removed: list[str] = []
-    candidates = [common_dir / "refs" / "heads" / "gitexec" / f"{run_id}.lock"]
-    results = common_dir / "refs" / "gitexec" / run_id
+    candidates = [common_dir / f"{integration_ref(run_id)}.lock"]
+    results = common_dir / results_prefix(run_id)
     if results.is_dir():
         candidates.extend(results.glob("*.lock"))
     for lock in candidates:
@@ -33,9 +34,10 @@ def remove_stale_ref_locks(common_dir: Path, run_id: str) -> list[str]:
     return removed
 
 
-def merged_on_branch(integration: Integration) -> dict[str, str]:
-    """Ticket id -> merge commit, for every ticket merge on the branch's first-parent chain."""
-    return {tid: commit for commit, tid in integration.first_parent_tickets()}
+def merged_on_branch(integration: Integration, head: str | None = None) -> dict[str, str]:
+    """Ticket id -> merge commit, for every ticket merge on the first-parent chain of `head`
+    (the branch's tip by default)."""
+    return {tid: commit for commit, tid in integration.first_parent_tickets(head=head)}
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -116,22 +118,27 @@ def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -
         else:
             report.repaired.append(f"{integration.ref} was never created; resume creates it")
         return report
-    on_branch = merged_on_branch(integration)
+    current, journal_head = integration.head, state.head
+    if journal_head and current != journal_head:
+        if current == state.head_before and journal_head in integration.repo:
+            report.repaired.append(
+                f"the crash cut off moving {integration.ref} to {journal_head[:12]}; "
+                "resume finishes the move"
+            )
+            current = journal_head
+        elif not integration.own_merges_between(current, journal_head):
+            report.problems.append(
+                f"{integration.ref} is at {current[:12]}, the journal says "
+                f"{journal_head[:12]}: moved by someone else?"
+            )
+    on_branch = merged_on_branch(integration, current)
     for tid, ts in sorted(state.tickets.items()):
         if ts.status is TicketState.COMPLETED and tid not in on_branch:
             report.problems.append(
                 f"{tid} is completed in the journal but has no merge on {integration.ref}"
             )
-        if tid in on_branch and ts.status is not TicketState.COMPLETED:
+        if tid in on_branch and ts.status is not TicketState.COMPLETED and not ts.awaiting_gate:
             report.repaired.append(f"{tid} was merged before the crash; recorded as completed")
-    journal_head = state.head
-    if journal_head and journal_head != integration.head:
-        known = set(on_branch.values())
-        if integration.head not in known and journal_head not in known:
-            report.problems.append(
-                f"{integration.ref} is at {integration.head[:12]}, the journal says "
-                f"{journal_head[:12]}: moved by someone else?"
-            )
     report.repaired.extend(_check_worktrees(repo))
     return report
 

@@ -7,25 +7,18 @@ they show can never drift apart.
 from __future__ import annotations
 
 import datetime
-import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gitexec.journal import JOURNAL, Event, lock_holder, read_events
-from gitexec.tickets import TicketState
+from gitexec import events as ev
+from gitexec.events import Event
+from gitexec.events import RunStatus as RunStatus  # re-exported: readers know it from here
+from gitexec.journal import JOURNAL, load_events, lock_holder
+from gitexec.tickets import ConflictStep, TicketState
 
 RUNS_DIR = "runs"
-
-
-class RunStatus(enum.Enum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CRASHED = "crashed"
 
 
 @dataclass
@@ -62,6 +55,8 @@ class TicketRun:
     scope_violations: list[str] = field(default_factory=list)
     gate_output: str | None = None
     reruns: int = 0
+    failures: int = 0  # failed attempts on the current agent (the retry policy counts these)
+    agents_tried: list[str] = field(default_factory=list)
     pid: int | None = None
     pgid: int | None = None
     sequential: bool = False
@@ -110,6 +105,7 @@ class RunState:
     base_rev: str = ""
     integration: str = ""
     head: str = ""
+    head_before: str | None = None  # where the last journaled move of the branch started
     jobs: int = 1
     strategy: str = ""
     merge_order: str = "completion"
@@ -135,18 +131,26 @@ class RunState:
     overlaps: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     recorded: dict[str, str] = field(default_factory=dict)  # status committed for unmerged
     validation: dict[str, Any] | None = None  # `run --validate`: {"ok": ..., "problems": [...]}
+    gating: list[str] = field(default_factory=list)  # tickets of the last gate started
+    stop_reason: str | None = None
+    problems: list[str] = field(default_factory=list)  # journal lines that were skipped
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
     # --- replay ----------------------------------------------------------------------------
 
     def apply(self, e: Event) -> None:
-        handler = _HANDLERS.get(str(e.get("event")))
-        self.last_event_at = max(self.last_event_at, float(e.get("t", 0.0)))
-        if handler is not None:
-            handler(self, e)
-
-    def _ticket(self, e: Event) -> TicketRun | None:
-        return self.tickets.get(str(e.get("ticket")))
+        self.last_event_at = max(self.last_event_at, e.t)
+        if isinstance(e, ev.TicketEvent):
+            on_ticket = _TICKET_HANDLERS.get(type(e))
+            t = self.tickets.get(e.ticket)
+            if t is None:
+                self.problems.append(f"event {e.seq} ({e.kind}) names unknown ticket {e.ticket!r}")
+            elif on_ticket is not None:
+                on_ticket(self, t, e)
+            return
+        on_run = _RUN_HANDLERS.get(type(e))
+        if on_run is not None:
+            on_run(self, e)
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -252,293 +256,314 @@ class RunState:
 
 # --- event handlers ------------------------------------------------------------------------
 
+# Each handler is registered for the event type it reads; ticket handlers also get the
+# ticket the event names (events naming an unknown ticket are noted as problems).
+_RUN_HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {}
+_TICKET_HANDLERS: dict[type[Event], Callable[[RunState, TicketRun, Any], None]] = {}
+_R = TypeVar("_R", bound=Callable[["RunState", Any], None])
+_T = TypeVar("_T", bound=Callable[["RunState", "TicketRun", Any], None])
 
-def _run_started(s: RunState, e: Event) -> None:
-    s.base = e["base"]
-    s.base_rev = e.get("base_rev", "")
-    s.integration = e["integration"]
-    s.head = str(e.get("head", e["base"]))
-    s.jobs = int(e.get("jobs", 1))
-    s.strategy = e.get("strategy", "")
-    s.merge_order = e.get("merge_order", "completion")
-    s.started_at = float(e["t"])
-    s.pid = e.get("pid")
-    s.skipped = list(e.get("skipped", []))
-    s.groups = [list(g) for g in e.get("groups", [])]
-    s.critical_path = list(e.get("critical_path", []))
+
+def _on_run(kind: type[Event]) -> Callable[[_R], _R]:
+    def register(handler: _R) -> _R:
+        _RUN_HANDLERS[kind] = handler
+        return handler
+
+    return register
+
+
+def _on_ticket(kind: type[ev.TicketEvent]) -> Callable[[_T], _T]:
+    def register(handler: _T) -> _T:
+        _TICKET_HANDLERS[kind] = handler
+        return handler
+
+    return register
+
+
+@_on_run(ev.RunStarted)
+def _run_started(s: RunState, e: ev.RunStarted) -> None:
+    s.base = e.base
+    s.base_rev = e.base_rev
+    s.integration = e.integration
+    s.head = e.head
+    s.jobs = e.jobs
+    s.strategy = e.strategy
+    s.merge_order = e.merge_order
+    s.started_at = e.t
+    s.pid = e.pid
+    s.skipped = list(e.skipped)
+    s.groups = [list(g) for g in e.groups]
+    s.critical_path = list(e.critical_path)
     s.status = RunStatus.RUNNING
-    for tid, info in e.get("tickets", {}).items():
+    for tid, info in e.tickets.items():
         s.tickets[tid] = TicketRun(
             id=tid,
-            title=info.get("title", tid),
-            file=info.get("file", ""),
-            agent=info.get("agent", ""),
-            depends_on=tuple(info.get("depends_on", ())),
-            group=int(info.get("group", 0)),
-            estimate_s=float(info.get("estimate_s", 0.0)),
-            priority=int(info.get("priority", 0)),
-            paths=tuple(info.get("paths", ())),
+            title=info.title,
+            file=info.file,
+            agent=info.agent,
+            depends_on=info.depends_on,
+            group=info.group,
+            estimate_s=info.estimate_s,
+            priority=info.priority,
+            paths=info.paths,
+            agents_tried=[info.agent],
         )
 
 
-def _run_resumed(s: RunState, e: Event) -> None:
+@_on_run(ev.RunResumed)
+def _run_resumed(s: RunState, e: ev.RunResumed) -> None:
     s.status = RunStatus.RUNNING
     s.finished_at = None
-    s.pid = e.get("pid")
+    s.pid = e.pid
     s.stopping = False
-    s.jobs = int(e.get("jobs", s.jobs))
-    for tid in e.get("reset", []):
+    s.paused = False  # a resumed run starts dispatching again
+    s.jobs = e.jobs
+    s.head = e.head
+    for tid in e.reset:
         t = s.tickets.get(tid)
         if t is not None and not t.status.terminal:
             t.status = TicketState.PENDING
             t.slot = None
+            t.pid = t.pgid = None
+            t.agent_started_at = None
 
 
-def _dispatched(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is None:
-        return
+@_on_ticket(ev.TicketDispatched)
+def _dispatched(s: RunState, t: TicketRun, e: ev.TicketDispatched) -> None:
     t.status = TicketState.RUNNING
-    t.attempts = int(e.get("attempt", t.attempts + 1))
-    t.agent = e.get("agent", t.agent)
-    t.slot = e.get("slot")
-    t.base = e.get("base")
-    t.attempt_started_at = float(e["t"])
+    t.attempts = e.attempt
+    t.agent = e.agent
+    t.slot = e.slot
+    t.base = e.base
+    t.attempt_started_at = e.t
     t.result_ready = False
     t.commit = None
     if t.started_at is None:
-        t.started_at = float(e["t"])
-    t.sequential = bool(e.get("sequential", t.sequential))
+        t.started_at = e.t
+    t.sequential = e.sequential or t.sequential
 
 
-def _agent_started(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.pid, t.pgid = e.get("pid"), e.get("pgid")
-        t.agent_started_at = float(e["t"])
+@_on_ticket(ev.AgentStarted)
+def _agent_started(s: RunState, t: TicketRun, e: ev.AgentStarted) -> None:
+    t.pid, t.pgid = e.pid, e.pgid
+    t.agent_started_at = e.t
 
 
-def _agent_exited(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.agent_s += float(e.get("duration_s", 0.0))
-        t.pid = t.pgid = None
-        t.agent_started_at = None
+@_on_ticket(ev.AgentExited)
+def _agent_exited(s: RunState, t: TicketRun, e: ev.AgentExited) -> None:
+    t.agent_s += e.duration_s
+    t.pid = t.pgid = None
+    t.agent_started_at = None
 
 
-def _committed(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.commit = e.get("commit")
-        if e.get("empty"):
-            t.note = "no changes"
+@_on_ticket(ev.TicketCommitted)
+def _committed(s: RunState, t: TicketRun, e: ev.TicketCommitted) -> None:
+    t.commit = e.commit
+    if e.empty:
+        t.note = "no changes"
 
 
-def _validating(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.status = TicketState.VALIDATING
+@_on_ticket(ev.TicketValidating)
+def _validating(s: RunState, t: TicketRun, e: ev.TicketValidating) -> None:
+    t.status = TicketState.VALIDATING
 
 
-def _validated(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.agent_s += float(e.get("duration_s", 0.0))
+@_on_ticket(ev.TicketValidated)
+def _validated(s: RunState, t: TicketRun, e: ev.TicketValidated) -> None:
+    t.agent_s += e.duration_s
 
 
-def _work_done(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.slot_s += float(e.get("slot_s", 0.0))
-        t.wait_s += float(e.get("wait_s", 0.0))
-        t.slot = None
-        t.result_ready = bool(e.get("ok")) and t.commit is not None
+@_on_ticket(ev.WorkDone)
+def _work_done(s: RunState, t: TicketRun, e: ev.WorkDone) -> None:
+    t.slot_s += e.slot_s
+    t.wait_s += e.wait_s
+    t.slot = None
+    t.result_ready = e.ok and t.commit is not None
 
 
-def _merging(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.status = TicketState.MERGING
-        t.commit = e.get("commit", t.commit)
+@_on_ticket(ev.TicketCollected)
+def _collected(s: RunState, t: TicketRun, e: ev.TicketCollected) -> None:
+    t.status = TicketState.RUNNING
+    t.agent = e.agent
+    t.attempts = e.attempts
+    t.base = e.base
+    t.commit = e.commit
+    t.agent_s += e.duration_s
+    t.slot_s += e.duration_s
+    if t.started_at is None:
+        t.started_at = e.t
+    t.result_ready = e.commit is not None
+    if e.commit is not None and e.commit == e.base:
+        t.note = "no changes"
 
 
-def _merged(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    s.head = e["head"]
-    s.merge_s += float(e.get("merge_s", 0.0))
-    if t is None:
-        return
+@_on_ticket(ev.TicketMerging)
+def _merging(s: RunState, t: TicketRun, e: ev.TicketMerging) -> None:
+    t.status = TicketState.MERGING
+    t.commit = e.commit
+
+
+@_on_ticket(ev.TicketMerged)
+def _merged(s: RunState, t: TicketRun, e: ev.TicketMerged) -> None:
+    s.head_before, s.head = e.previous, e.head
+    s.merge_s += e.merge_s
     t.result_ready = False
-    t.merge_commit = e["head"]
-    t.previous_head = e.get("previous")
+    t.merge_commit = e.head
+    t.previous_head = e.previous
     t.reason = None
-    if e.get("awaiting_gate"):
+    if e.commit is not None:
+        t.commit = e.commit
+    if e.awaiting_gate:
         t.awaiting_gate = True
         return
     t.status = TicketState.COMPLETED
-    t.finished_at = float(e["t"])
+    t.finished_at = e.t
     if t.id in s._conflict_started:
         s.conflicts_resolved += 1
-        s.conflict_resolution_s += float(e["t"]) - s._conflict_started.pop(t.id)
-    resolved = e.get("resolved") or []
-    if resolved:
+        s.conflict_resolution_s += e.t - s._conflict_started.pop(t.id)
+    if e.resolved:
         s.conflicts_seen += 1
         s.conflicts_resolved += 1
-        t.note = "conflicts resolved by rules: " + ", ".join(p for p, _ in resolved)
+        t.note = "conflicts resolved by rules: " + ", ".join(p for p, _ in e.resolved)
 
 
-def _conflict(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is None:
-        return
-    t.conflicts = list(e.get("paths", []))
-    t.conflict_with = list(e.get("with", []))
-    t.conflict_text = dict(e.get("text", {}))
+@_on_ticket(ev.Conflict)
+def _conflict(s: RunState, t: TicketRun, e: ev.Conflict) -> None:
+    t.conflicts = list(e.paths)
+    t.conflict_with = list(e.collided_with)
+    t.conflict_text = dict(e.text)
     if t.id not in s._conflict_started:
         s.conflicts_seen += 1
-        s._conflict_started[t.id] = float(e["t"])
-    step = e.get("step")
-    if step == "rerun":
+        s._conflict_started[t.id] = e.t
+    if e.step is ConflictStep.RERUN:
         t.reruns += 1
-    if step == "sequential":
+    if e.step is ConflictStep.SEQUENTIAL:
         t.sequential = True
 
 
-def _scope(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.scope_violations = list(e.get("paths", []))
+@_on_ticket(ev.ScopeViolation)
+def _scope(s: RunState, t: TicketRun, e: ev.ScopeViolation) -> None:
+    t.scope_violations = list(e.paths)
 
 
-def _retry(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.result_ready = False
-        t.status = TicketState.PENDING
-        t.reason = e.get("reason")
-        t.agent = e.get("agent", t.agent)
-        t.slot = None
-
-
-def _finished(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is None:
-        return
+@_on_ticket(ev.TicketRetry)
+def _retry(s: RunState, t: TicketRun, e: ev.TicketRetry) -> None:
     t.result_ready = False
-    t.status = TicketState(e["state"])
-    t.reason = e.get("reason")
-    t.finished_at = float(e["t"])
+    t.status = TicketState.PENDING
+    t.reason = e.reason
+    t.agent = e.agent
+    t.slot = None
+    t.failures += 1
+
+
+@_on_ticket(ev.TicketFinished)
+def _finished(s: RunState, t: TicketRun, e: ev.TicketFinished) -> None:
+    t.result_ready = False
+    t.status = e.state
+    t.reason = e.reason
+    t.finished_at = e.t
     t.slot = None
     if t.status is not TicketState.CONFLICT:
         s._conflict_started.pop(t.id, None)
 
 
-def _requeued(s: RunState, e: Event) -> None:
-    t = s._ticket(e)
-    if t is not None:
-        t.result_ready = bool(e.get("keep_result")) and t.result_ready
-        t.status = TicketState.PENDING
-        t.reason = None
-        t.finished_at = None
-        if e.get("agent"):
-            t.agent = e["agent"]
-        if e.get("reset_attempts"):
-            t.attempts = 0
+@_on_ticket(ev.TicketRequeued)
+def _requeued(s: RunState, t: TicketRun, e: ev.TicketRequeued) -> None:
+    t.result_ready = e.keep_result and t.result_ready
+    t.status = TicketState.PENDING
+    t.reason = None
+    t.finished_at = None
+    t.awaiting_gate = False
+    if e.agent and e.agent != t.agent:
+        t.agent = e.agent
+        t.failures = 0
+        if e.agent not in t.agents_tried:
+            t.agents_tried.append(e.agent)
+    if e.reset_attempts:
+        t.attempts = 0
+        t.failures = 0
+        t.reruns = 0
 
 
-def _head_moved(s: RunState, e: Event) -> None:
-    s.head = e["head"]
-    for tid in e.get("tickets", []):
+@_on_run(ev.HeadMoved)
+def _head_moved(s: RunState, e: ev.HeadMoved) -> None:
+    s.head_before, s.head = e.previous, e.head
+    for tid in e.tickets:
         t = s.tickets.get(tid)
         if t is not None:
             s.recorded[tid] = t.status.value
 
 
-def _gate_passed(s: RunState, e: Event) -> None:
+@_on_run(ev.GatePassed)
+def _gate_passed(s: RunState, e: ev.GatePassed) -> None:
     s.gate_runs_passed += 1
-    for tid in e.get("tickets", []):
+    for tid in e.tickets:
         t = s.tickets.get(tid)
         if t is not None:
             t.awaiting_gate = False
             t.status = TicketState.COMPLETED
-            t.finished_at = float(e["t"])
+            t.finished_at = e.t
 
 
-def _gate_failed(s: RunState, e: Event) -> None:
+@_on_ticket(ev.GateFailed)
+def _gate_failed(s: RunState, t: TicketRun, e: ev.GateFailed) -> None:
     s.gate_failures += 1
-    t = s.tickets.get(str(e.get("ticket")))
-    if t is not None:
-        t.awaiting_gate = False
-        t.gate_output = str(e.get("output", ""))
+    t.awaiting_gate = False
+    t.gate_output = e.output
 
 
-def _gate_run(s: RunState, e: Event) -> None:
+@_on_run(ev.GateRun)
+def _gate_run(s: RunState, e: ev.GateRun) -> None:
     s.gate_runs += 1
 
 
-def _overlap(s: RunState, e: Event) -> None:
-    a, b = e["tickets"]
-    s.overlaps[(a, b)] = list(e.get("paths", []))
+@_on_run(ev.GateStarted)
+def _gate_started(s: RunState, e: ev.GateStarted) -> None:
+    s.gating = list(e.tickets)
 
 
-def _validation(s: RunState, e: Event) -> None:
-    s.validation = {"ok": bool(e.get("ok")), "problems": list(e.get("problems", []))}
+@_on_run(ev.Overlap)
+def _overlap(s: RunState, e: ev.Overlap) -> None:
+    s.overlaps[e.tickets] = list(e.paths)
 
 
-def _control(s: RunState, e: Event) -> None:
-    action = e.get("action")
-    if action == "pause":
+@_on_run(ev.Validation)
+def _validation(s: RunState, e: ev.Validation) -> None:
+    s.validation = {"ok": e.ok, "problems": list(e.problems)}
+
+
+@_on_run(ev.Control)
+def _control(s: RunState, e: ev.Control) -> None:
+    if e.action == "pause":
         s.paused = True
         s.status = RunStatus.PAUSED
-    elif action == "resume":
+    elif e.action == "resume":
         s.paused = False
         s.status = RunStatus.RUNNING
-    elif action == "stop":
+    elif e.action == "stop":
         s.stopping = True
-    elif action == "adjust" and e.get("jobs"):
-        s.jobs = int(e["jobs"])
-    elif action == "priority" and e.get("ticket") in s.tickets:
-        s.tickets[e["ticket"]].priority = int(e["priority"])
+    elif e.action == "adjust" and e.jobs:
+        s.jobs = e.jobs
+    elif e.action == "priority" and e.ticket in s.tickets and e.priority is not None:
+        s.tickets[e.ticket].priority = e.priority
+    elif e.action == "fallback-sequential":
+        for tid in e.tickets:
+            if tid in s.tickets:
+                s.tickets[tid].sequential = True
 
 
-def _warning(s: RunState, e: Event) -> None:
-    s.warnings.append(str(e.get("message", "")))
+@_on_run(ev.RunWarning)
+def _warning(s: RunState, e: ev.RunWarning) -> None:
+    s.warnings.append(e.message)
 
 
-def _run_finished(s: RunState, e: Event) -> None:
-    s.status = RunStatus(e["state"])
-    s.finished_at = float(e["t"])
-    s.head = e.get("head", s.head)
+@_on_run(ev.RunFinished)
+def _run_finished(s: RunState, e: ev.RunFinished) -> None:
+    s.status = e.state
+    s.finished_at = e.t
+    s.head = e.head
     s.paused = False
-
-
-_HANDLERS = {
-    "run-started": _run_started,
-    "run-resumed": _run_resumed,
-    "ticket-dispatched": _dispatched,
-    "agent-started": _agent_started,
-    "agent-exited": _agent_exited,
-    "ticket-committed": _committed,
-    "ticket-validating": _validating,
-    "ticket-validated": _validated,
-    "work-done": _work_done,
-    "ticket-merging": _merging,
-    "ticket-merged": _merged,
-    "conflict": _conflict,
-    "scope-violation": _scope,
-    "ticket-retry": _retry,
-    "ticket-requeued": _requeued,
-    "ticket-finished": _finished,
-    "head-moved": _head_moved,
-    "control": _control,
-    "warning": _warning,
-    "gate-passed": _gate_passed,
-    "overlap": _overlap,
-    "validation": _validation,
-    "gate-failed": _gate_failed,
-    "gate-run": _gate_run,
-    "run-finished": _run_finished,
-}
+    s.stop_reason = e.reason
 
 
 def replay(run_id: str, events: Iterable[Event]) -> RunState:
@@ -549,8 +574,13 @@ def replay(run_id: str, events: Iterable[Event]) -> RunState:
 
 
 def load_run(state_dir: Path, run_id: str) -> RunState:
-    """Rebuild a run from its journal; a run with no finish and no live engine is crashed."""
-    state = replay(run_id, read_events(state_dir / RUNS_DIR / run_id / JOURNAL))
+    """Rebuild a run from its journal; a run with no finish and no live engine is crashed.
+
+    Lines that do not fit the event schema are skipped and listed in `problems`.
+    """
+    loaded = load_events(state_dir / RUNS_DIR / run_id / JOURNAL)
+    state = replay(run_id, loaded.events)
+    state.problems[:0] = loaded.problems
     if not state.finished:
         holder = lock_holder(state_dir)
         if holder is None or f"run {run_id}," not in holder:

@@ -53,7 +53,30 @@ _TERMINAL = frozenset(
     }
 )
 
-LADDER_STEPS = ("rules", "rerun", "sequential", "fail")
+
+class ConflictStep(enum.Enum):
+    """A rung of the conflict ladder (`merge.on_conflict`), tried in the order listed."""
+
+    RULES = "rules"  # merge rules (union / ours / theirs per glob) settle the paths
+    RERUN = "rerun"  # the agent runs again on the merged head
+    SEQUENTIAL = "sequential"  # run alone once everything else is idle
+    FAIL = "fail"  # give up: the ticket ends in `conflict`
+
+
+DEFAULT_LADDER = (
+    ConflictStep.RULES,
+    ConflictStep.RERUN,
+    ConflictStep.SEQUENTIAL,
+    ConflictStep.FAIL,
+)
+
+
+def ladder(value: Any) -> tuple[ConflictStep, ...]:
+    """Read a conflict ladder from config or a ticket (at least one known step)."""
+    steps = fields.each(value, lambda v: fields.choice(v, [s.value for s in ConflictStep]))
+    if not steps:
+        raise fields.Invalid("must list at least one step")
+    return tuple(ConflictStep(s) for s in steps)
 
 
 def id_problem(ticket_id: str) -> str | None:
@@ -86,7 +109,7 @@ class Ticket:
     timeout_s: float | None = None
     retries: int | None = None
     resources: tuple[tuple[str, float], ...] = ()
-    on_conflict: tuple[str, ...] | None = None
+    on_conflict: tuple[ConflictStep, ...] | None = None
     status: TicketState = TicketState.PENDING
     result: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -114,13 +137,6 @@ def _resources(value: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(out))
 
 
-def _ladder(value: Any) -> tuple[str, ...]:
-    steps = fields.each(value, lambda v: fields.choice(v, LADDER_STEPS))
-    if not steps:
-        raise fields.Invalid("must list at least one step")
-    return steps
-
-
 def _state(value: Any) -> TicketState:
     return TicketState(fields.choice(value, [s.value for s in TicketState]))
 
@@ -138,7 +154,7 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "timeout": ("timeout_s", fields.duration),
     "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
     "resources": ("resources", _resources),
-    "on_conflict": ("on_conflict", _ladder),
+    "on_conflict": ("on_conflict", ladder),
     "status": ("status", _state),
     "result": ("result", fields.mapping),
 }

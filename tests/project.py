@@ -128,7 +128,7 @@ def crashed_run(path: Path, run_id: str = "dead") -> tuple[Path, int]:
     """
     import sys
 
-    from gitexec.journal import read_events
+    from gitexec.journal import read_records
     from tests.helpers import wait_for
 
     repo = make_project(path, {"A": ticket_yaml("A", run="sleep 30")})
@@ -139,8 +139,8 @@ def crashed_run(path: Path, run_id: str = "dead") -> tuple[Path, int]:
         stderr=subprocess.DEVNULL,
     )
     journal = repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl"
-    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(journal)))
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_records(journal)))
     proc.kill()
     proc.wait()
-    pgid = next(e["pgid"] for e in read_events(journal) if e["event"] == "agent-started")
+    pgid = next(e["pgid"] for e in read_records(journal) if e["event"] == "agent-started")
     return repo, int(pgid)

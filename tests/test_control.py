@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gitexec.journal import read_events
+from gitexec.journal import read_records
 from tests.helpers import git, wait_for
 from tests.project import (
     crashed_run,
@@ -125,7 +125,7 @@ def test_pause_adjust_resume(tmp_path: Path, gate: Path) -> None:
     # E had the highest priority once resumed.
     order = [
         e["ticket"]
-        for e in read_events(repo / ".git/gitexec/runs/p/journal.jsonl")
+        for e in read_records(repo / ".git/gitexec/runs/p/journal.jsonl")
         if e["event"] == "ticket-dispatched"
     ]
     resumed_at = next(i for i, t in enumerate(order) if t not in ("A", "B"))
@@ -145,6 +145,7 @@ def test_pause_wait_for_completion_returns_when_idle(tmp_path: Path, gate: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_for(lambda: status(repo, "w")["paused"])  # the engine took the request
     time.sleep(0.5)
     assert waiter.poll() is None  # A is still running
     gate.touch()
@@ -163,8 +164,8 @@ def test_stop_force_kills_agents_and_cancels(tmp_path: Path, gate: Path) -> None
     live = LiveRun(repo, "s")
     wait_for(lambda: status(repo, "s")["tickets"]["A"]["status"] == "running")
     events = repo / ".git/gitexec/runs/s/journal.jsonl"
-    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(events)))
-    pgid = next(e["pgid"] for e in read_events(events) if e["event"] == "agent-started")
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_records(events)))
+    pgid = next(e["pgid"] for e in read_records(events) if e["event"] == "agent-started")
     code, out, _ = gitexec(repo, "stop", "--force")
     assert code == 0
     assert "killing running agents" in out and "pending tickets will be cancelled" in out
@@ -280,7 +281,7 @@ def test_kill_9_and_resume_gives_the_same_result(tmp_path: Path, kill_after_even
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: len(read_events(journal)) >= kill_after_events or proc.poll() is not None)
+    wait_for(lambda: len(read_records(journal)) >= kill_after_events or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if status(repo, "k")["state"] != "completed":
@@ -313,8 +314,8 @@ def test_live_overlap_reported_before_the_merge(tmp_path: Path, gate: Path) -> N
     )
     live = LiveRun(repo, "ov", "--jobs", "2")
     journal = repo / ".git/gitexec/runs/ov/journal.jsonl"
-    wait_for(lambda: any(e["event"] == "overlap" for e in read_events(journal)), timeout=20)
-    events = read_events(journal)
+    wait_for(lambda: any(e["event"] == "overlap" for e in read_records(journal)), timeout=20)
+    events = read_records(journal)
     overlap = next(e for e in events if e["event"] == "overlap")
     assert overlap["tickets"] == ["A", "B"]
     assert overlap["paths"] == ["shared.txt"]
@@ -333,8 +334,8 @@ def test_second_interrupt_forces_the_stop(tmp_path: Path, gate: Path) -> None:
     repo = make_project(tmp_path / "r", {"A": gated("A", gate)})
     live = LiveRun(repo, "int")
     events = repo / ".git/gitexec/runs/int/journal.jsonl"
-    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(events)))
-    pgid = next(e["pgid"] for e in read_events(events) if e["event"] == "agent-started")
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_records(events)))
+    pgid = next(e["pgid"] for e in read_records(events) if e["event"] == "agent-started")
     live.proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert live.proc.poll() is None  # the first interrupt waits for the running ticket
@@ -349,20 +350,22 @@ def test_second_interrupt_forces_the_stop(tmp_path: Path, gate: Path) -> None:
 
 
 def test_torn_journal_line_is_tolerated(tmp_path: Path) -> None:
+    from gitexec import events as ev
     from gitexec.journal import Journal
 
     path = tmp_path / "journal.jsonl"
-    journal = Journal(path)
-    journal.append("run-started", run="r")
+    journal, _ = Journal.create(
+        path, ev.RunStarted(run="r", base="b", integration="i", head="b", jobs=1, tickets={})
+    )
     journal.close()
     with path.open("ab") as f:
         f.write(b'{"seq":2,"t":1.0,"event":"ticket-disp')  # the crash, mid-write
-    assert [e["event"] for e in read_events(path)] == ["run-started"]
+    assert [e["event"] for e in read_records(path)] == ["run-started"]
     journal = Journal(path)  # a resumed engine appends after the torn line
-    event = journal.append("run-resumed")
+    event = journal.append(ev.RunResumed(head="b", jobs=1))
     journal.close()
-    assert event["seq"] == 2
-    assert [e["event"] for e in read_events(path)] == ["run-started", "run-resumed"]
+    assert event.seq == 2
+    assert [e["event"] for e in read_records(path)] == ["run-started", "run-resumed"]
 
 
 def test_clean_keeps_resumable_runs(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gitexec.journal import Event, read_events
+from gitexec.journal import read_records
 from tests.helpers import commit_all, git, write_files
 from tests.project import (
     FAKE_CONFIG,
@@ -26,8 +27,8 @@ from tests.project import (
 )
 
 
-def journal(repo: Path, run_id: str) -> list[Event]:
-    return read_events(repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl")
+def journal(repo: Path, run_id: str) -> list[dict[str, Any]]:
+    return read_records(repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl")
 
 
 # --- a 12-ticket DAG -------------------------------------------------------------------------

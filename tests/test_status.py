@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gitexec.dashboard import render, snapshot
-from gitexec.journal import read_events
+from gitexec.journal import load_events
 from gitexec.runstate import replay
 from tests.helpers import git, wait_for
 from tests.project import (
@@ -100,7 +100,7 @@ def test_dashboard_renders_the_seed_view(tmp_path: Path) -> None:
         },
     )
     run_ok(repo, "--run-id", "d")
-    state = replay("d", read_events(repo / ".git/gitexec/runs/d/journal.jsonl"))
+    state = replay("d", load_events(repo / ".git/gitexec/runs/d/journal.jsonl").events)
     snap = snapshot(state, jobs=4, progress=lambda _: None, eta_s=0.0)
     console = Console(file=io.StringIO(), width=120, color_system=None)
     console.print(render(snap, __import__("collections").deque(["merged A"])))

@@ -9,6 +9,7 @@ import pygit2
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.journal import lock_holder
 from gitexec.pool import remove_worktrees
+from gitexec.refs import integration_branch, integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunStatus, list_runs, load_run
 from gitexec.workspace import Workspace
 
@@ -43,14 +44,14 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
         targets = finished[: max(0, len(finished) - keep)]
     whole = everything or run_id is not None
     for rid in targets:
-        refs = [name for name in repo.references if name.startswith(f"refs/gitexec/{rid}/")]
+        refs = [name for name in repo.references if name.startswith(results_prefix(rid))]
         if whole:
-            refs.append(f"refs/heads/gitexec/{rid}")
+            refs.append(integration_ref(rid))
         for name in refs:
             if name in repo.references:
                 repo.references.delete(name)
         shutil.rmtree(ws.state_dir / RUNS_DIR / rid, ignore_errors=True)
-        kept = "" if whole else f" (branch gitexec/{rid} kept)"
+        kept = "" if whole else f" (branch {integration_branch(rid)} kept)"
         print(f"removed run {rid}{kept}")
     if not targets and not removed_worktrees:
         print("nothing to clean")

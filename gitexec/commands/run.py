@@ -24,6 +24,7 @@ from gitexec.plan import (
     schedule,
 )
 from gitexec.project import Project, TreeSource, load_project
+from gitexec.refs import branch_name, integration_branch
 from gitexec.runstate import RunState, RunStatus
 from gitexec.tickets import TICKETS_DIR, Ticket, TicketState, id_problem
 from gitexec.workspace import Workspace
@@ -220,7 +221,7 @@ def land_into(ws: Workspace, repo: pygit2.Repository, branch: str, head: str, ru
     if proc.returncode != 0:
         raise UserError(f"--into: invalid branch name {branch!r}")
     ref = f"refs/heads/{proc.stdout.strip()}"
-    source = f"gitexec/{run_id}"
+    source = integration_branch(run_id)
     checkout = _checkout_of(ws, ref)
     if checkout is not None:
         dirty = git(["status", "--porcelain", "--untracked-files=no"], checkout).strip()
@@ -331,10 +332,6 @@ def _warn_uncommitted_tickets(ws: Workspace, base_rev: str) -> None:
         )
 
 
-def branch_name(ref: str) -> str:
-    return ref.removeprefix("refs/heads/")
-
-
 def summary(state: RunState, run_dir: Path) -> str:
     m = state.metrics()
     lines = [
@@ -385,13 +382,14 @@ def resume_run(
         )
     if ws.repo.shallow:
         raise UserError(SHALLOW_MESSAGE)
-    from gitexec.journal import JOURNAL, read_events
+    from gitexec.events import RunStarted
+    from gitexec.journal import JOURNAL, load_events
     from gitexec.runstate import RUNS_DIR
 
     started = next(
         e
-        for e in read_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL)
-        if e["event"] == "run-started"
+        for e in load_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL).events
+        if isinstance(e, RunStarted)
     )
     repo = pygit2.Repository(str(ws.repo.common_dir))
     project = load_at(ws, repo, state.base)
@@ -402,7 +400,7 @@ def resume_run(
         raise UserError(f"tickets {', '.join(sorted(missing))} are gone from {state.base[:12]}")
     config = ws.settings(project.config, {"jobs": state.jobs})
     plan = Plan(
-        strategy=Strategy(started.get("strategy", "balanced")),
+        strategy=Strategy(started.strategy or "balanced"),
         jobs=state.jobs,
         fingerprint="",
         critical_path=tuple(state.critical_path),
@@ -419,8 +417,8 @@ def resume_run(
         plan=plan,
         config=config,
         jobs=state.jobs,
-        barrier=bool(started.get("barrier")),
-        allow_overlap=bool(started.get("allow_overlap")),
+        barrier=started.barrier,
+        allow_overlap=started.allow_overlap,
     )
     if validate_state:
         from gitexec.gitutil import committer_identity

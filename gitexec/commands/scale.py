@@ -22,7 +22,8 @@ from gitexec.errors import EXIT_FAILED, EXIT_OK, UserError
 from gitexec.gitutil import git, run_git
 from gitexec.journal import JOURNAL
 from gitexec.plan import PLAN_FILE, Plan, check_plan_against, load_plan, make_plan
-from gitexec.runstate import RUNS_DIR, RunStatus, replay
+from gitexec.refs import integration_ref, ticket_ref
+from gitexec.runstate import RUNS_DIR, RunStatus, load_run
 from gitexec.tickets import TicketState, id_problem
 from gitexec.workspace import Workspace
 
@@ -166,7 +167,7 @@ def run_ticket(
             shutil.copyfile(log, out_dir / f"{ticket_id}.log")
         commit = result["commit"]
         if commit and commit != base_commit:
-            ref = f"refs/gitexec/{local_id}/{ticket_id}"
+            ref = ticket_ref(local_id, ticket_id)
             run_git(
                 [
                     "bundle",
@@ -226,7 +227,7 @@ def collect(
         )
 
     journal = run_dir / JOURNAL
-    state = replay(run_id, _read(journal)) if journal.is_file() else None
+    state = load_run(ws.state_dir, run_id) if journal.is_file() else None
     if state is not None and state.tickets:
         spec_base = state.base
     else:
@@ -244,7 +245,7 @@ def collect(
     for r in results:
         commit = r.data.get("commit")
         if r.bundle is not None and commit:
-            ref = f"refs/gitexec/{run_id}/{r.data['ticket']}"
+            ref = ticket_ref(run_id, str(r.data["ticket"]))
             heads = git(["bundle", "list-heads", str(r.bundle)], ws.root).split()
             run_git(["fetch", "-q", str(r.bundle), f"+{heads[1]}:{ref}"], ws.root)
         remote.append(
@@ -259,7 +260,7 @@ def collect(
                 reason=r.data.get("reason"),
             )
         )
-    engine = Engine(ws.repo, spec, PlainReporter(sys.stderr), resume=state)
+    engine = Engine(ws.repo, spec, PlainReporter(sys.stderr), resume=state, offline=True)
     final = engine.collect(remote)
     print(summary(final, engine.run_dir))
     if out is not None:
@@ -274,16 +275,10 @@ def collect(
     return EXIT_FAILED if failed and not keep_going else EXIT_OK
 
 
-def _read(journal: Path) -> list[dict[str, Any]]:
-    from gitexec.journal import read_events
-
-    return read_events(journal)
-
-
 def _export_state(ws: Workspace, directory: Path, run_id: str, base: str) -> None:
     """The integration branch (a bundle) and the journal, for the next wave's collect."""
     directory.mkdir(parents=True, exist_ok=True)
-    ref = f"refs/heads/gitexec/{run_id}"
+    ref = integration_ref(run_id)
     head = git(["rev-parse", ref], ws.root).strip()
     bundle = directory / INTEGRATION_BUNDLE
     if head != base:
@@ -310,7 +305,7 @@ def _marker(directory: Path) -> dict[str, Any]:
 def _fetch_integration(ws: Workspace, directory: Path, run_id: str) -> str:
     """Bring the exported integration branch into this repository; return its head."""
     marker = _marker(directory)
-    ref = f"refs/heads/gitexec/{run_id}"
+    ref = integration_ref(run_id)
     bundle = directory / INTEGRATION_BUNDLE
     if bundle.is_file():
         run_git(["fetch", "-q", str(bundle), f"+{ref}:{ref}"], ws.root)

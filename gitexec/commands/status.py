@@ -13,7 +13,7 @@ from gitexec.agents import read_progress
 from gitexec.dashboard import remaining_s, snapshot
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.fields import format_duration
-from gitexec.journal import JOURNAL, lock_holder, read_events
+from gitexec.journal import JOURNAL, load_events, lock_holder
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus, list_runs, load_run
 from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
@@ -166,7 +166,7 @@ def monitor(ws: Workspace, *, run_id: str | None, refresh_s: float, dashboard: b
         live.start()
     try:
         while True:
-            events = read_events(path)
+            events = load_events(path).events
             state = replay(rid, events)
             for e in events[seen:]:
                 line = describe(e, state)

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitexec.journal import JOURNAL, Event, read_events
+from gitexec import events as ev
+from gitexec.journal import JOURNAL, load_events
 from gitexec.runstate import RUNS_DIR, RunState, TicketRun, load_run
 from gitexec.tickets import TicketState
 
@@ -165,35 +166,18 @@ class Span:
     ok: bool | None
 
 
-def spans_from_events(events: Iterable[Event]) -> list[Span]:
+def spans_from_events(events: Iterable[ev.Event]) -> list[Span]:
     open_: dict[str, Span] = {}
     done: list[Span] = []
     for e in events:
-        kind_ = e.get("event")
-        tid = str(e.get("ticket"))
-        if kind_ == "ticket-dispatched":
-            slot = e.get("slot")
-            open_[tid] = Span(
-                tid,
-                int(slot) if isinstance(slot, int) else None,
-                int(e.get("attempt", 1)),
-                float(e.get("t", 0.0)),
-                None,
-                None,
-            )
-        elif kind_ == "work-done" and tid in open_:
-            s = open_.pop(tid)
-            done.append(
-                Span(
-                    s.ticket,
-                    s.slot,
-                    s.attempt,
-                    s.start,
-                    float(e.get("t", s.start)),
-                    bool(e.get("ok")),
-                )
-            )
-        elif kind_ == "run-resumed":
+        if isinstance(e, ev.TicketDispatched):
+            open_[e.ticket] = Span(e.ticket, e.slot, e.attempt, e.t, None, None)
+        elif isinstance(e, ev.TicketCollected):
+            done.append(Span(e.ticket, None, e.attempts, e.t - e.duration_s, e.t, bool(e.commit)))
+        elif isinstance(e, ev.WorkDone) and e.ticket in open_:
+            s = open_.pop(e.ticket)
+            done.append(Span(s.ticket, s.slot, s.attempt, s.start, e.t, e.ok))
+        elif isinstance(e, ev.RunResumed):
             open_.clear()  # attempts cut off by a crash or stop never reported back
     done.extend(open_.values())
     done.sort(key=lambda s: (s.start, s.ticket))
@@ -232,7 +216,7 @@ class RunReport:
         """A run from its journal: works while it runs, and after it finished or crashed."""
         run_dir = state_dir / RUNS_DIR / run_id
         state = load_run(state_dir, run_id)
-        spans = spans_from_events(read_events(run_dir / JOURNAL))
+        spans = spans_from_events(load_events(run_dir / JOURNAL).events)
         return cls(state, run_dir, spans, Redactor.from_environ(environ))
 
     @property

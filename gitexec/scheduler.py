@@ -1,0 +1,497 @@
+"""The scheduling policy of a run, as plain state: what may start now, and what each
+outcome means for a ticket (retry, fall back, block its dependents, climb the ladder).
+
+No git, no processes, no threads, no files, no clock: the driver (engine.py) passes the
+time in, asks `select`, starts what it gets, and reports outcomes back. Every decision is
+emitted as a typed event through the callable the scheduler was built with (the driver
+journals it), so a run's history and its scheduling can never disagree, and `restore`
+rebuilds the same state from a replayed journal after a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gitexec import events as ev
+from gitexec.globs import PathSet, pathsets_may_overlap
+from gitexec.tickets import ConflictStep, Ticket, TicketState
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"  # waiting for dependencies, a backoff, or a place to run
+    RUNNING = "running"  # an attempt holds a slot
+    MERGING = "merging"  # its result is with the merge queue (to merge, or to be gated)
+    DONE = "done"  # merged and gated, or ended without merging
+
+
+class Replayed(Protocol):
+    """A ticket as the journal left it (runstate.TicketRun)."""
+
+    @property
+    def status(self) -> TicketState: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def agents_tried(self) -> list[str]: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def reruns(self) -> int: ...
+    @property
+    def sequential(self) -> bool: ...
+    @property
+    def conflicts(self) -> list[str]: ...
+    @property
+    def awaiting_gate(self) -> bool: ...
+    @property
+    def result_ready(self) -> bool: ...
+
+
+class Refused(Exception):
+    """A live request the scheduler cannot honour (the message says why)."""
+
+
+@dataclass(frozen=True)
+class AgentPolicy:
+    max_parallel: int | None = None
+    retries: int | None = None
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configuration the scheduler decides by (built from Config and the run's flags)."""
+
+    agents: Mapping[str, AgentPolicy]
+    retries: int = 0
+    retry_backoff_s: float = 2.0
+    ladder: tuple[ConflictStep, ...] = (ConflictStep.FAIL,)
+    max_reruns: int = 1
+    settled: PathSet = field(default_factory=lambda: PathSet(()))  # paths merge rules settle
+    barrier: bool = False  # group by group, like the original design's loop
+    allow_overlap: bool = False
+    offline: bool = False  # results come from elsewhere (`collect`): nothing can run again
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a started attempt needs to know (the worker's orders)."""
+
+    ticket: str
+    agent: str
+    attempt: int
+    slot: int
+    base: str
+    sequential: bool
+    conflicts: tuple[str, ...]
+
+
+@dataclass
+class Record:
+    """Everything the scheduler knows about one ticket."""
+
+    ticket: Ticket
+    agent: str
+    priority: int
+    rank: float  # longest remaining path, by estimate (ties after priority)
+    group: int
+    deps_left: int = 0
+    phase: Phase = Phase.PENDING
+    outcome: TicketState | None = None  # set when DONE
+    attempts: int = 0  # started so far (numbers the next one)
+    failures: int = 0  # failed attempts on the current agent
+    agents_tried: list[str] = field(default_factory=list)
+    reruns: int = 0
+    sequential: bool = False
+    conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
+    not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
+    slot: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.ticket.id
+
+
+Emit = Callable[[ev.Event], object]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        tickets: Iterable[Ticket],
+        policy: Policy,
+        *,
+        jobs: int,
+        emit: Emit,
+        default_agent: str,
+        ranks: Mapping[str, float] | None = None,
+        groups: Mapping[str, int] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.jobs = jobs
+        self.emit = emit
+        self.stopping = False  # nothing new starts, failures are not retried
+        ranks = ranks or {}
+        groups = groups or {}
+        self.records: dict[str, Record] = {}
+        for t in tickets:
+            agent = t.agent or default_agent
+            self.records[t.id] = Record(
+                ticket=t,
+                agent=agent,
+                priority=t.priority,
+                rank=ranks.get(t.id, 0.0),
+                group=groups.get(t.id, 0),
+                agents_tried=[agent],
+            )
+        self.dependents: dict[str, list[str]] = {tid: [] for tid in self.records}
+        for r in self.records.values():
+            for dep in r.ticket.depends_on:
+                if dep in self.records:
+                    self.dependents[dep].append(r.id)
+                    r.deps_left += 1
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def __getitem__(self, tid: str) -> Record:
+        return self.records[tid]
+
+    def in_phase(self, phase: Phase) -> list[str]:
+        return [tid for tid, r in self.records.items() if r.phase is phase]
+
+    @property
+    def running(self) -> list[Record]:
+        return [r for r in self.records.values() if r.phase is Phase.RUNNING]
+
+    @property
+    def pending(self) -> list[Record]:
+        return [r for r in self.records.values() if r.phase is Phase.PENDING]
+
+    def stalled(self) -> bool:
+        """Work left, nothing in flight, and nothing that could ever start: a bug."""
+        if any(r.phase in (Phase.RUNNING, Phase.MERGING) for r in self.records.values()):
+            return False
+        pending = self.pending
+        return bool(pending) and all(r.deps_left for r in pending)
+
+    # --- what may start ------------------------------------------------------------------------
+
+    def ready(self, now: float) -> list[Record]:
+        """Pending tickets whose dependencies merged and backoff passed, best first:
+        highest priority, then longest remaining path."""
+        ready = [r for r in self.pending if r.deps_left == 0 and r.not_before <= now]
+        if self.policy.barrier and ready:
+            current = min(
+                (
+                    r.group
+                    for r in self.records.values()
+                    if r.phase in (Phase.PENDING, Phase.RUNNING)
+                ),
+                default=0,
+            )
+            ready = [r for r in ready if r.group <= current]
+        ready.sort(key=lambda r: (-r.priority, -r.rank, r.id))
+        return ready
+
+    def select(self, now: float, free_slots: int) -> list[str]:
+        """The tickets to start now, in order, given `free_slots` places to put them.
+
+        One spare beyond `jobs` is allowed in flight: its slot reset overlaps the others'
+        agents (it waits for an agent place before its agent starts). A ticket deferred to
+        run alone starts only when nothing else runs, and nothing starts beside it.
+        """
+        running = self.running
+        if any(r.sequential for r in running):
+            return []
+        ready = self.ready(now)
+        alone = [r for r in ready if r.sequential]
+        if alone:
+            return [alone[0].id] if not running and free_slots > 0 else []
+        chosen: list[Record] = []
+        room = min(free_slots, self.jobs + 1 - len(running))
+        for r in ready:
+            if len(chosen) >= room:
+                break
+            if self._fits(r, [*running, *chosen]):
+                chosen.append(r)
+        return [r.id for r in chosen]
+
+    def _fits(self, r: Record, busy: Sequence[Record]) -> bool:
+        agent = self.policy.agents.get(r.agent, AgentPolicy())
+        same_agent = sum(1 for b in busy if b.agent == r.agent)
+        if agent.max_parallel is not None and same_agent >= agent.max_parallel:
+            return False
+        paths = r.ticket.paths
+        if paths and not self.policy.allow_overlap:
+            for b in busy:
+                if b.ticket.paths and pathsets_may_overlap(
+                    paths, b.ticket.paths, self.policy.settled
+                ):
+                    return False
+        capacity = float(self.jobs)
+        for name, weight in r.ticket.resources:
+            used = sum(b.ticket.resource(name) for b in busy)
+            if used > 0 and used + min(weight, capacity) > capacity:
+                return False
+        return True
+
+    def start(self, tid: str, slot: int, base: str) -> Attempt:
+        """Record that `tid` starts on `slot` from `base` (journaled as dispatched)."""
+        r = self.records[tid]
+        r.phase = Phase.RUNNING
+        r.attempts += 1
+        r.slot = slot
+        attempt = Attempt(tid, r.agent, r.attempts, slot, base, r.sequential, r.conflicts)
+        r.conflicts = ()
+        self.emit(
+            ev.TicketDispatched(
+                ticket=tid,
+                attempt=attempt.attempt,
+                agent=attempt.agent,
+                slot=slot,
+                base=base,
+                sequential=attempt.sequential,
+                conflicts=attempt.conflicts,
+            )
+        )
+        return attempt
+
+    # --- outcomes ------------------------------------------------------------------------------
+
+    def result_ready(self, tid: str) -> None:
+        """An attempt left a result: it is the merge queue's now."""
+        r = self.records[tid]
+        r.phase = Phase.MERGING
+        r.slot = None
+
+    def collected(self, tid: str, agent: str, attempts: int) -> None:
+        """A result produced elsewhere arrived (offline collect)."""
+        r = self.records[tid]
+        r.agent = agent
+        r.attempts = attempts
+        r.phase = Phase.MERGING
+
+    def stopped(self, tid: str, reason: str = "stopped", *, keep_result: bool = False) -> None:
+        """An attempt (or a result waiting to merge) was cut off: it goes back to pending."""
+        r = self.records[tid]
+        r.phase = Phase.PENDING
+        r.slot = None
+        self.emit(ev.TicketRequeued(ticket=tid, reason=reason, keep_result=keep_result))
+
+    def failed(self, tid: str, reason: str, now: float, *, retryable: bool = True) -> None:
+        """Retry with backoff, then the fallback agent, then `failed` (dependents blocked)."""
+        r = self.records[tid]
+        r.slot = None
+        agent = self.policy.agents.get(r.agent, AgentPolicy())
+        retries = next(
+            (n for n in (r.ticket.retries, agent.retries) if n is not None), self.policy.retries
+        )
+        retryable = retryable and not self.policy.offline and not self.stopping
+        r.failures += 1
+        if retryable and r.failures <= retries:
+            delay = self.policy.retry_backoff_s * 2 ** (r.failures - 1)
+            r.not_before = now + delay
+            r.phase = Phase.PENDING
+            self.emit(ev.TicketRetry(ticket=tid, reason=reason, delay_s=delay, agent=r.agent))
+            return
+        fallback = agent.fallback
+        if retryable and fallback is not None and fallback not in r.agents_tried:
+            r.agents_tried.append(fallback)
+            r.agent = fallback
+            r.failures = 0
+            r.phase = Phase.PENDING
+            self.emit(
+                ev.TicketRequeued(
+                    ticket=tid,
+                    agent=fallback,
+                    reason=f"{reason}; falling back to agent {fallback!r}",
+                )
+            )
+            return
+        self.finish(tid, TicketState.FAILED, reason)
+
+    def conflicted(
+        self,
+        tid: str,
+        paths: Sequence[str],
+        *,
+        collided_with: Sequence[str] = (),
+        text: Mapping[str, str] | None = None,
+    ) -> ConflictStep:
+        """Merge rules did not settle a conflict: take the next step of the ladder."""
+        r = self.records[tid]
+        ladder = r.ticket.on_conflict or self.policy.ladder
+        # Collecting results from elsewhere, nothing can run again: rules, then fail.
+        steps = [
+            s
+            for s in ladder
+            if s is ConflictStep.FAIL or (s is not ConflictStep.RULES and not self.policy.offline)
+        ]
+        collided = tuple(collided_with)
+        for step in steps:
+            if step is ConflictStep.FAIL:
+                break
+            if step is ConflictStep.RERUN and r.reruns < self.policy.max_reruns:
+                r.reruns += 1
+                reason = "re-run on the merged head"
+            elif step is ConflictStep.SEQUENTIAL and not r.sequential:
+                r.sequential = True
+                reason = "deferred to run alone"
+            else:
+                continue
+            r.conflicts = tuple(paths)
+            r.phase = Phase.PENDING
+            self.emit(
+                ev.Conflict(ticket=tid, step=step, paths=tuple(paths), collided_with=collided)
+            )
+            self.emit(ev.TicketRequeued(ticket=tid, reason=reason))
+            return step
+        self.emit(
+            ev.Conflict(
+                ticket=tid,
+                step=ConflictStep.FAIL,
+                paths=tuple(paths),
+                collided_with=collided,
+                text=dict(text or {}),
+            )
+        )
+        with_text = f" (collided with {', '.join(collided)})" if collided else ""
+        self.finish(
+            tid, TicketState.CONFLICT, f"merge conflict in {', '.join(paths[:10])}{with_text}"
+        )
+        return ConflictStep.FAIL
+
+    def merged(self, tid: str, *, awaiting_gate: bool) -> None:
+        """Merged into the integration head; it counts once no gate is pending for it."""
+        if not awaiting_gate:
+            self.completed(tid)
+
+    def completed(self, tid: str) -> None:
+        """Merged and gated: its dependents may start."""
+        r = self.records[tid]
+        r.phase = Phase.DONE
+        r.outcome = TicketState.COMPLETED
+        for dep in self.dependents[tid]:
+            self.records[dep].deps_left -= 1
+
+    def finish(self, tid: str, state: TicketState, reason: str) -> None:
+        """End a ticket without merging; dependents that waited for it are blocked."""
+        self._end(tid, state, reason)
+        stack = [tid]
+        while stack:
+            current = stack.pop()
+            for dep in self.dependents[current]:
+                if self.records[dep].phase is Phase.PENDING:
+                    state_of = self.records[current].outcome
+                    assert state_of is not None
+                    self._end(dep, TicketState.BLOCKED, f"dependency {current} {state_of.value}")
+                    stack.append(dep)
+
+    def _end(self, tid: str, state: TicketState, reason: str) -> None:
+        r = self.records[tid]
+        r.phase = Phase.DONE
+        r.outcome = state
+        r.slot = None
+        self.emit(ev.TicketFinished(ticket=tid, state=state, reason=reason))
+
+    # --- live changes ----------------------------------------------------------------------------
+
+    def set_jobs(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def set_priority(self, tid: str, priority: int) -> None:
+        self._known(tid).priority = priority
+
+    def make_sequential(self, tids: Iterable[str]) -> list[str]:
+        """Run these tickets one at a time (those not yet completed); returns them."""
+        changed = []
+        for tid in tids:
+            r = self._known(tid)
+            if r.phase is not Phase.DONE or r.outcome in (TicketState.FAILED, TicketState.CONFLICT):
+                r.sequential = True
+                changed.append(tid)
+        return changed
+
+    def retry(self, tid: str, *, agent: str | None = None) -> list[str]:
+        """Put a failed ticket (and the dependents it blocked) back in the queue; or, for a
+        pending ticket and an agent, reassign it. Returns the tickets requeued."""
+        r = self._known(tid)
+        if agent is not None and r.phase is Phase.PENDING:
+            r.agent = agent
+            if agent not in r.agents_tried:
+                r.agents_tried.append(agent)
+            self.emit(ev.TicketRequeued(ticket=tid, agent=agent, reason="reassigned"))
+            return [tid]
+        retriable = (TicketState.FAILED, TicketState.CONFLICT, TicketState.CANCELLED)
+        if r.phase is not Phase.DONE or r.outcome not in retriable:
+            state = r.outcome.value if r.outcome is not None else r.phase.value
+            raise Refused(
+                f"{tid} is {state}; only failed, conflict or cancelled tickets can be "
+                "retried" + (" (or pending ones reassigned)" if agent else "")
+            )
+        requeued = [tid]
+        stack = [tid]
+        while stack:
+            for dep in self.dependents[stack.pop()]:
+                if self.records[dep].outcome is TicketState.BLOCKED:
+                    requeued.append(dep)
+                    stack.append(dep)
+        for t in requeued:
+            x = self.records[t]
+            if t == tid and agent is not None:
+                x.agent = agent
+            x.phase = Phase.PENDING
+            x.outcome = None
+            x.failures = x.reruns = x.attempts = 0
+            x.not_before = 0.0
+            self.emit(
+                ev.TicketRequeued(
+                    ticket=t,
+                    agent=x.agent,
+                    reset_attempts=True,
+                    reason="retry requested" if t == tid else f"unblocked by retry of {tid}",
+                )
+            )
+        return requeued
+
+    def _known(self, tid: str) -> Record:
+        r = self.records.get(tid)
+        if r is None:
+            raise Refused(f"no ticket {tid!r} in this run")
+        return r
+
+    # --- after a crash ---------------------------------------------------------------------------
+
+    def restore(self, tickets: Mapping[str, Replayed]) -> None:
+        """Take over a replayed run: what ended stays ended, merged work unlocks its
+        dependents, and everything else waits to run (or to merge, for ready results)."""
+        for tid, t in tickets.items():
+            r = self.records.get(tid)
+            if r is None:
+                continue
+            r.agent = t.agent or r.agent
+            r.priority = t.priority
+            r.attempts = t.attempts
+            r.failures = t.failures
+            r.reruns = t.reruns
+            r.sequential = t.sequential
+            r.agents_tried = list(dict.fromkeys([*t.agents_tried, r.agent]))
+            r.conflicts = tuple(t.conflicts) if t.reruns or t.sequential else ()
+            if t.status.terminal:
+                r.phase = Phase.DONE
+                r.outcome = t.status
+            elif t.awaiting_gate or t.result_ready:
+                r.phase = Phase.MERGING
+            else:
+                r.phase = Phase.PENDING
+        for tid, r in self.records.items():
+            if r.outcome is TicketState.COMPLETED:
+                for dep in self.dependents[tid]:
+                    self.records[dep].deps_left -= 1
