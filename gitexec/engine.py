@@ -11,7 +11,6 @@ status, reports and `resume` see what the engine saw.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import queue
 import signal
@@ -25,13 +24,11 @@ import pygit2
 
 from gitexec import agents
 from gitexec import events as ev
-from gitexec.config import Config
 from gitexec.control import process_requests
 from gitexec.dashboard import Reporter, remaining_s
 from gitexec.errors import CommandError, UserError
 from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
-from gitexec.globs import PathSet
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL, EngineLock, Journal, JournalClosed
 from gitexec.merge_queue import (
@@ -44,11 +41,11 @@ from gitexec.merge_queue import (
     Verdict,
 )
 from gitexec.overlaps import OverlapWatch
-from gitexec.plan import Graph, Plan, effective_estimates
 from gitexec.pool import Pool
 from gitexec.refs import integration_ref
+from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
-from gitexec.scheduler import AgentPolicy, Phase, Policy, Refused, Scheduler
+from gitexec.scheduler import Refused, Scheduler
 from gitexec.tickets import Ticket, TicketState
 from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
 
@@ -56,37 +53,6 @@ CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
 ENGINE_DIR_NAMES = ("logs", "progress")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a run needs, resolved and validated before anything is executed."""
-
-    run_id: str
-    base: str  # commit id
-    base_rev: str
-    tickets: tuple[Ticket, ...]  # the tickets to run
-    skipped: tuple[str, ...]  # already completed at base
-    plan: Plan
-    config: Config
-    jobs: int
-    barrier: bool = False
-    allow_overlap: bool = False
-    validate: bool = False  # check the final result: registry in sync, gates pass
-
-
-@dataclass(frozen=True)
-class RemoteResult:
-    """What `git exec run-ticket` reported for one ticket (scale-out over CI runners)."""
-
-    ticket: str
-    status: TicketState
-    base: str
-    commit: str | None
-    attempts: int = 1
-    agent: str | None = None
-    duration_s: float = 0.0
-    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,29 +65,6 @@ class _AttemptDone:
 class _GateDone:
     batch: GateBatch
     outcome: GateOutcome
-
-
-def new_run_id() -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
-
-
-def policy_for(spec: RunSpec, *, offline: bool = False) -> Policy:
-    cfg = spec.config
-    return Policy(
-        agents={
-            name: AgentPolicy(a.max_parallel, a.retries, a.fallback)
-            for name, a in cfg.agents.items()
-        },
-        retries=cfg.retries,
-        retry_backoff_s=cfg.retry_backoff_s,
-        ladder=cfg.merge.on_conflict,
-        max_reruns=cfg.merge.max_reruns,
-        settled=PathSet(tuple(p for r in cfg.merge.rules for p in r.paths)),
-        barrier=spec.barrier,
-        allow_overlap=spec.allow_overlap,
-        offline=offline,
-    )
 
 
 class Engine:
@@ -152,11 +95,6 @@ class Engine:
         self._jobs = spec.jobs
         self.tickets: dict[str, Ticket] = {t.id: t for t in spec.tickets}
 
-        graph = Graph(spec.tickets)
-        order = graph.topological_order() or list(range(len(graph)))
-        rank = graph.bottom_levels(
-            order, effective_estimates(graph, self.config.default_estimate_s)
-        )
         self.groups = spec.plan.group_of()
         self.scheduler = Scheduler(
             spec.tickets,
@@ -164,7 +102,7 @@ class Engine:
             jobs=spec.jobs,
             emit=self.emit,
             default_agent=self.config.default_agent,
-            ranks={t.id: rank[i] for i, t in enumerate(graph.tickets)},
+            ranks=spec.ranks(),
             groups=self.groups,
         )
         self.merges = MergeQueue(
@@ -211,13 +149,13 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> RunState:
-        with self._session(), self._signal_handlers():
+        with self.session(), self._signal_handlers():
             self._loop()
             self._finish()
         return self.state
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
+    def session(self) -> Iterator[None]:
         """Hold the lock and the journal; begin (or take over) the run; always let go."""
         lock = EngineLock(self.paths.state_dir)
         with lock.held(self.spec.run_id):
@@ -235,7 +173,7 @@ class Engine:
                     self._restore()
                 else:
                     # The first record exists before anything else the run leaves behind.
-                    self._journal, first = Journal.create(path, self._start_event())
+                    self._journal, first = Journal.create(path, start_event(self.spec, os.getpid()))
                     self._show(first)
                     self.integration.create(self.spec.base)
                 self.reporter.start(self)
@@ -249,112 +187,20 @@ class Engine:
                 self.pool.close()
                 self.reporter.finish(self)
 
-    def _start_event(self) -> ev.RunStarted:
-        cfg = self.config
-        return ev.RunStarted(
-            run=self.spec.run_id,
-            pid=os.getpid(),
-            base=self.spec.base,
-            base_rev=self.spec.base_rev,
-            integration=self.integration.ref,
-            head=self.spec.base,
-            jobs=self._jobs,
-            strategy=self.spec.plan.strategy.value,
-            merge_order=cfg.merge.order.value,
-            barrier=self.spec.barrier,
-            allow_overlap=self.spec.allow_overlap,
-            skipped=self.spec.skipped,
-            groups=tuple(
-                tuple(t for t in g.tickets if t in self.tickets) for g in self.spec.plan.groups
-            ),
-            critical_path=self.spec.plan.critical_path,
-            tickets={
-                t.id: ev.TicketInfo(
-                    title=t.title,
-                    file=t.file,
-                    agent=self.scheduler[t.id].agent,
-                    depends_on=t.depends_on,
-                    group=self.groups.get(t.id, 0),
-                    estimate_s=t.estimate_s or cfg.default_estimate_s,
-                    priority=t.priority,
-                    paths=t.paths,
-                )
-                for t in self.spec.tickets
-            },
-        )
-
     def _restore(self) -> None:
-        """Continue a crashed or stopped run: the journal and the refs say where it was.
+        """Continue a crashed or stopped run where the journal and the refs say it was."""
+        from gitexec.recovery import take_over
 
-        Merged tickets stay merged exactly once; orphaned agents of the dead engine are
-        killed; finished-but-unmerged results are merged without re-running; merges still
-        waiting for their gate are gated again before anything counts them; interrupted
-        tickets start over.
-        """
-        from gitexec.recovery import kill_orphans, merged_on_branch, remove_stale_ref_locks
-
-        remove_stale_ref_locks(self.paths.common_dir, self.spec.run_id)
-        state = self.state
-        head = self._reconcile_head()
-        gated = bool(self.config.gates.integration)
-        for tid, commit in merged_on_branch(self.integration).items():
-            ts = state.tickets.get(tid)
-            if ts is not None and ts.status is not TicketState.COMPLETED and not ts.awaiting_gate:
-                # The ref moved but the engine died before journaling it.
-                self.emit(
-                    ev.TicketMerged(
-                        ticket=tid,
-                        head=commit,
-                        commit=ts.commit,
-                        recovered=True,
-                        awaiting_gate=gated,
-                    )
-                )
-        killed = kill_orphans(state, self.spec.run_id)
-        reset = [
-            tid
-            for tid, ts in sorted(state.tickets.items())
-            if not ts.status.terminal and not ts.awaiting_gate
-        ]
-        reuse = [tid for tid in reset if state.tickets[tid].result_ready]
-        self.emit(
-            ev.RunResumed(
-                pid=os.getpid(),
-                jobs=self._jobs,
-                head=head,
-                reset=tuple(reset),
-                reuse=tuple(reuse),
-                killed=tuple(killed),
-            )
+        reused = take_over(
+            self.state,
+            self.integration,
+            self.scheduler,
+            self.merges,
+            self.emit,
+            common_dir=self.paths.common_dir,
+            jobs=self._jobs,
         )
-        self.scheduler.restore(state.tickets)
-        self.merges.restore()
-        # Results that were ready to merge are merged as they are: agent time is not redone.
-        for tid in reuse:
-            ts = state.tickets[tid]
-            if self.scheduler[tid].phase is Phase.MERGING and ts.commit and ts.base:
-                self._apply(self.merges.submit(tid, ts.base, ts.commit))
-
-    def _reconcile_head(self) -> str:
-        """Put the branch where the journal says the engine left it, when the engine died
-        between journaling a move and making it; refuse a branch someone else moved."""
-        state = self.state
-        journaled = state.head or state.base
-        current = self.integration.current()
-        if current is None:  # the engine died before creating it
-            self.integration.create(journaled)
-        elif current != journaled and self.integration.own_merges_between(current, journaled):
-            journaled = current  # merges made before their journal line (older versions)
-        elif current != journaled:
-            if current != state.head_before or journaled not in self.repo:
-                raise UserError(
-                    f"{self.integration.ref} is at {current[:12]}, but run {self.spec.run_id} "
-                    f"left it at {journaled[:12]}: it was moved by someone else; nothing was "
-                    "changed (see `git reflog` of the branch)"
-                )
-            self.integration.move(current, journaled, "resume: finish a move the crash cut off")
-        self.merges.head = journaled
-        return journaled
+        self.apply(reused)
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -392,7 +238,7 @@ class Engine:
                 self._cancel_running()
             if not self.stop_requested and not self._paused:
                 self._dispatch()
-            self._merge_in_plan_order()
+            self.merge_in_plan_order()
             self._maybe_gate()
             now = time.monotonic()
             if now - last_overlap >= OVERLAP_EVERY_S:
@@ -419,7 +265,7 @@ class Engine:
             if isinstance(item, _AttemptDone):
                 self._attempt_done(item)
             elif isinstance(item, _GateDone):
-                self._apply(self.merges.gate_done(item.batch, item.outcome))
+                self.apply(self.merges.gate_done(item.batch, item.outcome))
             else:
                 self._show(item)
             try:
@@ -475,9 +321,9 @@ class Engine:
         assert outcome.commit is not None
         self.merges.keep(tid, outcome.commit, job.attempt.attempt)
         self.scheduler.result_ready(tid)
-        self._apply(self.merges.submit(tid, job.base, outcome.commit))
+        self.apply(self.merges.submit(tid, job.base, outcome.commit))
 
-    def _apply(self, verdicts: Sequence[Verdict]) -> None:
+    def apply(self, verdicts: Sequence[Verdict]) -> None:
         """Hand the merge queue's verdicts to the scheduler."""
         for v in verdicts:
             match v:
@@ -495,9 +341,18 @@ class Engine:
                         v.ticket, v.reason, time.monotonic(), retryable=v.retryable
                     )
 
-    def _merge_in_plan_order(self) -> None:
+    def settle(self) -> None:
+        """Take in what workers reported, merge what may merge, and run gates until none
+        is pending (collect drives the run this way: nothing else runs meanwhile)."""
+        self._drain(timeout=0)
+        self.merge_in_plan_order()
+        while self.merges.gating is not None or self.merges.awaiting_gate:
+            self._maybe_gate()
+            self._drain(timeout=CONTROL_POLL_S)
+
+    def merge_in_plan_order(self) -> None:
         while (verdicts := self.merges.next_in_plan_order()) is not None:
-            self._apply(verdicts)
+            self.apply(verdicts)
 
     def _maybe_gate(self) -> None:
         batch = self.merges.next_gate(others_running=bool(self._running))
@@ -582,7 +437,7 @@ class Engine:
                 for tid in self.merges.stop_unverified():
                     self.scheduler.stopped(tid, "stopped before its gate passed", keep_result=True)
             self._drain(timeout=CONTROL_POLL_S)
-            self._merge_in_plan_order()
+            self.merge_in_plan_order()
             if not self.force_stop:
                 self._maybe_gate()
         # Results still waiting for an earlier ticket in plan order stay in their refs.
@@ -619,74 +474,6 @@ class Engine:
         if problems:
             self.reporter.notice("validation failed:\n  " + "\n  ".join(problems))
         return not problems
-
-    # --- collecting results made elsewhere (scale-out) -----------------------------------------
-
-    def collect(self, results: Sequence[RemoteResult]) -> RunState:
-        """Merge results that `run-ticket` produced on other machines, in plan order.
-
-        The same journal, scheduler, merge queue, rules, gates and status write-back as a
-        local run; the run stays resumable (`stopped`) until every ticket has ended, so
-        the next wave's collect continues the same integration branch.
-        """
-        assert self.offline, "an engine collecting results is built with offline=True"
-        with self._session():
-            order = {tid: n for n, tid in enumerate(self.spec.plan.order())}
-            for result in sorted(results, key=lambda r: order.get(r.ticket, len(order))):
-                self._collect_one(result)
-                self._drain(timeout=0)
-                self._merge_in_plan_order()
-                while self.merges.gating is not None or self.merges.awaiting_gate:
-                    self._maybe_gate()
-                    self._drain(timeout=CONTROL_POLL_S)
-            for tid in self.merges.take_buffered():
-                self.scheduler.stopped(tid, "waiting for its turn to merge", keep_result=True)
-            self.merges.record_unmerged()
-            counts = self.state.metrics()
-            left = sorted(t for t, ts in self.state.tickets.items() if not ts.status.terminal)
-            if left:
-                final = RunStatus.STOPPED
-            elif counts["completed"] == counts["total"]:
-                final = RunStatus.COMPLETED
-            else:
-                final = RunStatus.FAILED
-            self.emit(ev.RunFinished(state=final, head=self.merges.head, waiting_for=tuple(left)))
-        return self.state
-
-    def _collect_one(self, r: RemoteResult) -> None:
-        ts = self.state.tickets.get(r.ticket)
-        if ts is None or ts.status.terminal or r.ticket not in self.tickets:
-            return  # not in this run, or collected already
-        agent = r.agent if r.agent and r.agent in self.config.agents else None
-        agent = agent or self.scheduler[r.ticket].agent
-        self.emit(
-            ev.TicketCollected(
-                ticket=r.ticket,
-                agent=agent,
-                attempts=max(1, r.attempts),
-                base=r.base,
-                commit=r.commit,
-                duration_s=r.duration_s,
-            )
-        )
-        self.scheduler.collected(r.ticket, agent, max(1, r.attempts))
-        if r.status is not TicketState.COMPLETED or r.commit is None:
-            state = r.status if r.status.terminal else TicketState.FAILED
-            self.scheduler.finish(r.ticket, state, r.reason or f"{state.value} on its runner")
-            return
-        missing = [
-            d
-            for d in self.tickets[r.ticket].depends_on
-            if d in self.state.tickets and self.state.tickets[d].status is not TicketState.COMPLETED
-        ]
-        if missing:
-            self.scheduler.finish(
-                r.ticket,
-                TicketState.BLOCKED,
-                f"ran before its dependencies were merged: {', '.join(missing)}",
-            )
-            return
-        self._apply(self.merges.submit(r.ticket, r.base, r.commit))
 
     # --- a read-only view for reporters (dashboard.RunView) -------------------------------------
 

@@ -1,4 +1,5 @@
-"""Picking up after a dead engine: what the refs say was merged, orphans, state checks."""
+"""Picking up after a dead engine: where the branch really is, what was merged, orphans,
+and the checks of `resume --validate-state`."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitexec.errors import CommandError
+from gitexec import events as ev
+from gitexec.errors import CommandError, UserError
 from gitexec.gitutil import RepoPaths, git, run_git
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL
+from gitexec.merge_queue import MergeQueue, Verdict
 from gitexec.pool import WORKTREES
 from gitexec.refs import integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunState
+from gitexec.scheduler import Phase, Scheduler
 from gitexec.tickets import TicketState
 
 
@@ -32,6 +37,88 @@ def remove_stale_ref_locks(common_dir: Path, run_id: str) -> list[str]:
             lock.unlink()
             removed.append(str(lock.relative_to(common_dir)))
     return removed
+
+
+def take_over(
+    state: RunState,
+    integration: Integration,
+    scheduler: Scheduler,
+    merges: MergeQueue,
+    emit: Callable[[ev.Event], object],
+    *,
+    common_dir: Path,
+    jobs: int,
+) -> list[Verdict]:
+    """Continue a crashed or stopped run from its replayed journal and the refs.
+
+    Merged tickets stay merged exactly once; orphaned agents of the dead engine are
+    killed; merges still waiting for their gate are gated again before anything counts
+    them; interrupted tickets start over. Results that were ready to merge are merged as
+    they are (agent time is not redone): their verdicts are returned.
+    """
+    remove_stale_ref_locks(common_dir, state.run_id)
+    head = reconcile_head(state, integration)
+    merges.head = head
+    gated = bool(merges.config.gates.integration)
+    for tid, commit in merged_on_branch(integration, head).items():
+        ts = state.tickets.get(tid)
+        if ts is not None and ts.status is not TicketState.COMPLETED and not ts.awaiting_gate:
+            # Merged by an older version that moved the ref before journaling it.
+            emit(
+                ev.TicketMerged(
+                    ticket=tid, head=commit, commit=ts.commit, recovered=True, awaiting_gate=gated
+                )
+            )
+    killed = kill_orphans(state, state.run_id)
+    reset = [
+        tid
+        for tid, ts in sorted(state.tickets.items())
+        if not ts.status.terminal and not ts.awaiting_gate
+    ]
+    reuse = [tid for tid in reset if state.tickets[tid].result_ready]
+    emit(
+        ev.RunResumed(
+            pid=os.getpid(),
+            jobs=jobs,
+            head=head,
+            reset=tuple(reset),
+            reuse=tuple(reuse),
+            killed=tuple(killed),
+        )
+    )
+    scheduler.restore(state.tickets)
+    merges.restore()
+    verdicts: list[Verdict] = []
+    for tid in reuse:
+        ts = state.tickets[tid]
+        if scheduler[tid].phase is Phase.MERGING and ts.commit and ts.base:
+            verdicts.extend(merges.submit(tid, ts.base, ts.commit))
+    return verdicts
+
+
+def reconcile_head(state: RunState, integration: Integration) -> str:
+    """The head to continue from: where the journal says the engine left the branch.
+
+    A crash between journaling a move and making it is finished here; a branch someone
+    else moved is refused, never merged onto.
+    """
+    journaled = state.head or state.base
+    current = integration.current()
+    if current is None:  # the engine died before creating it
+        integration.create(journaled)
+        return journaled
+    if current == journaled:
+        return journaled
+    if integration.own_merges_between(current, journaled):
+        return current  # merges made before their journal line (older versions)
+    if current != state.head_before or journaled not in integration.repo:
+        raise UserError(
+            f"{integration.ref} is at {current[:12]}, but run {state.run_id} left it at "
+            f"{journaled[:12]}: it was moved by someone else; nothing was changed "
+            "(see `git reflog` of the branch)"
+        )
+    integration.move(current, journaled, "resume: finish a move the crash cut off")
+    return journaled
 
 
 def merged_on_branch(integration: Integration, head: str | None = None) -> dict[str, str]:

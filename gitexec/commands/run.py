@@ -10,7 +10,7 @@ from pathlib import Path
 import pygit2
 
 from gitexec.config import Strategy
-from gitexec.engine import Engine, RunSpec, new_run_id
+from gitexec.engine import Engine
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
 from gitexec.fields import format_duration
 from gitexec.gitutil import git, run_git
@@ -25,6 +25,7 @@ from gitexec.plan import (
 )
 from gitexec.project import Project, TreeSource, load_project
 from gitexec.refs import branch_name, integration_branch
+from gitexec.runspec import RunSpec, new_run_id
 from gitexec.runstate import RunState, RunStatus
 from gitexec.tickets import TICKETS_DIR, Ticket, TicketState, id_problem
 from gitexec.workspace import Workspace

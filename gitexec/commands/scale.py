@@ -206,9 +206,11 @@ def collect(
 
     Exit 1 when a ticket failed, conflicted or was blocked, unless `keep_going` (a wave
     in the middle of a workflow: later waves still run what they can)."""
+    from gitexec.collect import RemoteResult
+    from gitexec.collect import collect as collect_results
     from gitexec.commands.run import RunRequest, build_spec, publish_reports, summary
     from gitexec.dashboard import PlainReporter
-    from gitexec.engine import Engine, RemoteResult
+    from gitexec.engine import Engine
 
     problem = id_problem(run_id)
     if problem:
@@ -261,7 +263,7 @@ def collect(
             )
         )
     engine = Engine(ws.repo, spec, PlainReporter(sys.stderr), resume=state, offline=True)
-    final = engine.collect(remote)
+    final = collect_results(engine, remote)
     print(summary(final, engine.run_dir))
     if out is not None:
         _export_state(ws, ws.cwd / out, run_id, final.base)
