@@ -379,3 +379,90 @@ def test_clean_keeps_resumable_runs(tmp_path: Path) -> None:
     assert status(repo, "dead")["state"] == "crashed"
     code, out, _ = gitexec(repo, "clean", "--run", "dead")
     assert "removed run dead" in out
+
+
+# --- what a live change leaves for resume ------------------------------------------------------
+
+
+def kill_engine(live: LiveRun) -> None:
+    """SIGKILL the engine (its agents keep running until resume kills them)."""
+    live.proc.send_signal(signal.SIGKILL)
+    live.finish()
+
+
+def dispatched_after_resume(repo: Path, run_id: str) -> list[dict[str, Any]]:
+    records = read_records(repo / f".git/gitexec/runs/{run_id}/journal.jsonl")
+    resumed = max(n for n, e in enumerate(records) if e["event"] == "run-resumed")
+    return [e for e in records[resumed:] if e["event"] == "ticket-dispatched"]
+
+
+def test_a_live_priority_survives_kill_and_resume(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": gated("A", gate),
+            "B": ticket_yaml("B", run="true"),
+            "C": ticket_yaml("C", run="true"),
+        },
+    )
+    live = LiveRun(repo, "prio", "--jobs", "1")
+    wait_for(lambda: live.state("A") == "running")
+    assert gitexec(repo, "adjust", "--priority", "C=5")[0] == 0
+    kill_engine(live)
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "prio", "--no-monitor")
+    assert code == 0, out + err
+    order = [e["ticket"] for e in dispatched_after_resume(repo, "prio")]
+    assert order[0] == "C"  # the priority given live still decides after resume
+    assert status(repo, "prio")["state"] == "completed"
+
+
+def test_fallback_sequential_of_waiting_tickets_survives_kill_and_resume(
+    tmp_path: Path, gate: Path
+) -> None:
+    log = tmp_path / "log"
+    repo = make_project(
+        tmp_path / "r",
+        {"GATE": gated("GATE", gate)}
+        | {
+            t: ticket_yaml(
+                t, depends_on=["GATE"], run=f"echo start >> {log}; sleep 0.2; echo end >> {log}"
+            )
+            for t in "XYZ"
+        },
+    )
+    live = LiveRun(repo, "fsr", "--jobs", "3")
+    wait_for(lambda: live.state("GATE") == "running")
+    group = status(repo, "fsr")["tickets"]["X"]["group"]
+    assert gitexec(repo, "fallback-sequential", str(group))[0] == 0
+    kill_engine(live)
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "fsr", "--no-monitor")
+    assert code == 0, out + err
+    starts = {e["ticket"]: e["sequential"] for e in dispatched_after_resume(repo, "fsr")}
+    assert starts["X"] and starts["Y"] and starts["Z"]
+    assert log.read_text().split() == ["start", "end"] * 3  # never two at once
+
+
+def test_a_resumed_run_is_no_longer_paused(tmp_path: Path, gate: Path) -> None:
+    repo = make_project(
+        tmp_path / "r", {"A": gated("A", gate), "B": ticket_yaml("B", depends_on=["A"], run="true")}
+    )
+    live = LiveRun(repo, "pz")
+    wait_for(lambda: live.state("A") == "running")
+    assert gitexec(repo, "pause")[0] == 0
+    wait_for(lambda: status(repo, "pz")["paused"])
+    kill_engine(live)
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "resume", "--run", "pz", "--no-monitor"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: status(repo, "pz")["state"] == "running" and live.state("A") == "running")
+    assert status(repo, "pz")["paused"] is False
+    gate.touch()
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, out + err
+    assert status(repo, "pz")["state"] == "completed"
