@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gitexec import __version__
 from gitexec.config import Strategy
-from gitexec.errors import EXIT_OK, run_guarded
+from gitexec.errors import EXIT_OK, run_guarded, tolerant_output
 from gitexec.workspace import Workspace
 
 Handler = Callable[[argparse.Namespace, Workspace], int]
@@ -165,6 +165,7 @@ def _resume(a: argparse.Namespace, ws: Workspace) -> int:
         monitor=a.monitor,
         junit=a.junit,
         markdown=a.markdown,
+        onto=a.onto,
     )
 
 
@@ -395,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check journal, refs and worktrees first (repairing what is safe)",
     )
+    p.add_argument(
+        "--onto",
+        choices=("journal", "current"),
+        help="when someone else moved the integration branch: put it back where the run "
+        "left it (journal; what it pointed at is kept under refs/gitexec-displaced/), or "
+        "continue from where it is now (current; tickets missing from it merge again)",
+    )
     p.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report")
@@ -489,4 +497,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args, ws)
         return result
 
-    return run_guarded(call, args_list)
+    with tolerant_output():
+        return run_guarded(call, args_list)

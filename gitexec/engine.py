@@ -32,6 +32,7 @@ from gitexec.gitutil import RepoPaths, committer_identity
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL, EngineLock, Journal, JournalClosed
 from gitexec.merge_queue import (
+    BranchMoved,
     Conflicted,
     GateBatch,
     Gated,
@@ -52,6 +53,9 @@ from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
 CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
+# Signals this close together are one interrupt: a terminal's Ctrl-C reaches both git's
+# wrapper and the engine, and git forwards it too.
+SAME_INTERRUPT_S = 0.5
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 
@@ -78,6 +82,7 @@ class Engine:
         resume: RunState | None = None,
         *,
         offline: bool = False,
+        onto: str | None = None,
     ) -> None:
         self.paths = repo_paths
         self.spec = spec
@@ -92,6 +97,7 @@ class Engine:
         self.state = resume or RunState(spec.run_id)
         self.resuming = resume is not None
         self.offline = offline  # collecting results produced elsewhere (`git exec collect`)
+        self.onto = onto  # resume: how to treat a branch someone else moved
         self._jobs = spec.jobs
         self.tickets: dict[str, Ticket] = {t.id: t for t in spec.tickets}
 
@@ -123,6 +129,7 @@ class Engine:
         self._threads: dict[str, threading.Thread] = {}
         self._gate_cancel = threading.Event()
         self._paused = False
+        self._branch_lost = False
         self.stop_requested = False
         self.force_stop = False
         self.preserve_state = True
@@ -150,9 +157,24 @@ class Engine:
 
     def run(self) -> RunState:
         with self.session(), self._signal_handlers():
-            self._loop()
-            self._finish()
+            try:
+                self._loop()
+                self._finish()
+            except BranchMoved as exc:
+                self._stop_without_branch(str(exc))
+                raise
         return self.state
+
+    def _stop_without_branch(self, reason: str) -> None:
+        """The branch is not where the engine left it: merge nothing more, stop the agents
+        (their results are kept), and end the run resumable."""
+        self._branch_lost = True
+        self._request_stop(force=True)
+        self._gate_cancel.set()
+        self._cancel_running()
+        while self._running or self.merges.gating is not None:
+            self._drain(timeout=CONTROL_POLL_S)
+        self.emit(ev.RunFinished(state=RunStatus.STOPPED, head=self.merges.head, reason=reason))
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -191,16 +213,17 @@ class Engine:
         """Continue a crashed or stopped run where the journal and the refs say it was."""
         from gitexec.recovery import take_over
 
-        reused = take_over(
+        take_over(
             self.state,
             self.integration,
             self.scheduler,
             self.merges,
             self.emit,
             common_dir=self.paths.common_dir,
+            worktrees=self.pool.root,
             jobs=self._jobs,
+            onto=self.onto,
         )
-        self.apply(reused)
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -208,7 +231,13 @@ class Engine:
             yield
             return
 
+        last = [-SAME_INTERRUPT_S]
+
         def handle(signum: int, frame: FrameType | None) -> None:
+            now = time.monotonic()
+            if now - last[0] < SAME_INTERRUPT_S:
+                return  # one Ctrl-C arrives twice under `git exec`: the terminal's, git's
+            last[0] = now
             self._signals += 1
             self._request_stop(force=self._signals > 1)
             self._announce = True
@@ -236,7 +265,9 @@ class Engine:
             self._announce_stop()
             if self.force_stop:
                 self._cancel_running()
+                self._gate_cancel.set()
             if not self.stop_requested and not self._paused:
+                self._merge_kept()
                 self._dispatch()
             self.merge_in_plan_order()
             self._maybe_gate()
@@ -247,8 +278,10 @@ class Engine:
             if now - last_tick >= TICK_EVERY_S:
                 self.reporter.tick(self)
                 last_tick = now
-            if self._running or self.merges.gating is not None or self.merges.awaiting_gate:
+            if self._running or self.merges.gating is not None:
                 continue
+            if self.merges.awaiting_gate and not self.force_stop:
+                continue  # merged work counts once its gate passed
             # Results waiting for their turn in plan order do not hold up a stop.
             if self.stop_requested or (not self.merges.buffered and not self.scheduler.pending):
                 break
@@ -264,6 +297,8 @@ class Engine:
         while True:
             if isinstance(item, _AttemptDone):
                 self._attempt_done(item)
+            elif isinstance(item, _GateDone) and self._branch_lost:
+                self.merges.gating = None  # its verdict cannot be acted on any more
             elif isinstance(item, _GateDone):
                 self.apply(self.merges.gate_done(item.batch, item.outcome))
             else:
@@ -272,6 +307,11 @@ class Engine:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
+
+    def _merge_kept(self) -> None:
+        """Results kept from before (a crash, a stop) merge as they are when they may."""
+        for tid, base, commit in self.scheduler.take_kept():
+            self.apply(self.merges.submit(tid, base, commit))
 
     def _dispatch(self) -> None:
         for tid in self.scheduler.select(time.monotonic(), self.pool.free):
@@ -320,6 +360,10 @@ class Engine:
             return
         assert outcome.commit is not None
         self.merges.keep(tid, outcome.commit, job.attempt.attempt)
+        if self._branch_lost:
+            reason = "finished after the branch moved"
+            self.scheduler.stopped_kept(tid, job.base, outcome.commit, reason)
+            return
         self.scheduler.result_ready(tid)
         self.apply(self.merges.submit(tid, job.base, outcome.commit))
 
@@ -355,6 +399,8 @@ class Engine:
             self.apply(verdicts)
 
     def _maybe_gate(self) -> None:
+        if self.force_stop:
+            return
         batch = self.merges.next_gate(others_running=bool(self._running))
         if batch is None:
             return
@@ -416,6 +462,7 @@ class Engine:
         if not self._announce:
             return
         self._announce = False
+        self.emit(ev.Control(action="interrupt", force=self.force_stop, preserve_state=True))
         if self.force_stop:
             self.reporter.notice("stopping now: killing running agents")
         else:

@@ -10,10 +10,12 @@ import platform
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
-# Exit codes, DESIGN.md §10.
+# Exit codes: 0 all done / clean, 1 some ticket did not complete / problems found,
+# 2 usage or configuration error, 3 internal error (a bug), 130 interrupted.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -103,7 +105,7 @@ def write_bug_report(exc: BaseException, argv: list[str]) -> Path:
 
 
 def run_guarded(command: Callable[[], int], argv: list[str]) -> int:
-    """Run a command, mapping escaping exceptions to DESIGN.md §10 exit codes."""
+    """Run a command, mapping escaping exceptions to exit codes (see EXIT_*)."""
     try:
         return command()
     except UserError as exc:
@@ -128,3 +130,61 @@ def run_guarded(command: Callable[[], int], argv: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+class PipeSafe:
+    """A text stream that goes quiet once its reader has gone (`run | head`): output is a
+    courtesy to the reader, never a reason for a run to stop or change its exit code."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._went_away()
+
+    def _went_away(self) -> None:
+        self.gone = True
+        # Whatever is still buffered, or written at exit, goes nowhere instead of failing.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self._stream.encoding
+
+    @property
+    def errors(self) -> str | None:
+        return self._stream.errors
+
+
+@contextlib.contextmanager
+def tolerant_output() -> Iterator[None]:
+    """stdout and stderr that survive their reader going away, while a command runs."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, PipeSafe(sys.stdout))
+    sys.stderr = cast(TextIO, PipeSafe(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

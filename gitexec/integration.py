@@ -72,7 +72,9 @@ class Integration:
 
     def move(self, old: str, new: str, reason: str) -> None:
         """Compare-and-swap the ref from `old` to `new`, with a reflog message."""
-        ref = self.repo.references[self.ref]
+        ref = self.repo.references.get(self.ref)
+        if ref is None:
+            raise RefMoved(f"{self.ref} was deleted")
         if str(ref.target) != old:
             raise RefMoved(f"{self.ref} is at {ref.target}, expected {old}")
         try:

@@ -75,6 +75,10 @@ class Gated:
 Verdict = Merged | Conflicted | Rejected | Gated
 
 
+class BranchMoved(UserError):
+    """Someone else moved (or deleted) the integration branch during the run."""
+
+
 @dataclass(frozen=True)
 class Landed:
     """A ticket merged into the integration branch, waiting for the integration gate."""
@@ -256,15 +260,17 @@ class MergeQueue:
         return None
 
     def _move(self, old: str, new: str, reason: str) -> None:
-        """Compare-and-swap the branch from the head this queue last wrote."""
+        """Compare-and-swap the branch from the head this queue last wrote to `new`, which
+        the journal already names (so `new` is the head from now on, moved or not)."""
+        self.head = new
         try:
             self.integration.move(old, new, reason)
         except RefMoved as exc:
-            raise UserError(
-                f"the integration branch was moved by someone else during the run: {exc}; "
-                "the run stops here and stays resumable (`git exec resume`)"
+            raise BranchMoved(
+                f"the integration branch was moved by someone else during the run ({exc}); "
+                f"the run stopped, nothing is lost: its last head is {new[:12]} and every "
+                "result is kept; see `git exec resume --help` (--onto) to continue"
             ) from exc
-        self.head = new
 
     # --- who touched what ------------------------------------------------------------------------
 

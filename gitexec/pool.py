@@ -540,6 +540,7 @@ class Pool:
 
     def __init__(self, repo: RepoPaths, size: int) -> None:
         self.repo = repo
+        self.root = repo.state_dir / WORKTREES  # every slot and the gate slot live here
         self.slots: list[Slot] = []
         self._free: list[Slot] = []
         self._gate: Slot | None = None

@@ -11,16 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pygit2
+
 from gitexec import events as ev
 from gitexec.errors import CommandError, UserError
 from gitexec.gitutil import RepoPaths, git, run_git
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL
-from gitexec.merge_queue import MergeQueue, Verdict
+from gitexec.merge_queue import MergeQueue
 from gitexec.pool import WORKTREES
-from gitexec.refs import integration_ref, results_prefix
+from gitexec.refs import displaced_ref, integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunState
-from gitexec.scheduler import Phase, Scheduler
+from gitexec.scheduler import Scheduler
 from gitexec.tickets import TicketState
 
 
@@ -47,18 +49,32 @@ def take_over(
     emit: Callable[[ev.Event], object],
     *,
     common_dir: Path,
+    worktrees: Path,
     jobs: int,
-) -> list[Verdict]:
+    onto: str | None = None,
+) -> None:
     """Continue a crashed or stopped run from its replayed journal and the refs.
 
     Merged tickets stay merged exactly once; orphaned agents of the dead engine are
     killed; merges still waiting for their gate are gated again before anything counts
-    them; interrupted tickets start over. Results that were ready to merge are merged as
-    they are (agent time is not redone): their verdicts are returned.
+    them; interrupted tickets start over; results that were ready to merge are merged as
+    they are once their dependencies have (agent time is not redone).
     """
     remove_stale_ref_locks(common_dir, state.run_id)
-    head = reconcile_head(state, integration)
+    head = reconcile_head(state, integration, onto)
     merges.head = head
+    if head != (state.head or state.base):  # continuing from a branch someone else moved
+        on_branch = merged_on_branch(integration, head)
+        for tid, run in sorted(state.tickets.items()):
+            merged = run.status is TicketState.COMPLETED or run.awaiting_gate
+            if merged and tid not in on_branch:
+                emit(
+                    ev.TicketRequeued(
+                        ticket=tid,
+                        reason="missing from the moved branch: merged again from its result",
+                        keep_result=True,
+                    )
+                )
     gated = bool(merges.config.gates.integration)
     for tid, commit in merged_on_branch(integration, head).items():
         ts = state.tickets.get(tid)
@@ -69,7 +85,7 @@ def take_over(
                     ticket=tid, head=commit, commit=ts.commit, recovered=True, awaiting_gate=gated
                 )
             )
-    killed = kill_orphans(state, state.run_id)
+    killed = kill_orphans(state.run_id, worktrees)
     reset = [
         tid
         for tid, ts in sorted(state.tickets.items())
@@ -88,37 +104,52 @@ def take_over(
     )
     scheduler.restore(state.tickets)
     merges.restore()
-    verdicts: list[Verdict] = []
-    for tid in reuse:
-        ts = state.tickets[tid]
-        if scheduler[tid].phase is Phase.MERGING and ts.commit and ts.base:
-            verdicts.extend(merges.submit(tid, ts.base, ts.commit))
-    return verdicts
 
 
-def reconcile_head(state: RunState, integration: Integration) -> str:
+def reconcile_head(state: RunState, integration: Integration, onto: str | None = None) -> str:
     """The head to continue from: where the journal says the engine left the branch.
 
-    A crash between journaling a move and making it is finished here; a branch someone
-    else moved is refused, never merged onto.
+    A crash between journaling a move and making it is finished here. A branch someone
+    else moved is refused, never merged onto, unless `onto` says how: "journal" puts the
+    branch back (keeping what it pointed at under refs/gitexec-displaced/), "current"
+    continues from it.
     """
     journaled = state.head or state.base
     current = integration.current()
-    if current is None:  # the engine died before creating it
+    if current is None:  # never created, or deleted by someone: the journal knows the head
         integration.create(journaled)
         return journaled
     if current == journaled:
         return journaled
     if integration.own_merges_between(current, journaled):
         return current  # merges made before their journal line (older versions)
-    if current != state.head_before or journaled not in integration.repo:
-        raise UserError(
-            f"{integration.ref} is at {current[:12]}, but run {state.run_id} left it at "
-            f"{journaled[:12]}: it was moved by someone else; nothing was changed "
-            "(see `git reflog` of the branch)"
-        )
-    integration.move(current, journaled, "resume: finish a move the crash cut off")
-    return journaled
+    if current == state.head_before and journaled in integration.repo:
+        integration.move(current, journaled, "resume: finish a move the crash cut off")
+        return journaled
+    if onto == "current":
+        return current
+    if onto == "journal":
+        kept = _keep_displaced(integration, state.run_id, current)
+        integration.move(current, journaled, f"resume: put back where run {state.run_id} left it")
+        print(f"gitexec: {integration.ref} was at {current[:12]}; that commit is kept as {kept}")
+        return journaled
+    raise UserError(
+        f"{integration.ref} is at {current[:12]}, but run {state.run_id} left it at "
+        f"{journaled[:12]}: someone else moved it; nothing was changed. Resume with "
+        "`--onto journal` to put it back (what it points at now is kept under "
+        "refs/gitexec-displaced/), or `--onto current` to continue from it (tickets missing "
+        "from it merge again from their kept results)"
+    )
+
+
+def _keep_displaced(integration: Integration, run_id: str, commit: str) -> str:
+    refs = integration.repo.references
+    n = 1
+    while displaced_ref(run_id, n) in refs:
+        n += 1
+    name = displaced_ref(run_id, n)
+    refs.create(name, pygit2.Oid(hex=commit))
+    return name
 
 
 def merged_on_branch(integration: Integration, head: str | None = None) -> dict[str, str]:
@@ -127,52 +158,53 @@ def merged_on_branch(integration: Integration, head: str | None = None) -> dict[
     return {tid: commit for commit, tid in integration.first_parent_tickets(head=head)}
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
+def _processes() -> list[tuple[int, int, list[bytes]]]:
+    """(pid, process group, environment) of every live process we may look at."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...: comm may contain spaces, so split after ')'.
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+        if len(fields) > 2 and fields[0] != "Z":
+            found.append((int(entry), int(fields[2]), environ))
+    return found
 
 
-def _belongs_to(pid: int, run_id: str) -> bool:
-    """Is `pid` an agent process of this run? (pids are reused; the environment tells.)"""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
+def _of_run(environ: list[bytes], run_id: str, worktrees: Path) -> bool:
+    """Started for this run of this repository? (pids are reused; the environment tells:
+    agents and gates carry the run id and their worktree, which lies in this pool)."""
+    if f"GITEXEC_RUN={run_id}".encode() not in environ:
         return False
-    return f"GITEXEC_RUN={run_id}".encode() in environ
+    prefix = f"GITEXEC_WORKTREE={worktrees}/".encode()
+    return any(v.startswith(prefix) for v in environ)
 
 
-def kill_orphans(state: RunState, run_id: str, grace_s: float = 2.0) -> list[int]:
-    """Terminate the process groups of agents the dead engine left running."""
+def kill_orphans(run_id: str, worktrees: Path, grace_s: float = 2.0) -> list[int]:
+    """Terminate what a dead engine of this run left running: agents, validation and gate
+    commands, and whatever they started (their environment says whose they are), group by
+    group: SIGTERM, then SIGKILL after `grace_s`."""
     if not os.path.isdir("/proc"):
         return []
-    groups = [
-        t.pgid for t in state.tickets.values() if t.pgid is not None and not t.status.terminal
-    ]
-    killed: list[int] = []
+    groups = sorted({pgid for _, pgid, env in _processes() if _of_run(env, run_id, worktrees)})
     for pgid in groups:
-        members = [p for p in _group_members(pgid) if _belongs_to(p, run_id)]
-        if not members:
-            continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _group_members(pgid):
-            time.sleep(0.05)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        alive = {pgid for _, pgid, env in _processes() if _of_run(env, run_id, worktrees)}
+        if not alive & set(groups):
+            break
+        time.sleep(0.05)
+    for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        killed.append(pgid)
-    return killed
+    return groups
 
 
 @dataclass
@@ -187,7 +219,9 @@ class StateReport:
         return not self.problems
 
 
-def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -> StateReport:
+def validate_state(
+    repo: RepoPaths, integration: Integration, state: RunState, *, onto: str | None = None
+) -> StateReport:
     """Check journal <-> refs <-> worktrees, repairing what is safe to repair."""
     report = StateReport()
     for lock in remove_stale_ref_locks(repo.common_dir, state.run_id):
@@ -197,13 +231,13 @@ def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -
     if data and not data.endswith(b"\n"):
         report.repaired.append("the journal's last line was torn by the crash; it is skipped")
     if not integration.exists():
-        merged = [t for t, ts in state.tickets.items() if ts.status is TicketState.COMPLETED]
-        if merged:
-            report.problems.append(
-                f"{integration.ref} is missing but {len(merged)} ticket(s) were merged into it"
+        head = state.head or state.base
+        if head in integration.repo:
+            report.repaired.append(
+                f"{integration.ref} is missing; resume creates it at {head[:12]}"
             )
         else:
-            report.repaired.append(f"{integration.ref} was never created; resume creates it")
+            report.problems.append(f"{integration.ref} is missing and {head[:12]} is not known")
         return report
     current, journal_head = integration.head, state.head
     if journal_head and current != journal_head:
@@ -213,10 +247,22 @@ def validate_state(repo: RepoPaths, integration: Integration, state: RunState) -
                 "resume finishes the move"
             )
             current = journal_head
+        elif onto == "journal":
+            report.repaired.append(
+                f"{integration.ref} was moved by someone else; resume puts it back at "
+                f"{journal_head[:12]}"
+            )
+            current = journal_head
+        elif onto == "current":
+            report.repaired.append(
+                f"{integration.ref} was moved by someone else; resume continues from "
+                f"{current[:12]} and merges again what it lacks"
+            )
+            current = journal_head  # what the journal says was merged is still there
         elif not integration.own_merges_between(current, journal_head):
             report.problems.append(
                 f"{integration.ref} is at {current[:12]}, the journal says "
-                f"{journal_head[:12]}: moved by someone else?"
+                f"{journal_head[:12]}: moved by someone else (resume --onto journal|current)"
             )
     on_branch = merged_on_branch(integration, current)
     for tid, ts in sorted(state.tickets.items()):

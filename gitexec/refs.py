@@ -2,7 +2,9 @@
 
 - `refs/heads/gitexec/<run>`: the integration branch, one merge commit per ticket;
 - `refs/gitexec/<run>/<ticket>`: each ticket's result, kept as soon as it exists, so
-  nothing finished is lost whether or not it merged.
+  nothing finished is lost whether or not it merged;
+- `refs/gitexec-displaced/<run>/<n>`: where someone else had moved the integration branch
+  when `resume --onto journal` put it back (kept apart: `clean` never removes it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 BRANCH_PREFIX = "gitexec/"
 INTEGRATION_PREFIX = "refs/heads/" + BRANCH_PREFIX
 RESULTS_PREFIX = "refs/gitexec/"
+DISPLACED_PREFIX = "refs/gitexec-displaced/"
 
 
 def integration_ref(run_id: str) -> str:
@@ -32,3 +35,7 @@ def results_prefix(run_id: str) -> str:
 
 def branch_name(ref: str) -> str:
     return ref.removeprefix("refs/heads/")
+
+
+def displaced_ref(run_id: str, n: int) -> str:
+    return f"{DISPLACED_PREFIX}{run_id}/{n}"

@@ -250,6 +250,7 @@ class RunState:
                 for pair, paths in sorted(self.active_overlaps().items())
             ],
             "validation": self.validation,
+            "reason": self.stop_reason,
             "warnings": self.warnings,
         }
 
@@ -411,13 +412,13 @@ def _merged(s: RunState, t: TicketRun, e: ev.TicketMerged) -> None:
     t.merge_commit = e.head
     t.previous_head = e.previous
     t.reason = None
+    t.finished_at = e.t  # what its merge commit records, gated or not
     if e.commit is not None:
         t.commit = e.commit
     if e.awaiting_gate:
         t.awaiting_gate = True
         return
     t.status = TicketState.COMPLETED
-    t.finished_at = e.t
     if t.id in s._conflict_started:
         s.conflicts_resolved += 1
         s.conflict_resolution_s += e.t - s._conflict_started.pop(t.id)
@@ -469,7 +470,7 @@ def _finished(s: RunState, t: TicketRun, e: ev.TicketFinished) -> None:
 
 @_on_ticket(ev.TicketRequeued)
 def _requeued(s: RunState, t: TicketRun, e: ev.TicketRequeued) -> None:
-    t.result_ready = e.keep_result and t.result_ready
+    t.result_ready = e.keep_result and t.commit is not None
     t.status = TicketState.PENDING
     t.reason = None
     t.finished_at = None
@@ -502,7 +503,6 @@ def _gate_passed(s: RunState, e: ev.GatePassed) -> None:
         if t is not None:
             t.awaiting_gate = False
             t.status = TicketState.COMPLETED
-            t.finished_at = e.t
 
 
 @_on_ticket(ev.GateFailed)
@@ -540,7 +540,7 @@ def _control(s: RunState, e: ev.Control) -> None:
     elif e.action == "resume":
         s.paused = False
         s.status = RunStatus.RUNNING
-    elif e.action == "stop":
+    elif e.action in ("stop", "interrupt"):
         s.stopping = True
     elif e.action == "adjust" and e.jobs:
         s.jobs = e.jobs

@@ -52,6 +52,10 @@ class Replayed(Protocol):
     def awaiting_gate(self) -> bool: ...
     @property
     def result_ready(self) -> bool: ...
+    @property
+    def commit(self) -> str | None: ...
+    @property
+    def base(self) -> str | None: ...
 
 
 class Refused(Exception):
@@ -113,10 +117,15 @@ class Record:
     conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
     not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
     slot: int | None = None
+    kept: tuple[str, str] | None = None  # (base, commit): a result to merge, not to redo
 
     @property
     def id(self) -> str:
         return self.ticket.id
+
+    @property
+    def commit(self) -> str | None:
+        return self.kept[1] if self.kept else None
 
 
 Emit = Callable[[ev.Event], object]
@@ -186,7 +195,9 @@ class Scheduler:
     def ready(self, now: float) -> list[Record]:
         """Pending tickets whose dependencies merged and backoff passed, best first:
         highest priority, then longest remaining path."""
-        ready = [r for r in self.pending if r.deps_left == 0 and r.not_before <= now]
+        ready = [
+            r for r in self.pending if r.deps_left == 0 and r.not_before <= now and r.kept is None
+        ]
         if self.policy.barrier and ready:
             current = min(
                 (
@@ -264,6 +275,11 @@ class Scheduler:
         return attempt
 
     # --- outcomes ------------------------------------------------------------------------------
+
+    def stopped_kept(self, tid: str, base: str, commit: str, reason: str) -> None:
+        """A finished result that could not merge now stays to be merged later."""
+        self.stopped(tid, reason, keep_result=True)
+        self.records[tid].kept = (base, commit)
 
     def result_ready(self, tid: str) -> None:
         """An attempt left a result: it is the merge queue's now."""
@@ -471,7 +487,9 @@ class Scheduler:
 
     def restore(self, tickets: Mapping[str, Replayed]) -> None:
         """Take over a replayed run: what ended stays ended, merged work unlocks its
-        dependents, and everything else waits to run (or to merge, for ready results)."""
+        dependents, merges waiting for their gate stay with the merge queue, finished
+        results merge (without running again) once their dependencies have, and
+        everything else waits to run."""
         for tid, t in tickets.items():
             r = self.records.get(tid)
             if r is None:
@@ -487,11 +505,25 @@ class Scheduler:
             if t.status.terminal:
                 r.phase = Phase.DONE
                 r.outcome = t.status
-            elif t.awaiting_gate or t.result_ready:
+            elif t.awaiting_gate:
                 r.phase = Phase.MERGING
             else:
                 r.phase = Phase.PENDING
+                if t.result_ready and t.commit and t.base:
+                    r.kept = (t.base, t.commit)
         for tid, r in self.records.items():
             if r.outcome is TicketState.COMPLETED:
                 for dep in self.dependents[tid]:
                     self.records[dep].deps_left -= 1
+
+    def take_kept(self) -> list[tuple[str, str, str]]:
+        """Kept results whose dependencies have merged: (ticket, base, commit) to merge
+        now; they are the merge queue's from here."""
+        ready = [r for r in self.pending if r.kept is not None and r.deps_left == 0]
+        out = []
+        for r in sorted(ready, key=lambda r: (-r.priority, -r.rank, r.id)):
+            assert r.kept is not None
+            out.append((r.id, *r.kept))
+            r.kept = None
+            r.phase = Phase.MERGING
+        return out

@@ -367,6 +367,21 @@ def test_restore_keeps_results_and_ungated_merges_with_the_merge_queue() -> None
     h.events.append(ev.TicketMerged(ticket="B", head="h1", awaiting_gate=True))
     again = harness(tickets, jobs=4)
     again.scheduler.restore(replay_of(h, tickets).tickets)
-    assert again.scheduler["A"].phase is Phase.MERGING  # merged as it is, agent not rerun
     assert again.scheduler["B"].phase is Phase.MERGING  # gated again before it counts
     assert again.scheduler["C"].deps_left == 1
+    assert again.select() == []  # A's result is merged as it is: its agent does not rerun
+    assert again.scheduler.take_kept() == [("A", "base", "c1")]
+    assert again.scheduler["A"].phase is Phase.MERGING
+
+
+def test_kept_results_wait_for_their_dependencies() -> None:
+    """Both results were cut off from the branch (resume --onto current): A merges first."""
+    h = harness([ticket("A"), ticket("B", "A")])
+    h.start_all()
+    h.scheduler.stopped_kept("A", "base", "c1", "stopped")
+    h.scheduler["B"].kept = ("h1", "c2")
+    assert h.select() == []  # neither reruns its agent
+    assert h.scheduler.take_kept() == [("A", "base", "c1")]
+    assert h.scheduler.take_kept() == []  # B waits for A's merge
+    h.scheduler.merged("A", awaiting_gate=False)
+    assert h.scheduler.take_kept() == [("B", "h1", "c2")]

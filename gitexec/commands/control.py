@@ -12,7 +12,7 @@ from typing import Any
 from gitexec import control
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.journal import lock_holder
-from gitexec.runstate import RUNS_DIR, RunStatus, list_runs, load_run
+from gitexec.runstate import RUNS_DIR, list_runs, load_run
 from gitexec.workspace import Workspace
 
 
@@ -99,6 +99,7 @@ def resume(
     monitor: bool | None,
     junit: str | None = None,
     markdown: str | None = None,
+    onto: str | None = None,
 ) -> int:
     """Resume a paused live run, or restart a crashed or stopped one from its journal."""
     holder = lock_holder(ws.state_dir)
@@ -109,15 +110,20 @@ def resume(
     from gitexec.commands.run import resume_run
 
     return resume_run(
-        ws, rid, validate_state=validate_state, monitor=monitor, junit=junit, markdown=markdown
+        ws,
+        rid,
+        validate_state=validate_state,
+        monitor=monitor,
+        junit=junit,
+        markdown=markdown,
+        onto=onto,
     )
 
 
 def _resumable(ws: Workspace) -> str:
+    from gitexec.commands.run import resumable
+
     for rid in reversed(list_runs(ws.state_dir)):
-        state = load_run(ws.state_dir, rid)
-        if state.status in (RunStatus.CRASHED, RunStatus.STOPPED) and any(
-            not t.status.terminal for t in state.tickets.values()
-        ):
+        if resumable(load_run(ws.state_dir, rid)):
             return rid
     raise UserError("no run to resume: none crashed or was stopped with work left")

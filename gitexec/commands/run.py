@@ -352,6 +352,15 @@ def summary(state: RunState, run_dir: Path) -> str:
 # --- resume --------------------------------------------------------------------------------
 
 
+def resumable(state: RunState) -> bool:
+    """Work left, or a crash before the run recorded its end (resume finishes it)."""
+    if state.status is RunStatus.CRASHED:
+        return True
+    return state.status is RunStatus.STOPPED and any(
+        not t.status.terminal for t in state.tickets.values()
+    )
+
+
 def resume_run(
     ws: Workspace,
     run_id: str,
@@ -360,6 +369,7 @@ def resume_run(
     monitor: bool | None,
     junit: str | None = None,
     markdown: str | None = None,
+    onto: str | None = None,
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.config import Strategy
@@ -374,9 +384,7 @@ def resume_run(
         raise UserError(
             f"run {run_id} has no usable journal; remove it with `git exec clean --run {run_id}`"
         )
-    if state.status in (RunStatus.COMPLETED, RunStatus.FAILED) or all(
-        t.status.terminal for t in state.tickets.values()
-    ):
+    if not resumable(state):
         raise UserError(
             f"run {run_id} is {state.status.value}: nothing left to resume "
             "(a new `git exec run` picks up tickets that are not completed)"
@@ -425,7 +433,7 @@ def resume_run(
         from gitexec.gitutil import committer_identity
 
         integration = Integration(repo, state.integration, committer_identity(ws.root), run_id)
-        report = check_state(ws.repo, integration, state)
+        report = check_state(ws.repo, integration, state, onto=onto)
         for line in report.repaired:
             print(f"repaired: {line}")
         for line in report.problems:
@@ -433,7 +441,7 @@ def resume_run(
         if not report.ok:
             raise UserError(f"run {run_id} cannot be resumed safely (see the problems above)")
         print(f"state of run {run_id} is consistent")
-    engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state)
+    engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto)
     final = engine.run()
     print(summary(final, engine.run_dir))
     publish_reports(ws, run_id, junit=junit, markdown=markdown)

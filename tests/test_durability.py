@@ -1,0 +1,298 @@
+"""Nothing lost, nothing wrong: a run against someone moving its branch, kills at awkward
+moments, signals, closed pipes and full disks. Each test drives the CLI on a real
+repository."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitexec.journal import read_records
+from tests.helpers import git, wait_for
+from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
+
+
+def gated(tid: str, gate: Path, **fields: Any) -> str:
+    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    return ticket_yaml(tid, run=run, **fields)
+
+
+def start(repo: Path, run_id: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", run_id, *args],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def three_tickets(path: Path, gate: Path) -> Path:
+    """A merges at once; B waits for `gate`; C depends on B."""
+    return make_project(
+        path,
+        {
+            "A": ticket_yaml("A", run="echo A > A.txt"),
+            "B": gated("B", gate),
+            "C": ticket_yaml("C", depends_on=["B"], run="echo C > C.txt"),
+        },
+    )
+
+
+def stopped_by_a_branch_move(tmp_path: Path, move: list[str]) -> Path:
+    """A run whose branch someone else moved (`git <move>`) after A merged, B pending."""
+    gate = tmp_path / "gate"
+    repo = three_tickets(tmp_path / "r", gate)
+    proc = start(repo, "mv")
+    wait_for(lambda: status(repo, "mv")["tickets"]["A"]["status"] == "completed")
+    git(repo, *move)
+    gate.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out + err
+    assert "moved by someone else" in err
+    assert "Traceback" not in err
+    st = status(repo, "mv")
+    assert st["state"] == "stopped"
+    assert "moved by someone else" in st["reason"]
+    return repo
+
+
+def test_a_moved_integration_branch_stops_the_run_and_loses_nothing(tmp_path: Path) -> None:
+    repo = stopped_by_a_branch_move(tmp_path, ["branch", "-f", "gitexec/mv", "main"])
+    # B finished after the move: its result is kept, and A's merge is still known.
+    assert git(repo, "rev-parse", "refs/gitexec/mv/B").strip()
+    code, _, err = gitexec(repo, "resume", "--run", "mv", "--no-monitor")
+    assert code == 2
+    assert "someone else moved it; nothing was changed" in err
+    assert git(repo, "rev-parse", "gitexec/mv").strip() == git(repo, "rev-parse", "main").strip()
+
+    code, out, err = gitexec(repo, "resume", "--run", "mv", "--onto", "journal", "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/mv")) == ["A", "B", "C"]
+    displaced = git(repo, "rev-parse", "refs/gitexec-displaced/mv/1").strip()
+    assert displaced == git(repo, "rev-parse", "main").strip()
+    assert status(repo, "mv")["state"] == "completed"
+
+
+def test_resume_onto_the_moved_branch_merges_again_what_it_lacks(tmp_path: Path) -> None:
+    repo = stopped_by_a_branch_move(tmp_path, ["branch", "-f", "gitexec/mv", "main"])
+    code, out, err = gitexec(repo, "resume", "--run", "mv", "--onto", "current", "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/mv")) == ["A", "B", "C"]
+    for f in ("A.txt", "B.txt", "C.txt"):
+        assert git(repo, "show", f"gitexec/mv:{f}").strip() == f[0]
+    st = status(repo, "mv")
+    assert st["state"] == "completed"
+    assert st["tickets"]["B"]["attempts"] == 1  # its kept result merged; the agent did not rerun
+
+
+def test_a_deleted_integration_branch_is_made_again_by_resume(tmp_path: Path) -> None:
+    repo = stopped_by_a_branch_move(tmp_path, ["branch", "-D", "gitexec/mv"])
+    code, out, err = gitexec(repo, "resume", "--run", "mv", "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/mv")) == ["A", "B", "C"]
+    assert status(repo, "mv")["state"] == "completed"
+
+
+@pytest.mark.parametrize("order", ["completion", "plan"])
+def test_timestamps_agree_between_ticket_files_and_status(tmp_path: Path, order: str) -> None:
+    gate = tmp_path / "gate"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="echo A > A.txt"),
+            "F": ticket_yaml("F", run="exit 1"),
+            "G": ticket_yaml("G", run="sleep 1.5; echo G > G.txt"),
+        },
+        config=f"version: 1\nmerge:\n  order: {order}\ngates:\n  integration: ['true']\n",
+    )
+    del gate
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "ts", "--jobs", "3")
+    assert code == 1, out + err
+    st = status(repo, "ts")
+    from ruamel.yaml import YAML
+
+    for tid in ("A", "F", "G"):
+        text = git(repo, "show", f"gitexec/ts:.gitexec/tickets/{tid}.yaml")
+        recorded = YAML(typ="safe").load(text)["result"]["finished_at"]
+        assert recorded == st["tickets"][tid]["finished_at"], tid
+    # The failed ticket ended long before the run did.
+    assert st["tickets"]["F"]["finished_at"] < st["finished_at"]
+
+
+# --- signals, pipes, and kills at awkward moments ----------------------------------------------
+
+
+def journal_of(repo: Path, run_id: str) -> list[dict[str, Any]]:
+    return read_records(repo / f".git/gitexec/runs/{run_id}/journal.jsonl")
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Live processes whose environment names the run (agents, gates, what they started)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if f"GITEXEC_RUN={run_id}".encode() in environ and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_one_ctrl_c_under_git_exec_stops_gracefully(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches git's wrapper and the engine; git forwards it as well."""
+    gate = tmp_path / "gate"
+    repo = make_project(
+        tmp_path / "r", {"A": gated("A", gate), "B": ticket_yaml("B", depends_on=["A"], run="true")}
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        ["git", "exec", "run", "--no-monitor", "--run-id", "cc"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    wait_for(lambda: any(e["event"] == "agent-started" for e in journal_of(repo, "cc")))
+    os.killpg(proc.pid, signal.SIGINT)
+    wait_for(
+        lambda: (
+            status(repo, "cc")["tickets"]["A"]["status"] == "running"
+            and any(
+                e["event"] == "control" and e["action"] == "interrupt"
+                for e in journal_of(repo, "cc")
+            )
+        )
+    )
+    time.sleep(0.3)
+    gate.touch()  # the running agent finishes: one interrupt is a graceful stop
+    out, err = proc.communicate(timeout=60)
+    # git re-raises the interrupt on itself once the engine exited (a shell shows 130).
+    assert proc.returncode in (130, -signal.SIGINT), out + err
+    assert "stopped: 1/2 completed" in out
+    interrupts = [e for e in journal_of(repo, "cc") if e["event"] == "control"]
+    assert [e["force"] for e in interrupts] == [False]
+    st = status(repo, "cc")
+    assert st["state"] == "stopped"
+    assert st["tickets"]["A"]["status"] == "completed"
+    assert st["tickets"]["B"]["status"] == "pending"
+
+
+def test_a_closed_output_pipe_does_not_stop_the_run(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r", {t: ticket_yaml(t, run=f"echo {t} > {t}.txt") for t in "ABCDEFGH"}
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--run-id", "pipe", "--jobs", "2"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert run.stdout is not None
+    head = subprocess.run(["head", "-1"], stdin=run.stdout, capture_output=True, check=True)
+    run.stdout.close()
+    assert head.stdout  # the reader saw its line, then went away
+    assert run.wait(timeout=60) == 0  # every ticket completed: exit by ticket outcome
+    st = status(repo, "pipe")
+    assert st["state"] == "completed"
+    assert st["metrics"]["completed"] == 8
+
+
+def test_a_pending_gate_runs_again_after_a_crash(tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    gate_log = tmp_path / "gates"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="echo A > A.txt"),
+            "B": ticket_yaml("B", depends_on=["A"], run="echo B > B.txt"),
+        },
+        config=(
+            "version: 1\ngates:\n  integration:\n"
+            f"    - 'echo gate >> {gate_log}; while [ ! -f {hold} ]; do sleep 0.05; done'\n"
+        ),
+    )
+    proc = start(repo, "pg")
+    wait_for(lambda: gate_log.exists())  # A merged, its gate is running
+    orphans = run_processes("pg")
+    assert orphans
+    proc.kill()
+    proc.wait()
+    hold.touch()  # from now on the gate passes
+    code, out, err = gitexec(repo, "resume", "--run", "pg", "--no-monitor")
+    assert code == 0, out + err
+    events = journal_of(repo, "pg")
+    resumed = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
+    after = [e["event"] for e in events[resumed:]]
+    assert after.index("gate-passed") < after.index("ticket-dispatched")  # A gated before B runs
+    assert gate_log.read_text().split() == ["gate", "gate", "gate"]  # again for A, then for B
+    assert [p for p in orphans if Path(f"/proc/{p}").exists() and p in run_processes("pg")] == []
+    assert sorted(first_parent_tickets(repo, "gitexec/pg")) == ["A", "B"]
+
+
+def test_stopping_during_a_gate_stops_it(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", run="echo A > A.txt")},
+        config="version: 1\ngates:\n  integration: ['sleep 300']\n",
+    )
+    proc = start(repo, "sg")
+    wait_for(lambda: any(e["event"] == "gate-started" for e in journal_of(repo, "sg")))
+    wait_for(lambda: bool(run_processes("sg")))
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGINT):
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            time.sleep(0.8)
+    out, err = proc.communicate(timeout=30)  # no SIGKILL needed
+    assert proc.returncode in (130, -signal.SIGINT), out + err
+    assert "stopping now: killing running agents" in err
+    wait_for(lambda: run_processes("sg") == [], timeout=10)
+    st = status(repo, "sg")
+    assert st["state"] == "stopped"
+    assert st["tickets"]["A"]["status"] == "pending"  # its ungated merge was undone; resumable
+    assert git(repo, "rev-parse", "gitexec/sg").strip() == git(repo, "rev-parse", "main").strip()
+
+
+def test_a_run_killed_in_its_first_moments_is_absent_or_resumable(tmp_path: Path) -> None:
+    for n, delay in enumerate([0.0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3]):
+        repo = make_project(tmp_path / f"r{n}", {"A": ticket_yaml("A", run="echo A > A.txt")})
+        proc = start(repo, "kr")
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        journal = repo / ".git/gitexec/runs/kr/journal.jsonl"
+        if journal.exists():
+            assert journal_of(repo, "kr")[0]["event"] == "run-started"
+            if status(repo, "kr")["state"] != "completed":
+                code, out, err = gitexec(repo, "resume", "--run", "kr", "--no-monitor")
+                assert code == 0, f"killed after {delay}s: {out}{err}"
+        else:
+            code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "kr")
+            assert code == 0, f"killed after {delay}s: {out}{err}"
+        assert first_parent_tickets(repo, "gitexec/kr") == ["A"]
+
+
+def test_a_run_killed_before_recording_its_end_is_finished_by_resume(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="echo A > A.txt")})
+    assert gitexec(repo, "run", "--no-monitor", "--run-id", "end")[0] == 0
+    journal = repo / ".git/gitexec/runs/end/journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-1]))  # the kill came just before run-finished
+    assert status(repo, "end")["state"] == "crashed"
+    code, out, err = gitexec(repo, "resume", "--no-monitor")
+    assert code == 0, out + err
+    assert status(repo, "end")["state"] == "completed"
+    assert first_parent_tickets(repo, "gitexec/end") == ["A"]
