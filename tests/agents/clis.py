@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -195,7 +195,7 @@ def run_agent(
     """Run `spec` as the engine would: its command rendered with a ticket's prompt (or its
     resume_command with `session_id`), stdin closed, env from the preset, in `worktree`."""
     name = cli or spec.name
-    exe = binary(name)
+    exe = binary(name) if name in BINARIES else None
     the_ticket = ticket(prompt)
     rendered_prompt = render_prompt(the_ticket, base="0" * 40, run_id="test")
     context = {
@@ -213,17 +213,20 @@ def run_agent(
         template = replace(spec, command=spec.resume_command)
     argv = render_command(template, context)
     result_file = home / "result.json"
+    home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "HOME": str(home),
-        "PATH": f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **dict(spec.env),
-        **cli_environment(name, server.url, home),
         "GITEXEC_RESULT_FILE": str(result_file),
         **(extra_env or {}),
     }
+    if exe is not None:
+        env["PATH"] = f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env.update(cli_environment(name, server.url, home))
+        argv = (str(exe), *argv[1:]) if argv[0] == name else argv
     proc = subprocess.run(
-        [str(exe), *argv[1:]] if argv[0] == name else list(argv),
+        list(argv),
         cwd=worktree,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -231,7 +234,9 @@ def run_agent(
         timeout=timeout,
         check=False,
     )
-    return Run(argv, proc.returncode, proc.stdout, proc.stderr, worktree, spec.dialect, result_file)
+    return Run(
+        tuple(argv), proc.returncode, proc.stdout, proc.stderr, worktree, spec.dialect, result_file
+    )
 
 
 def preset(name: str) -> AgentSpec:
@@ -245,7 +250,3 @@ def with_args(spec: AgentSpec, *extra: str) -> AgentSpec:
     if command[cut - 1] in ("-p", "--message"):
         cut -= 1
     return replace(spec, command=(*command[:cut], *extra, *command[cut:]))
-
-
-def names(requests: Sequence[object]) -> list[str]:
-    return [type(r).__name__ for r in requests]
