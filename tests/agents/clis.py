@@ -190,6 +190,7 @@ def run_agent(
     cli: str | None = None,
     session_id: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
     timeout: float = 240,
 ) -> Run:
     """Run `spec` as the engine would: its command rendered with a ticket's prompt (or its
@@ -226,7 +227,7 @@ def run_agent(
         env.update(cli_environment(name, server.url, home))
         argv = (str(exe), *argv[1:]) if argv[0] == name else argv
     proc = subprocess.run(
-        list(argv),
+        [*wrapper, *argv],
         cwd=worktree,
         env=env,
         stdin=subprocess.DEVNULL,

@@ -8,6 +8,8 @@ skip, unless GITEXEC_REQUIRE_AGENT_CLIS=1 (CI) makes that a failure.
 
 from __future__ import annotations
 
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -228,3 +230,24 @@ def test_a_user_agent_reports_through_gitexec_result_file(
     assert report.session_id == "s-1"
     assert report.model == "mine-1"
     assert report.usage is not None and report.usage.input_tokens == 10
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_presets_reach_nothing_but_the_model_server(
+    cli: str, model: ScriptedModel, worktree: Path, home: Path, tmp_path: Path
+) -> None:
+    # No telemetry, update checks or price lists: every connection the CLI and its
+    # children open goes to the scripted server.
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    model.set_script(write_then_reply(cli, "hello.txt", "hello\n", "Wrote hello.txt."))
+    trace = tmp_path / "connects.txt"
+    wrapper = (strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace))
+    run = clis.run_agent(clis.preset(cli), model, worktree, home, wrapper=wrapper)
+    assert run.report().status is Status.SUCCESS, run.describe()
+    port = model.url.rsplit(":", 1)[1]
+    inet = re.compile(r"sin6?_port=htons\((\d+)\), (?:sin_addr=inet_addr|inet_pton)\(([^)]*)\)")
+    targets = {m.groups() for m in inet.finditer(trace.read_text())}
+    assert targets, "strace saw the connection to the server"
+    assert targets <= {(port, '"127.0.0.1"')}, targets
