@@ -948,14 +948,17 @@ class _ResultFileError:
 
 def _apply_result_file(report: Report, raw: bytes) -> Report:
     """Overlay what the agent wrote to GITEXEC_RESULT_FILE; a malformed file is a failure."""
-    parsed = read_result_file(raw)
+    parsed = _read_result_file(raw)
     if isinstance(parsed, _ResultFileError):
         return replace(
             report, status=Status.FAILURE, reason=f"GITEXEC_RESULT_FILE: {parsed.message}"
         )
     changes: dict[str, Any] = {k: v for k, v in parsed.items() if v is not None}
-    if changes.get("status") is Status.SUCCESS:
+    if changes["status"] is Status.SUCCESS:
         changes.setdefault("reason", None)
+    elif changes["status"] is not report.status or report.reason is None:
+        summary = changes.get("summary") or report.summary
+        changes.setdefault("reason", summary or "reported in GITEXEC_RESULT_FILE")
     return replace(report, **changes)
 
 
@@ -971,7 +974,7 @@ _RESULT_KEYS = (
 )
 
 
-def read_result_file(raw: bytes) -> dict[str, Any] | _ResultFileError:
+def _read_result_file(raw: bytes) -> dict[str, Any] | _ResultFileError:
     """The fields of a GITEXEC_RESULT_FILE, validated; unknown keys are ignored."""
     try:
         data = json.loads(raw.decode("utf-8"))
@@ -1020,5 +1023,4 @@ __all__ = [
     "Usage",
     "parse",
     "price_of",
-    "read_result_file",
 ]

@@ -291,6 +291,16 @@ def test_a_result_file_can_report_success_over_a_failing_exit() -> None:
     assert report.cost_usd == 0.25
 
 
+def test_a_failure_in_the_result_file_gives_a_reason() -> None:
+    quiet = dialects.parse("plain", stdout=b"", exit_code=0, result_file=b'{"status": "failure"}')
+    assert quiet.status is Status.FAILURE
+    assert quiet.reason == "reported in GITEXEC_RESULT_FILE"
+    said = b'{"status": "failure", "summary": "2 tests fail"}'
+    assert dialects.parse("plain", stdout=b"", exit_code=0, result_file=said).reason == (
+        "2 tests fail"
+    )
+
+
 def test_an_empty_result_file_is_ignored() -> None:
     report = dialects.parse("plain", stdout=b"ok\n", exit_code=0, result_file=b"  \n")
     assert report.status is Status.SUCCESS

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.agents import clis
-from tests.agents.server import Reply, ScriptedModel, WriteFile
+from tests.agents.server import Reply, ScriptedModel, Step, WriteFile
 from tests.helpers import git
 from tests.project import gitexec, make_project, ticket_yaml
 
@@ -42,7 +42,7 @@ def test_preset_completes_a_ticket_through_git_exec_run(cli: str, tmp_path: Path
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / cli).symlink_to(exe)
-    script = (
+    script: list[Step] = (
         [WriteFile("hello.txt", "hello\n", note="Wrote hello.txt.")]
         if cli == "aider"
         else [WriteFile("hello.txt", "hello\n"), Reply("Wrote hello.txt.")]
