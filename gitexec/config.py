@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from gitexec import fields
+from gitexec.dialects import Dialect, Price
 from gitexec.errors import UserError
 from gitexec.findings import Finding, Locator, Reporter
 from gitexec.tickets import DEFAULT_LADDER, ConflictStep, ladder
@@ -60,9 +61,19 @@ class AgentSpec:
     fallback: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     prompt_template: str | None = None  # repository-relative jinja2 template for `prompt`
+    dialect: Dialect = Dialect.PLAIN  # how its output reads (gitexec.dialects)
+    quota: str | None = None  # agents sharing one provider account name the same quota
+    resume_command: tuple[str, ...] | None = None  # argv to continue `{{ session_id }}`
 
 
 SHELL_AGENT = AgentSpec("shell", ("sh", "-c", "{{ ticket.run }}"))
+
+
+def builtin_agents() -> dict[str, AgentSpec]:
+    """The agents every project has: `shell` and the AI CLI presets."""
+    from gitexec.presets import PRESETS  # presets are built from AgentSpec
+
+    return {"shell": SHELL_AGENT, **PRESETS}
 
 
 @dataclass(frozen=True)
@@ -97,12 +108,13 @@ class Config:
     timeout_s: float | None = None
     retries: int = 0
     retry_backoff_s: float = 2.0
-    agents: Mapping[str, AgentSpec] = field(default_factory=lambda: {"shell": SHELL_AGENT})
+    agents: Mapping[str, AgentSpec] = field(default_factory=builtin_agents)
     setup: tuple[str, ...] = ()
     scope: Scope = Scope.WARN
     merge: MergeSettings = MergeSettings()
     gates: GateSettings = GateSettings()
     report_template: str | None = None
+    pricing: Mapping[str, Price] = field(default_factory=dict)  # model -> USD per 1M tokens
 
     def agent(self, name: str | None) -> AgentSpec:
         return self.agents[name or self.default_agent]
@@ -156,6 +168,25 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _optional_command(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else _command(value)
+
+
+def _dialect(value: Any) -> Dialect:
+    return Dialect(fields.choice(value, [d.value for d in Dialect]))
+
+
+def _usd(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise fields.Invalid(
+            f"expected a non-negative number (USD per million tokens), got {value!r}"
+        )
+    return float(value)
+
+
+_PRICE_KEYS = ("input", "output", "cached_input")
+
+
 _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "command": ("command", _command),
     "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1)),
@@ -164,6 +195,9 @@ _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "fallback": ("fallback", fields.text),
     "env": ("env", _env),
     "prompt_template": ("prompt_template", fields.text),
+    "dialect": ("dialect", _dialect),
+    "quota": ("quota", fields.text),
+    "resume_command": ("resume_command", _optional_command),
 }
 
 
@@ -228,7 +262,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     },
     "report": {"template": ("report_template", fields.text)},
 }
-CONFIG_KEYS = (*_TOP, "agents", *_SECTIONS)
+CONFIG_KEYS = (*_TOP, "agents", "pricing", *_SECTIONS)
 
 _SAFE = YAML(typ="safe")
 
@@ -278,6 +312,8 @@ def parse_config(path: str, text: str) -> ParsedConfig:
                 read((key, str(sub)), sub_raw, *spec)
         elif key == "agents":
             values["agents"] = _parse_agents(raw, report)
+        elif key == "pricing":
+            values["pricing"] = _parse_pricing(raw, report)
         else:
             report.warn_at_key(
                 (key,), f"unknown key {key!r}{fields.did_you_mean(str(key), CONFIG_KEYS)}"
@@ -289,7 +325,10 @@ def parse_config(path: str, text: str) -> ParsedConfig:
 
 
 def _parse_agents(raw: Any, report: Reporter) -> dict[str, AgentSpec]:
-    agents: dict[str, AgentSpec] = {"shell": SHELL_AGENT}
+    """Config agents over the built-in ones: a built-in's fields are overridden one by one
+    (its `env` merged), so `claude: {max_parallel: 2}` keeps the preset's command."""
+    builtin = builtin_agents()
+    agents = dict(builtin)
     if not isinstance(raw, dict):
         report.error_at_value(
             ("agents",), f"agents: expected a mapping, got {fields.type_name(raw)}"
@@ -322,12 +361,63 @@ def _parse_agents(raw: Any, report: Reporter) -> dict[str, AgentSpec]:
                 if exc.at is not None:
                     where = (*where, exc.at)
                 report.error_at_value(where, f"agents.{name}.{key}: {exc.message}")
+        base = builtin.get(name)
+        if base is not None:
+            if "env" in attrs:
+                attrs["env"] = tuple({**dict(base.env), **dict(attrs["env"])}.items())
+            agents[name] = replace(base, **attrs)
+            continue
         if "command" not in attrs:
             if "command" not in spec:
                 report.error_at_key(("agents", name), f"agents.{name}: missing 'command'")
             continue
         agents[name] = AgentSpec(name=name, **attrs)
     return agents
+
+
+def _parse_pricing(raw: Any, report: Reporter) -> dict[str, Price]:
+    """`pricing: {<model>: {input, output, cached_input}}`, USD per million tokens."""
+    pricing: dict[str, Price] = {}
+    if raw is None:
+        return pricing
+    if not isinstance(raw, dict):
+        report.error_at_value(
+            ("pricing",), f"pricing: expected a mapping of model names, got {fields.type_name(raw)}"
+        )
+        return pricing
+    for model, price in raw.items():
+        where: tuple[str | int, ...] = ("pricing", model)
+        if not isinstance(price, dict):
+            report.error_at_value(
+                where,
+                f"pricing.{model}: expected a mapping with input, output (and cached_input), "
+                f"got {fields.type_name(price)}",
+            )
+            continue
+        values: dict[str, float] = {}
+        ok = True
+        for key, value in price.items():
+            if key not in _PRICE_KEYS:
+                hint = fields.did_you_mean(str(key), _PRICE_KEYS)
+                report.error_at_key(
+                    (*where, key),
+                    f"pricing.{model}: unknown key {key!r}{hint}"
+                    " (a price has input, output, cached_input)",
+                )
+                ok = False
+                continue
+            try:
+                values[key] = _usd(value)
+            except fields.Invalid as exc:
+                report.error_at_value((*where, key), f"pricing.{model}.{key}: {exc.message}")
+                ok = False
+        missing = [k for k in ("input", "output") if k not in price]
+        if missing:
+            report.error_at_key(where, f"pricing.{model}: missing {missing[0]!r}")
+            ok = False
+        if ok:
+            pricing[str(model)] = Price(**values)
+    return pricing
 
 
 def _valid_agent_name(name: str) -> bool:

@@ -171,7 +171,10 @@ CORPUS = [
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nagent: claud\n"},
         None,
-        [".gitexec/tickets/A.yaml:3:8: error: unknown agent 'claud' (agents: shell)"],
+        [
+            ".gitexec/tickets/A.yaml:3:8: error: unknown agent 'claud' (did you mean 'claude'?)"
+            " (agents: aider, claude, codex, gemini, shell)"
+        ],
         id="unknown_agent",
     ),
     pytest.param(
@@ -336,7 +339,8 @@ CORPUS = [
         "default_agent: robot\n",
         [
             ".gitexec/config.yaml:1:16: error: default_agent: unknown agent 'robot'",
-            ".gitexec/tickets/A.yaml:1:5: error: unknown agent 'robot' (agents: shell)",
+            ".gitexec/tickets/A.yaml:1:5: error: unknown agent 'robot'"
+            " (agents: aider, claude, codex, gemini, shell)",
         ],
         id="cfg_unknown_default",
     ),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gitexec import fields
-from gitexec.config import CONFIG_FILE
+from gitexec.config import CONFIG_FILE, AgentSpec
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.globs import validate_glob
+from gitexec.presets import PRESETS
 from gitexec.project import FileSource, cross_check
 from gitexec.templating import render
 from gitexec.tickets import TICKETS_DIR, id_problem, parse_ticket
@@ -17,6 +20,32 @@ from gitexec.workspace import Workspace
 from .plan import write_atomic
 
 EXAMPLE_ID = "EXAMPLE-1"
+
+_TITLES = {
+    "claude": "Claude Code (npm @anthropic-ai/claude-code)",
+    "codex": "OpenAI Codex CLI (npm @openai/codex)",
+    "gemini": "Gemini CLI (npm @google/gemini-cli)",
+    "aider": "aider (pip aider-chat)",
+}
+
+
+def _flow(values: Sequence[str]) -> str:
+    """An argv as a YAML flow sequence (JSON strings are YAML)."""
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def _preset_context(spec: AgentSpec) -> dict[str, Any]:
+    timeout = spec.timeout_s or 0
+    return {
+        "name": spec.name,
+        "title": _TITLES.get(spec.name, spec.name),
+        "command": _flow(spec.command),
+        "resume_command": _flow(spec.resume_command) if spec.resume_command else None,
+        "dialect": spec.dialect.value,
+        "env": [(k, json.dumps(v)) for k, v in spec.env],
+        "max_parallel": spec.max_parallel,
+        "timeout": f"{int(timeout // 60)}m" if timeout % 60 == 0 else f"{timeout:g}s",
+    }
 
 
 def init(ws: Workspace, *, jobs: int = 4) -> int:
@@ -27,7 +56,8 @@ def init(ws: Workspace, *, jobs: int = 4) -> int:
     if config_path.exists():
         raise UserError(f"{CONFIG_FILE} already exists; not overwriting it")
     existing = sorted(p.name for p in ticket_dir.glob("*")) if ticket_dir.is_dir() else []
-    write_atomic(config_path, render("config.yaml.j2", jobs=jobs))
+    presets = [_preset_context(spec) for spec in PRESETS.values()]
+    write_atomic(config_path, render("config.yaml.j2", jobs=jobs, presets=presets))
     created = [CONFIG_FILE]
     if not existing:
         ticket = render(
