@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -51,15 +52,20 @@ def run_id() -> Iterator[str]:
     kill_run(rid, grace_s=0)
 
 
-def run(tmp_path: Path, argv: list[str], run_id: str = "", **kwargs: object) -> ProcessResult:
-    env = {"GITEXEC_RUN": run_id} if run_id else {}
+def run(
+    tmp_path: Path,
+    argv: list[str],
+    run_id: str = "",
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+    **options: Any,
+) -> ProcessResult:
+    """run_process in `tmp_path`, logging to tmp_path/log, tagged with `run_id`."""
+    full_env = {"GITEXEC_RUN": run_id} if run_id else {}
+    full_env.update(env or {})
     return run_process(
-        argv,
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / "log",
-        timeout_s=kwargs.pop("timeout_s", 60),  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
+        argv, cwd=tmp_path, env=full_env, log=tmp_path / "log", timeout_s=timeout_s, **options
     )
 
 
@@ -128,6 +134,17 @@ def test_an_escape_that_also_drops_its_environment_is_killed_by_the_cgroup(
     assert result.ok
     assert result.leftovers == 1
     assert not alive(int(pidfile.read_text()))
+
+
+def test_arguments_and_environment_reach_the_command_verbatim(
+    tmp_path: Path, isolation: str
+) -> None:
+    args = ["zero", "one two", 'it\'s "quoted"', "new\nline", "$HOME", ""]
+    seen: list[bytes] = []
+    script = 'printf "%s|" "$0" "$@"; printf "%s" "$EXTRA"'
+    result = run(tmp_path, ["sh", "-c", script, *args], env={"EXTRA": "x y"}, on_output=seen.append)
+    assert result.ok
+    assert b"".join(seen).decode() == "|".join(args) + "|x y"
 
 
 def test_cancel_kills_the_whole_tree(tmp_path: Path, run_id: str, isolation: str) -> None:
