@@ -209,6 +209,7 @@ def kill_run(run_id: str, grace_s: float = 2.0) -> list[int]:
     if not found:
         return []
     _signal_each(found, signal.SIGTERM)
+    _signal_each(found, signal.SIGCONT)  # a stopped process acts on SIGTERM once continued
     deadline = time.monotonic() + grace_s
     left = found
     while left and time.monotonic() < deadline:
@@ -403,6 +404,8 @@ class _Tree:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
         _signal_each(members, sig)
+        if sig == signal.SIGTERM:  # a stopped process acts on SIGTERM only once continued
+            _signal_each(members, signal.SIGCONT)
 
     def kill_all(self) -> int:
         """SIGKILL until nothing is left (a member may fork while we kill); how many."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -209,18 +210,22 @@ def test_concurrent_commands_keep_their_own_exit_codes(tmp_path: Path, run_id: s
 
 
 def test_kill_run_finds_orphans_by_run_id(tmp_path: Path, run_id: str) -> None:
-    """What `resume` does with the agents of an engine that was killed."""
-    orphan = subprocess.Popen(
-        ["sleep", "120"], env={**os.environ, "GITEXEC_RUN": run_id}, start_new_session=True
-    )
+    """What `resume` does with the agents of an engine that was killed (one of them stopped,
+    as a command is for a moment while it joins its cgroup)."""
+    env = {**os.environ, "GITEXEC_RUN": run_id}
+    orphans = [
+        subprocess.Popen(["sleep", "120"], env=env, start_new_session=True) for _ in range(2)
+    ]
+    os.kill(orphans[1].pid, signal.SIGSTOP)
     bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
-        assert run_processes(run_id) == [orphan.pid]
-        assert kill_run(run_id, grace_s=1) == [orphan.pid]
-        assert orphan.wait(timeout=10) < 0
+        pids = sorted(p.pid for p in orphans)
+        assert run_processes(run_id) == pids
+        assert kill_run(run_id, grace_s=5) == pids
+        assert [p.wait(timeout=10) for p in orphans] == [-signal.SIGTERM] * 2
         assert bystander.poll() is None
     finally:
-        for p in (orphan, bystander):
+        for p in (*orphans, bystander):
             p.kill()
             p.wait()
 
