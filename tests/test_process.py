@@ -372,7 +372,7 @@ def test_a_failing_output_callback_is_a_warning(tmp_path: Path) -> None:
 # --- stdin ----------------------------------------------------------------------------------
 
 
-def test_stdin_bytes_reach_the_command(tmp_path: Path) -> None:
+def test_stdin_bytes_reach_the_command(tmp_path: Path, isolation: str) -> None:
     data = bytes(range(256)) * 8192  # 2 MiB: more than any pipe buffer, both ways
     seen: list[bytes] = []
     result = run(tmp_path, ["cat"], stdin=data, on_output=seen.append)
@@ -381,17 +381,37 @@ def test_stdin_bytes_reach_the_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["true", "head -c 10 >/dev/null; sleep 0.1", "exec 0<&-"])
-def test_a_command_that_ignores_or_closes_stdin(tmp_path: Path, command: str) -> None:
+def test_a_command_that_ignores_or_closes_stdin(
+    tmp_path: Path, command: str, isolation: str
+) -> None:
     result = run(tmp_path, sh(command), stdin=b"z" * (8 << 20))
     assert result.ok
     assert result.warnings == ()
 
 
-def test_without_stdin_the_command_reads_dev_null(tmp_path: Path) -> None:
+def test_without_stdin_the_command_reads_dev_null(tmp_path: Path, isolation: str) -> None:
     seen: list[bytes] = []
-    result = run(tmp_path, sh("wc -c"), on_output=seen.append)
+    result = run(tmp_path, sh("wc -c; readlink /proc/self/fd/0 || echo"), on_output=seen.append)
     assert result.ok
-    assert b"".join(seen).strip() == b"0"
+    count, device = b"".join(seen).split()[:2]
+    assert count == b"0"
+    if sys.platform.startswith("linux"):
+        assert device == b"/dev/null"
+
+
+@pytest.mark.parametrize("shim", [process._SHIM, process._SHIM_NO_STDIN])
+def test_a_command_never_runs_if_its_supervisor_dies_before_letting_it_go(
+    tmp_path: Path, shim: str
+) -> None:
+    """The engine killed between starting a command and moving it into its cgroup: the
+    waiting shell sees its stdin closed and exits; nothing stays behind, stopped or not."""
+    waiting = subprocess.Popen(
+        ["/bin/sh", "-c", shim, "gitexec", "touch", "ran"], cwd=tmp_path, stdin=subprocess.PIPE
+    )
+    assert waiting.stdin is not None
+    waiting.stdin.close()
+    assert waiting.wait(timeout=30) == 125
+    assert not (tmp_path / "ran").exists()
 
 
 # --- start errors ---------------------------------------------------------------------------
