@@ -1,20 +1,13 @@
 """Agents: rendering their argv from templates, and running them as supervised processes.
 
-Templated values land in argv elements and never pass through a shell. Each agent runs in
-its own session (process group), so a timeout or a forced stop ends everything it spawned.
+Templated values land in argv elements and never pass through a shell. Running is
+`gitexec.process`: `run_process`, `ProcessResult` and `KILL_GRACE_S` are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +15,11 @@ import jinja2
 import jinja2.sandbox
 
 from gitexec.config import AgentSpec
-from gitexec.gitutil import scrubbed_env
+from gitexec.process import KILL_GRACE_S as KILL_GRACE_S
+from gitexec.process import ProcessResult as ProcessResult
+from gitexec.process import run_process as run_process
 from gitexec.templating import template_dir
 from gitexec.tickets import Ticket
-
-KILL_GRACE_S = 5.0
 
 
 class TemplateError(Exception):
@@ -95,91 +88,6 @@ def render_command(agent: AgentSpec, context: Mapping[str, Any]) -> tuple[str, .
         except jinja2.TemplateError as exc:
             raise TemplateError(f"agent {agent.name!r}: argument {arg!r}: {exc}") from exc
     return tuple(out)
-
-
-@dataclass(frozen=True)
-class ProcessResult:
-    exit_code: int
-    timed_out: bool
-    cancelled: bool
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.cancelled
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def run_process(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    log: Path,
-    timeout_s: float | None,
-    cancel: threading.Event | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    header: str | None = None,
-    grace_s: float = KILL_GRACE_S,
-) -> ProcessResult:
-    """Run `argv` in its own process group, output appended to `log`.
-
-    On timeout or cancel: SIGTERM to the group, SIGKILL after `grace_s`. Whatever the
-    command leaves running in its group when it exits is killed too.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with log.open("ab") as out:
-        if header:
-            out.write(header.encode("utf-8", "replace"))
-            out.flush()
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=scrubbed_env(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            out.write(f"gitexec: cannot start {argv[0]!r}: {exc.strerror or exc}\n".encode())
-            return ProcessResult(127, False, False, time.monotonic() - start)
-        pgid = proc.pid
-        if on_start is not None:
-            on_start(proc.pid, pgid)
-        deadline = start + timeout_s if timeout_s else None
-        timed_out = cancelled = False
-        terminate_at: float | None = None
-        while True:
-            try:
-                code = proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if terminate_at is None:
-                if deadline is not None and now >= deadline:
-                    timed_out = True
-                elif cancel is not None and cancel.is_set():
-                    cancelled = True
-                if timed_out or cancelled:
-                    _signal_group(pgid, signal.SIGTERM)
-                    terminate_at = now
-            elif now - terminate_at >= grace_s:
-                _signal_group(pgid, signal.SIGKILL)
-        _signal_group(pgid, signal.SIGKILL)  # stragglers the command left behind
-        duration = time.monotonic() - start
-        if timed_out:
-            out.write(f"\ngitexec: timed out after {timeout_s:g}s; process group killed\n".encode())
-        elif cancelled:
-            out.write(b"\ngitexec: stopped; process group killed\n")
-    return ProcessResult(code, timed_out, cancelled, duration)
 
 
 def agent_environment(
