@@ -22,7 +22,7 @@ from types import FrameType
 
 import pygit2
 
-from gitexec import agents
+from gitexec import agents, process
 from gitexec import events as ev
 from gitexec.control import process_requests
 from gitexec.dashboard import Reporter, remaining_s
@@ -204,6 +204,11 @@ class Engine:
                 self._abandon_workers()
                 raise
             finally:
+                # Whatever the run's commands left behind (a daemon, a setup's server) ends
+                # with the run.
+                leftovers = process.kill_run(self.spec.run_id, within=self.pool.root)
+                if leftovers:
+                    self.reporter.notice(f"killed {len(leftovers)} process(es) left running")
                 if self._journal is not None:
                     self._journal.close()
                 self.pool.close()

@@ -37,6 +37,7 @@ DEFAULT_LOG_CAP = 50 * 1024 * 1024
 SAMPLE_EVERY_S = 0.5
 PROCESS_VAR = "GITEXEC_PROCESS"
 RUN_VAR = "GITEXEC_RUN"
+WORKTREE_VAR = "GITEXEC_WORKTREE"
 
 _TICK_S = 0.05  # how often timeouts and cancel are checked
 _READ_SIZE = 65536
@@ -196,16 +197,32 @@ def _protected() -> set[int]:
     return pids
 
 
-def run_processes(run_id: str) -> list[int]:
-    """Live processes started for run `run_id` (GITEXEC_RUN in their environment)."""
+def run_processes(run_id: str, *, within: Path | None = None) -> list[int]:
+    """Live processes started for run `run_id` (GITEXEC_RUN in their environment); with
+    `within`, only those whose GITEXEC_WORKTREE lies under it (run ids are per
+    repository: another repository's run of the same name is not ours)."""
     protected = _protected()
-    return sorted(p for p in _scan_environ(RUN_VAR).get(run_id, []) if p not in protected)
+    found = [p for p in _scan_environ(RUN_VAR).get(run_id, []) if p not in protected]
+    if within is None:
+        return sorted(found)
+    prefix = f"{WORKTREE_VAR}={within}/".encode()
+    return sorted(p for p in found if _environ_has(p, prefix))
 
 
-def kill_run(run_id: str, grace_s: float = 2.0) -> list[int]:
-    """Kill what is left of run `run_id`'s processes: at the end of a run, and on resume
-    (orphans of a killed engine). SIGTERM, then SIGKILL after `grace_s`; the pids found."""
-    found = run_processes(run_id)
+def _environ_has(pid: int, entry_prefix: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return False
+    return environ.startswith(entry_prefix) or b"\0" + entry_prefix in environ
+
+
+def kill_run(run_id: str, grace_s: float = 2.0, *, within: Path | None = None) -> list[int]:
+    """Kill what is left of run `run_id`'s processes (see run_processes for `within`): at
+    the end of a run, and on resume (orphans of a killed engine). SIGTERM, then SIGKILL
+    after `grace_s`; the pids found."""
+    found = run_processes(run_id, within=within)
     if not found:
         return []
     _signal_each(found, signal.SIGTERM)
@@ -214,13 +231,13 @@ def kill_run(run_id: str, grace_s: float = 2.0) -> list[int]:
     left = found
     while left and time.monotonic() < deadline:
         time.sleep(_TICK_S)
-        left = run_processes(run_id)
+        left = run_processes(run_id, within=within)
     for _ in range(50):  # a process forking while we kill: catch its children too
         if not left:
             break
         _signal_each(left, signal.SIGKILL)
         time.sleep(0.01)
-        left = run_processes(run_id)
+        left = run_processes(run_id, within=within)
     return found
 
 

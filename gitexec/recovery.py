@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pygit2
 
 from gitexec import events as ev
+from gitexec import process
 from gitexec.errors import CommandError, UserError
 from gitexec.gitutil import RepoPaths, git, run_git
 from gitexec.integration import Integration
@@ -158,53 +157,11 @@ def merged_on_branch(integration: Integration, head: str | None = None) -> dict[
     return {tid: commit for commit, tid in integration.first_parent_tickets(head=head)}
 
 
-def _processes() -> list[tuple[int, int, list[bytes]]]:
-    """(pid, process group, environment) of every live process we may look at."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may contain spaces, so split after ')'.
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[0] != "Z":
-            found.append((int(entry), int(fields[2]), environ))
-    return found
-
-
-def _of_run(environ: list[bytes], run_id: str, worktrees: Path) -> bool:
-    """Started for this run of this repository? (pids are reused; the environment tells:
-    agents and gates carry the run id and their worktree, which lies in this pool)."""
-    if f"GITEXEC_RUN={run_id}".encode() not in environ:
-        return False
-    prefix = f"GITEXEC_WORKTREE={worktrees}/".encode()
-    return any(v.startswith(prefix) for v in environ)
-
-
 def kill_orphans(run_id: str, worktrees: Path, grace_s: float = 2.0) -> list[int]:
     """Terminate what a dead engine of this run left running: agents, validation and gate
-    commands, and whatever they started (their environment says whose they are), group by
-    group: SIGTERM, then SIGKILL after `grace_s`."""
-    if not os.path.isdir("/proc"):
-        return []
-    groups = sorted({pgid for _, pgid, env in _processes() if _of_run(env, run_id, worktrees)})
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        alive = {pgid for _, pgid, env in _processes() if _of_run(env, run_id, worktrees)}
-        if not alive & set(groups):
-            break
-        time.sleep(0.05)
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    return groups
+    commands, and whatever they started (their environment names the run and a worktree
+    of this repository's pool)."""
+    return process.kill_run(run_id, grace_s, within=worktrees)
 
 
 @dataclass
