@@ -12,11 +12,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from gitexec import events as ev
+from gitexec.dialects import Usage
 from gitexec.fields import format_duration
-from gitexec.runstate import RunState
+from gitexec.runstate import RunState, TicketRun
 from gitexec.tickets import TicketState
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class AgentRow:
     status: str
     progress: float | None
     eta: str
+    cost: str = "-"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ _STATUS_WORDS = {
 }
 
 
+def status_word(t: TicketRun) -> str:
+    """What a ticket in flight is doing, by name (not all of it is an agent running)."""
+    if t.status is TicketState.RUNNING and t.agent_started_at is None:
+        return "waiting for a place" if t.waiting_for_place else "preparing"
+    if t.status is TicketState.MERGING and t.awaiting_gate:
+        return "awaiting gate"
+    return _STATUS_WORDS.get(t.status, t.status.value)
+
+
+def cost_text(cost_usd: float | None, usage: Usage | None) -> str:
+    if cost_usd is not None and cost_usd > 0:
+        return f"${cost_usd:.4f}" if cost_usd < 1 else f"${cost_usd:.2f}"
+    if usage is not None:
+        return f"{(usage.input_tokens + usage.output_tokens) / 1000:.1f}k tok"
+    return "-"
+
+
 def snapshot(
     state: RunState,
     *,
@@ -101,21 +120,37 @@ def snapshot(
         elapsed = now - (t.agent_started_at or now)
         if p is None and t.estimate_s and t.agent_started_at:
             p = min(99.0, 100.0 * elapsed / t.estimate_s)
-        if t.agent_started_at is None and t.status is TicketState.RUNNING:
-            status = "preparing"
-        else:
-            status = _STATUS_WORDS[t.status]
         remaining = format_duration(max(0.0, t.estimate_s - elapsed)) if t.agent_started_at else "-"
-        rows.append(AgentRow(f"slot-{t.slot}", t.id, status, p, remaining))
-    waiting = [t for t in state.tickets.values() if t.status is TicketState.PENDING]
+        where = f"slot-{t.slot}" if t.slot is not None else "-"
+        cost = cost_text(
+            t.live_cost_usd if t.live_cost_usd is not None else t.total_cost_usd,
+            t.live_usage or t.usage,
+        )
+        rows.append(AgentRow(where, t.id, status_word(t), p, remaining, cost))
+    waiting = [
+        t
+        for t in state.tickets.values()
+        if t.status in (TicketState.PENDING, TicketState.READY, TicketState.THROTTLED)
+    ]
     done_ids = {tid for tid, t in state.tickets.items() if t.status is TicketState.COMPLETED}
     for t in sorted(waiting, key=lambda t: (t.group, -t.priority, t.id))[:waiting_rows]:
+        if t.status is TicketState.THROTTLED:
+            until = t.throttled_until or now
+            rows.append(AgentRow("-", t.id, "throttled", None, format_duration(until - now)))
+            continue
         blocked = any(d not in done_ids and d in state.tickets for d in t.depends_on)
         rows.append(AgentRow("-", t.id, "waiting", 0.0, "deps" if blocked else "queued"))
     for t in sorted(state.tickets.values(), key=lambda t: -(t.finished_at or 0))[:2]:
         if t.status.terminal:
             rows.append(
-                AgentRow("-", t.id, t.status.value, 100.0 if t.status.succeeded else None, "-")
+                AgentRow(
+                    "-",
+                    t.id,
+                    t.status.value,
+                    100.0 if t.status.succeeded else None,
+                    "-",
+                    cost_text(t.total_cost_usd, t.usage),
+                )
             )
     groups_with_work = {t.group for t in state.tickets.values() if not t.status.terminal}
     total = len(state.tickets) or 1
@@ -124,7 +159,11 @@ def snapshot(
     return Snapshot(
         state=state,
         jobs=jobs,
-        busy=len(active),
+        busy=sum(
+            1
+            for t in active
+            if t.agent_started_at is not None or t.status is TicketState.VALIDATING
+        ),
         active_groups=len(groups_with_work),
         groups=len(state.groups),
         completion=finished / total,
@@ -212,10 +251,13 @@ def describe(event: ev.Event, state: RunState) -> str | None:
                 f"run {event.run}: {len(event.tickets)} ticket(s), jobs {event.jobs}, "
                 f"base {event.base_rev} ({event.base[:12]})"
             )
-        case ev.TicketDispatched():
+        case ev.AgentStarted():
             extra = " alone" if event.sequential else ""
             where = f"slot {event.slot}, {event.agent}, attempt {event.attempt}{extra}"
             return f"start     {event.ticket} ({where})"
+        case ev.TicketThrottled():
+            wait = format_duration(event.delay_s)
+            return f"throttled {event.ticket}: waits {wait} ({event.reason})"
         case ev.TicketMerged():
             t = state.tickets.get(event.ticket)
             took = f", {t.agent_s:.1f}s" if t else ""
@@ -276,6 +318,16 @@ class PlainReporter:
         pass
 
 
+def spend_text(metrics: dict[str, Any]) -> str:
+    """The run's spend so far, for a header: "$0.1234 (12.3k tokens)", "unknown", "-"."""
+    tokens = metrics["input_tokens"] + metrics["output_tokens"]
+    if not tokens and not metrics["cost_usd"]:
+        return "-"
+    cost = metrics["cost_usd"]
+    money = "unknown" if cost is None else f"${cost:.4f}"
+    return f"{money} ({tokens / 1000:.1f}k tokens)"
+
+
 def render(snap: Snapshot, events: deque[str]) -> RenderableType:
     from rich.console import Group
     from rich.panel import Panel
@@ -294,9 +346,10 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
         f"Completion Rate: {snap.completion:.0%} ({m['completed']}/{m['total']})",
         f"Active Conflicts: {snap.active_conflicts}",
         f"ETA: {format_duration(snap.eta_s) if snap.eta_s is not None else '-'}",
+        f"Cost: {spend_text(m)}",
     )
     matrix = Table(expand=True, show_edge=False, pad_edge=False)
-    for column in ("Agent ID", "Ticket", "Status", "Progress", "ETA"):
+    for column in ("Agent ID", "Ticket", "Status", "Progress", "ETA", "Cost"):
         matrix.add_column(column, no_wrap=True)
     for row in snap.rows:
         progress: RenderableType = Text("-")
@@ -304,7 +357,7 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
             bar = ProgressBar(total=100, completed=row.progress, width=12)
             progress = Table.grid()
             progress.add_row(bar, Text(f" {row.progress:3.0f}%"))
-        matrix.add_row(row.agent_id, Text(row.ticket), row.status, progress, row.eta)
+        matrix.add_row(row.agent_id, Text(row.ticket), row.status, progress, row.eta, row.cost)
     log = Text("\n".join(events)) if events else Text("")
     return Panel(
         Group(head, Text(""), matrix, Text(""), log),

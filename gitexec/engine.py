@@ -359,6 +359,14 @@ class Engine:
         if outcome.cancelled or (self.force_stop and not outcome.ok):
             self.scheduler.stopped(tid)
             return
+        if outcome.throttled:
+            self.scheduler.throttled(
+                tid,
+                outcome.reason or "throttled",
+                time.monotonic(),
+                retry_after_s=outcome.retry_after_s,
+            )
+            return
         if not outcome.ok:
             reason = outcome.reason or "failed"
             self.scheduler.failed(tid, reason, time.monotonic(), retryable=outcome.retryable)

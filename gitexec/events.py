@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from gitexec.dialects import Status, Usage
 from gitexec.tickets import ConflictStep, TicketState
 
 _MAX_INT = 2**63
@@ -190,11 +191,21 @@ class TicketDispatched(TicketEvent):
     conflicts: tuple[str, ...] = ()
 
 
+@_kind("attempt-waiting")
+@dataclass(frozen=True)
+class AttemptWaiting(TicketEvent):
+    """Its slot is ready; it waits for one of the `jobs` agent places (the spare slot)."""
+
+
 @_kind("agent-started")
 @dataclass(frozen=True)
 class AgentStarted(TicketEvent):
     pid: int
     pgid: int
+    slot: int | None = None
+    agent: str = ""
+    attempt: int = 0
+    sequential: bool = False
 
 
 @_kind("agent-exited")
@@ -204,6 +215,34 @@ class AgentExited(TicketEvent):
     duration_s: float = 0.0
     timed_out: bool = False
     cancelled: bool = False
+
+
+@_kind("agent-reported")
+@dataclass(frozen=True)
+class AgentReported(TicketEvent):
+    """What the agent's output said about its attempt (its dialect, or its result file):
+    the outcome in its own words, and what it cost."""
+
+    status: Status
+    reason: str | None = None
+    retry_after_s: float | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    session_id: str | None = None
+    summary: str | None = None
+    denials: tuple[str, ...] = ()
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+
+
+@_kind("agent-usage")
+@dataclass(frozen=True)
+class AgentUsage(TicketEvent):
+    """Tokens (and cost) a running agent has reported so far (streaming dialects)."""
+
+    usage: Usage
+    cost_usd: float | None = None
 
 
 @_kind("ticket-committed")
@@ -287,6 +326,25 @@ class Conflict(TicketEvent):
 class ScopeViolation(TicketEvent):
     paths: tuple[str, ...]
     action: str
+
+
+@_kind("attempt-failed")
+@dataclass(frozen=True)
+class AttemptFailed(TicketEvent):
+    """An attempt failed (the decision follows: retry, fallback or failed)."""
+
+    reason: str
+    retryable: bool = True
+
+
+@_kind("ticket-throttled")
+@dataclass(frozen=True)
+class TicketThrottled(TicketEvent):
+    """The provider asked to wait: the ticket runs again after `delay_s`; not a failure."""
+
+    reason: str
+    delay_s: float
+    retry_after_s: float | None = None
 
 
 @_kind("ticket-retry")

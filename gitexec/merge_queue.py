@@ -470,6 +470,7 @@ def result_fields(
     out["attempts"] = ts.attempts
     out["duration"] = round(ts.agent_s, 1)
     out["finished_at"] = iso(finished_at)
+    out.update((k, v) for k, v in ts.ledger().items() if v is not None)
     if note:
         out["note"] = note
     if reason:

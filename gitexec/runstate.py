@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec import events as ev
+from gitexec.dialects import Usage
 from gitexec.events import Event
 from gitexec.events import RunStatus as RunStatus  # re-exported: readers know it from here
 from gitexec.journal import JOURNAL, load_events, lock_holder
@@ -41,6 +42,7 @@ class TicketRun:
     started_at: float | None = None  # first dispatch
     attempt_started_at: float | None = None
     agent_started_at: float | None = None
+    waiting_for_place: bool = False  # prepared, waiting for one of the `jobs` agent places
     finished_at: float | None = None
     agent_s: float = 0.0  # time in agent and validate commands, over all attempts
     slot_s: float = 0.0  # time holding a slot (reset, agent, commit, validate)
@@ -56,7 +58,22 @@ class TicketRun:
     gate_output: str | None = None
     reruns: int = 0
     failures: int = 0  # failed attempts on the current agent (the retry policy counts these)
+    failed_attempts: int = 0  # over all agents (throttled attempts are not failed ones)
+    throttles: int = 0
+    throttled_at: float | None = None
+    throttled_until: float | None = None
+    throttled_s: float = 0.0  # time spent waiting for a provider (not agent time)
     agents_tried: list[str] = field(default_factory=list)
+    usage: Usage | None = None  # tokens over all attempts (None: the agent reports none)
+    cost_usd: float | None = None  # over the attempts whose cost is known
+    cost_unknown: bool = False  # some attempt used tokens at a price nobody knows
+    live_usage: Usage | None = None  # the running attempt's tokens so far
+    live_cost_usd: float | None = None
+    model: str | None = None
+    session_id: str | None = None
+    summary: str | None = None
+    cpu_s: float = 0.0
+    peak_rss_mb: float | None = None
     pid: int | None = None
     pgid: int | None = None
     sequential: bool = False
@@ -67,6 +84,20 @@ class TicketRun:
     @property
     def duration_s(self) -> float:
         return self.agent_s
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        """What the ticket cost; None when unknown (never a made-up 0)."""
+        return None if self.cost_unknown else self.cost_usd
+
+    def ledger(self) -> dict[str, Any]:
+        """Usage and cost, as status, reports and the ticket file show them."""
+        return {
+            "usage": None if self.usage is None else self.usage.to_json(),
+            "cost_usd": None if self.total_cost_usd is None else round(self.total_cost_usd, 6),
+            "model": self.model,
+            "session_id": self.session_id,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +116,13 @@ class TicketRun:
             "note": self.note,
             "conflicts": self.conflicts,
             "scope_violations": self.scope_violations,
+            **self.ledger(),
+            "summary": self.summary,
+            "failed_attempts": self.failed_attempts,
+            "throttled": self.throttles,
+            "throttled_until": iso(self.throttled_until),
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_rss_mb": self.peak_rss_mb,
         }
 
 
@@ -171,7 +209,7 @@ class RunState:
         return max(0.0, end - self.started_at) if self.started_at else 0.0
 
     def metrics(self, now: float | None = None) -> dict[str, Any]:
-        """DESIGN.md §7 metrics."""
+        """Counts, parallelism, utilisation, efficiency, conflicts, gates, tokens and cost."""
         ts = list(self.tickets.values())
         wall = self.wall_s(now)
         agent = sum(t.agent_s for t in ts)
@@ -187,7 +225,10 @@ class RunState:
             "blocked": count[TicketState.BLOCKED],
             "cancelled": count[TicketState.CANCELLED],
             "running": sum(count[s] for s in _ACTIVE),
-            "pending": count[TicketState.PENDING] + count[TicketState.READY],
+            "pending": count[TicketState.PENDING]
+            + count[TicketState.READY]
+            + count[TicketState.THROTTLED],
+            "throttled": count[TicketState.THROTTLED],
             "skipped": len(self.skipped),
             "average_ticket_s": round(sum(t.agent_s for t in done) / len(done), 3) if done else 0,
             "parallelism_factor": round(agent / wall, 2) if wall > 0 else 0.0,
@@ -209,6 +250,20 @@ class RunState:
             "gate_runs": self.gate_runs,
             "gate_failures": self.gate_failures,
             "wall_s": round(wall, 3),
+            "throttled_s": round(sum(t.throttled_s for t in ts), 3),
+            **self.spend(),
+        }
+
+    def spend(self) -> dict[str, Any]:
+        """Tokens and cost of the run so far (running attempts included); the cost is None
+        when any part of it is unknown."""
+        tokens = [u for t in self.tickets.values() for u in (t.usage, t.live_usage) if u]
+        costs = [c for t in self.tickets.values() for c in (t.total_cost_usd, t.live_cost_usd) if c]
+        unknown = any(t.cost_unknown for t in self.tickets.values())
+        return {
+            "cost_usd": None if unknown else round(sum(costs), 6),
+            "input_tokens": sum(u.input_tokens for u in tokens),
+            "output_tokens": sum(u.output_tokens for u in tokens),
         }
 
     def measured_critical_path_s(self) -> float:
@@ -331,6 +386,9 @@ def _run_resumed(s: RunState, e: ev.RunResumed) -> None:
 
 @_on_ticket(ev.TicketDispatched)
 def _dispatched(s: RunState, t: TicketRun, e: ev.TicketDispatched) -> None:
+    if t.throttled_at is not None:
+        t.throttled_s += max(0.0, e.t - t.throttled_at)
+        t.throttled_at = t.throttled_until = None
     t.status = TicketState.RUNNING
     t.attempts = e.attempt
     t.agent = e.agent
@@ -344,17 +402,63 @@ def _dispatched(s: RunState, t: TicketRun, e: ev.TicketDispatched) -> None:
     t.sequential = e.sequential or t.sequential
 
 
+@_on_ticket(ev.AttemptWaiting)
+def _waiting(s: RunState, t: TicketRun, e: ev.AttemptWaiting) -> None:
+    t.waiting_for_place = True
+
+
 @_on_ticket(ev.AgentStarted)
 def _agent_started(s: RunState, t: TicketRun, e: ev.AgentStarted) -> None:
     t.pid, t.pgid = e.pid, e.pgid
     t.agent_started_at = e.t
+    t.waiting_for_place = False
 
 
 @_on_ticket(ev.AgentExited)
 def _agent_exited(s: RunState, t: TicketRun, e: ev.AgentExited) -> None:
+    t.waiting_for_place = False
     t.agent_s += e.duration_s
     t.pid = t.pgid = None
     t.agent_started_at = None
+
+
+@_on_ticket(ev.AgentReported)
+def _reported(s: RunState, t: TicketRun, e: ev.AgentReported) -> None:
+    t.live_usage = t.live_cost_usd = None
+    if e.usage is not None:
+        t.usage = e.usage if t.usage is None else t.usage + e.usage
+    if e.cost_usd is not None:
+        t.cost_usd = (t.cost_usd or 0.0) + e.cost_usd
+    elif e.usage is not None and (e.usage.input_tokens or e.usage.output_tokens):
+        t.cost_unknown = True
+    t.model = e.model or t.model
+    t.session_id = e.session_id or t.session_id
+    t.summary = e.summary or t.summary
+    t.cpu_s += e.cpu_s or 0.0
+    if e.peak_rss_mb is not None:
+        t.peak_rss_mb = max(t.peak_rss_mb or 0.0, e.peak_rss_mb)
+
+
+@_on_ticket(ev.AgentUsage)
+def _live_usage(s: RunState, t: TicketRun, e: ev.AgentUsage) -> None:
+    t.live_usage, t.live_cost_usd = e.usage, e.cost_usd
+
+
+@_on_ticket(ev.AttemptFailed)
+def _attempt_failed(s: RunState, t: TicketRun, e: ev.AttemptFailed) -> None:
+    t.failed_attempts += 1
+    t.failures += 1
+
+
+@_on_ticket(ev.TicketThrottled)
+def _throttled(s: RunState, t: TicketRun, e: ev.TicketThrottled) -> None:
+    t.status = TicketState.THROTTLED
+    t.reason = e.reason
+    t.throttles += 1
+    t.throttled_at = e.t
+    t.throttled_until = e.t + e.delay_s
+    t.slot = None
+    t.result_ready = False
 
 
 @_on_ticket(ev.TicketCommitted)
@@ -454,7 +558,6 @@ def _retry(s: RunState, t: TicketRun, e: ev.TicketRetry) -> None:
     t.reason = e.reason
     t.agent = e.agent
     t.slot = None
-    t.failures += 1
 
 
 @_on_ticket(ev.TicketFinished)

@@ -82,6 +82,8 @@ class Policy:
     barrier: bool = False  # group by group, like the original design's loop
     allow_overlap: bool = False
     offline: bool = False  # results come from elsewhere (`collect`): nothing can run again
+    max_backoff_s: float = 300.0  # the longest wait after a throttle without a retry-after
+    max_throttle_wait_s: float = 3600.0  # a ticket throttled longer than this in all fails
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class Record:
     failures: int = 0  # failed attempts on the current agent
     agents_tried: list[str] = field(default_factory=list)
     reruns: int = 0
+    throttles: int = 0  # in a row: the backoff doubles with each
+    throttled_s: float = 0.0  # waited for providers in all
     sequential: bool = False
     conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
     not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
@@ -311,6 +315,8 @@ class Scheduler:
         )
         retryable = retryable and not self.policy.offline and not self.stopping
         r.failures += 1
+        r.throttles = 0
+        self.emit(ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable))
         if retryable and r.failures <= retries:
             delay = self.policy.retry_backoff_s * 2 ** (r.failures - 1)
             r.not_before = now + delay
@@ -332,6 +338,34 @@ class Scheduler:
             )
             return
         self.finish(tid, TicketState.FAILED, reason)
+
+    def throttled(
+        self, tid: str, reason: str, now: float, *, retry_after_s: float | None = None
+    ) -> None:
+        """The provider asked to wait (rate limit, overload): not a failed attempt. The
+        ticket runs again after the wait it named, or a backoff; one waiting longer in all
+        than `max_throttle_wait_s` fails."""
+        r = self.records[tid]
+        r.slot = None
+        r.throttles += 1
+        if retry_after_s is not None:
+            delay = max(retry_after_s, 0.0)
+        else:
+            delay = min(
+                self.policy.retry_backoff_s * 2 ** (r.throttles - 1), self.policy.max_backoff_s
+            )
+        if self.stopping or r.throttled_s + delay > self.policy.max_throttle_wait_s:
+            waited = f"after waiting {r.throttled_s:.0f}s in all" if r.throttled_s else ""
+            self.failed(tid, f"throttled: {reason} {waited}".strip(), now, retryable=False)
+            return
+        r.throttled_s += delay
+        r.not_before = now + delay
+        r.phase = Phase.PENDING
+        self.emit(
+            ev.TicketThrottled(
+                ticket=tid, reason=reason, delay_s=delay, retry_after_s=retry_after_s
+            )
+        )
 
     def conflicted(
         self,

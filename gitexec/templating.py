@@ -27,6 +27,8 @@ def yaml_value(value: Any) -> str:
     """A YAML flow value: plain when unambiguous, JSON-quoted otherwise (JSON is YAML)."""
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(yaml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{yaml_value(k)}: {yaml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return json.dumps(value)
     text = str(value)

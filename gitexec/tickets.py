@@ -26,6 +26,7 @@ class TicketState(enum.Enum):
     PENDING = "pending"
     READY = "ready"
     RUNNING = "running"
+    THROTTLED = "throttled"  # the provider said wait: it runs again, not a failed attempt
     VALIDATING = "validating"
     MERGING = "merging"
     COMPLETED = "completed"

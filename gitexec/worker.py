@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitexec import agents
+from gitexec import agents, dialects
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
@@ -24,6 +24,8 @@ from gitexec.integration import ticket_message
 from gitexec.pool import SetupError, Slot
 from gitexec.scheduler import Attempt
 from gitexec.tickets import Ticket
+
+LIVE_USAGE_EVERY_S = 2.0
 
 
 class AgentPlaces:
@@ -37,6 +39,11 @@ class AgentPlaces:
         self._cond = threading.Condition()
         self._limit = limit
         self._active = 0
+
+    @property
+    def full(self) -> bool:
+        with self._cond:
+            return self._active >= self._limit
 
     def set_limit(self, limit: int) -> None:
         with self._cond:
@@ -107,6 +114,8 @@ class Outcome:
     reason: str | None = None
     retryable: bool = True
     cancelled: bool = False
+    throttled: bool = False  # the provider asked to wait: not a failed attempt
+    retry_after_s: float | None = None
 
 
 def work(ctx: WorkerContext, job: Job) -> Outcome:
@@ -136,6 +145,10 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     progress = ctx.progress_file(t.id)
     with contextlib.suppress(FileNotFoundError):
         progress.unlink()
+    result_file = ctx.run_dir / "results" / f"{t.id}.{job.attempt.attempt}.json"
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        result_file.unlink()
     env = agents.agent_environment(
         job.agent,
         run_id=ctx.run_id,
@@ -145,10 +158,13 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         progress_file=progress,
         conflicts=job.attempt.conflicts,
     )
+    env["GITEXEC_RESULT_FILE"] = str(result_file)
     slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
     argv = command_for(ctx, job)
     log = ctx.log(t.id)
     timeout = timeout_for(ctx.config, t, job.agent)
+    reader = dialects.Reader(job.agent.dialect, argv=argv)
+    live = _LiveUsage(ctx, t.id, reader)
 
     with _admitted(ctx, job) as admitted:
         if not admitted:
@@ -160,7 +176,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             log=log,
             timeout_s=timeout,
             cancel=job.cancel,
-            on_start=lambda pid, pgid: _started(ctx, t.id, pid, pgid),
+            on_start=lambda pid, pgid: _started(ctx, job, pid, pgid),
+            on_output=live.feed,
             header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
             f"in {slot.name} ===\n",
         )
@@ -177,8 +194,27 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         return Outcome(False, reason="stopped", cancelled=True)
     if result.timed_out:
         return Outcome(False, reason=f"agent timed out after {timeout:g}s")
-    if result.exit_code != 0:
-        return Outcome(False, reason=f"agent exited with status {result.exit_code}")
+    if result.start_error:
+        return Outcome(
+            False, reason=f"agent could not start: {result.start_error}", retryable=False
+        )
+    written = result_file.read_bytes() if result_file.is_file() else None
+    report = reader.result(
+        exit_code=result.exit_code, result_file=written, pricing=ctx.config.pricing
+    )
+    ctx.emit(_reported(t.id, report, result))
+    if report.status is dialects.Status.THROTTLED:
+        return Outcome(
+            False,
+            reason=report.reason or "the provider asked to wait",
+            throttled=True,
+            retry_after_s=report.retry_after_s,
+        )
+    if report.status is dialects.Status.FAILURE:
+        plain = job.agent.dialect is dialects.Dialect.PLAIN and written is None
+        if plain or not report.reason:
+            return Outcome(False, reason=f"agent exited with status {result.exit_code}")
+        return Outcome(False, reason=report.reason)
 
     collected = slot.collect(job.base, ticket_message(t.id, t.title, ctx.run_id), ctx.identity)
     ctx.emit(
@@ -196,8 +232,58 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     return Outcome(True, commit=collected.commit)
 
 
-def _started(ctx: WorkerContext, tid: str, pid: int, pgid: int) -> None:
-    ctx.emit(ev.AgentStarted(ticket=tid, pid=pid, pgid=pgid))
+def _reported(tid: str, report: dialects.Report, result: agents.ProcessResult) -> ev.AgentReported:
+    return ev.AgentReported(
+        ticket=tid,
+        status=report.status,
+        reason=report.reason,
+        retry_after_s=report.retry_after_s,
+        usage=report.usage,
+        cost_usd=report.cost_usd,
+        model=report.model,
+        session_id=report.session_id,
+        summary=report.summary,
+        denials=report.denials,
+        cpu_s=round(result.cpu_s, 3) if result.cpu_s is not None else None,
+        peak_rss_mb=result.peak_rss_mb,
+    )
+
+
+class _LiveUsage:
+    """Feeds the agent's output to its dialect reader as it comes, and journals the
+    tokens reported so far now and then (the dashboard and budgets read them)."""
+
+    def __init__(self, ctx: WorkerContext, tid: str, reader: dialects.Reader) -> None:
+        self.ctx = ctx
+        self.tid = tid
+        self.reader = reader
+        self._last: dialects.Usage | None = None
+        self._at = 0.0
+
+    def feed(self, chunk: bytes) -> None:
+        self.reader.feed(chunk)
+        usage = self.reader.usage()
+        now = time.monotonic()
+        if usage is None or usage == self._last or now - self._at < LIVE_USAGE_EVERY_S:
+            return
+        self._last, self._at = usage, now
+        cost = self.reader.cost_usd(self.ctx.config.pricing)
+        self.ctx.emit(ev.AgentUsage(ticket=self.tid, usage=usage, cost_usd=cost))
+
+
+def _started(ctx: WorkerContext, job: Job, pid: int, pgid: int) -> None:
+    a = job.attempt
+    ctx.emit(
+        ev.AgentStarted(
+            ticket=a.ticket,
+            pid=pid,
+            pgid=pgid,
+            slot=a.slot,
+            agent=a.agent,
+            attempt=a.attempt,
+            sequential=a.sequential,
+        )
+    )
 
 
 def _validate(
@@ -240,6 +326,8 @@ def _validate(
 def _admitted(ctx: WorkerContext, job: Job) -> Iterator[bool]:
     """Hold one of the `jobs` agent places, counting the wait (not engine overhead)."""
     waiting = time.monotonic()
+    if ctx.places.full:
+        ctx.emit(ev.AttemptWaiting(ticket=job.ticket.id))
     with ctx.places.held(job.cancel) as admitted:
         job.waited_s += time.monotonic() - waiting
         yield admitted

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gitexec.agents import read_progress
-from gitexec.dashboard import remaining_s, snapshot
+from gitexec.dashboard import remaining_s, snapshot, spend_text, status_word
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.fields import format_duration
 from gitexec.journal import JOURNAL, load_events, lock_holder
@@ -61,6 +61,7 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
         f"  {m['completed']}/{m['total']} completed, {m['running']} running, {m['pending']} pending"
         + "".join(f", {m[k]} {k}" for k in ("failed", "conflict", "blocked", "cancelled") if m[k])
         + f"; wall {format_duration(m['wall_s'])}, parallelism {m['parallelism_factor']:g}x"
+        + (f"; spent {spend_text(m)}" if spend_text(m) != "-" else "")
     )
     if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
         eta = remaining_s(state, state.jobs, _progress_of(ws, rid))
@@ -75,9 +76,10 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     for tid, t in sorted(state.tickets.items()):
         detail = t.reason or t.note or (t.merge_commit or t.commit or "")[:12]
         slot = str(t.slot) if t.slot else "-"
+        took = t.agent_s + (now - t.agent_started_at if now and t.agent_started_at else 0.0)
         print(
-            f"  {tid:<{width}}  {t.status.value:<10} {t.attempts:>3}  {t.agent:<8} {slot:>4}  "
-            f"{format_duration(t.agent_s):>7}  {detail}"
+            f"  {tid:<{width}}  {status_word(t):<10} {t.attempts:>3}  {t.agent:<8} {slot:>4}  "
+            f"{format_duration(took):>7}  {detail}"
         )
     for w in state.warnings:
         print(f"  warning: {w}")
@@ -101,13 +103,30 @@ def agent_rows(state: RunState, progress: Callable[[str], float | None]) -> list
 def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
     """Per agent (claude, shell, ...): how its tickets went."""
     out: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"tickets": 0, "completed": 0, "failed": 0, "attempts": 0, "agent_s": 0.0}
+        lambda: {
+            "tickets": 0,
+            "completed": 0,
+            "failed": 0,
+            "attempts": 0,
+            "agent_s": 0.0,
+            "throttled": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+        }
     )
     for t in state.tickets.values():
         m = out[t.agent]
         m["tickets"] += 1
         m["attempts"] += t.attempts
         m["agent_s"] += t.agent_s
+        m["throttled"] += t.throttles
+        if t.usage is not None:
+            m["input_tokens"] += t.usage.input_tokens
+            m["output_tokens"] += t.usage.output_tokens
+        cost = t.total_cost_usd
+        if m["cost_usd"] is not None:
+            m["cost_usd"] = None if t.cost_unknown else m["cost_usd"] + (cost or 0.0)
         if t.status is TicketState.COMPLETED:
             m["completed"] += 1
         elif t.status in (TicketState.FAILED, TicketState.CONFLICT):
@@ -115,6 +134,8 @@ def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
     for m in out.values():
         m["average_s"] = round(m["agent_s"] / m["completed"], 3) if m["completed"] else None
         m["agent_s"] = round(m["agent_s"], 3)
+        if m["cost_usd"] is not None:
+            m["cost_usd"] = round(m["cost_usd"], 6)
     return dict(sorted(out.items()))
 
 
@@ -136,12 +157,17 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
         print(f"{r['agent_id']:<12} | {r['ticket']:<14} | {r['status']:<11} | {p:>8} | {r['eta']}")
     if metrics:
         print()
-        print(f"{'agent':<10} {'tickets':>7} {'done':>5} {'failed':>6} {'tries':>5} {'avg':>8}")
+        print(
+            f"{'agent':<10} {'tickets':>7} {'done':>5} {'failed':>6} {'tries':>5} {'avg':>8} "
+            f"{'tokens':>9} {'cost':>10}"
+        )
         for name, m in metrics.items():
             avg = format_duration(m["average_s"]) if m["average_s"] is not None else "-"
+            tokens = m["input_tokens"] + m["output_tokens"]
+            cost = "unknown" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
             print(
                 f"{name:<10} {m['tickets']:>7} {m['completed']:>5} {m['failed']:>6} "
-                f"{m['attempts']:>5} {avg:>8}"
+                f"{m['attempts']:>5} {avg:>8} {tokens:>9} {cost:>10}"
             )
     return EXIT_OK
 

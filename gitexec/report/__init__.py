@@ -118,7 +118,7 @@ class Outcome(enum.Enum):
 # any other failure is the agent's or its validation's verdict on the work (a failure).
 _ENGINE_ERROR = re.compile(
     r"internal error|git failed|worktree setup command|prompt template|agent '[^']*': argument"
-    r"|agent exited with status 12[67]\b"
+    r"|agent exited with status 12[67]\b|agent could not start"
 )
 
 
@@ -142,7 +142,7 @@ def kind(ticket: TicketRun) -> str:
             return "timeout"
         if reason.startswith("validation "):
             return "validation"
-        if reason.startswith("agent exited with status 12"):
+        if reason.startswith(("agent exited with status 12", "agent could not start")):
             return "agent-error" if outcome(ticket) is Outcome.ERROR else "failed"
         if reason.startswith(("worktree setup command", "prompt template", "agent '")):
             return "setup-error"
