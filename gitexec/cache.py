@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from gitexec import __version__
 
 V = TypeVar("V")
-_FORMAT = 2
+_FORMAT = 3
 _RACY_NS = 2_000_000_000
 
 

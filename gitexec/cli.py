@@ -46,7 +46,7 @@ def _comma_list(values: Sequence[str] | None) -> list[str]:
 def _check(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.check import check
 
-    return check(ws, a.files, fmt=a.format, use_cache=not a.no_cache)
+    return check(ws, a.files, fmt=a.format, use_cache=not a.no_cache, strict=a.strict)
 
 
 def _plan(a: argparse.Namespace, ws: Workspace) -> int:
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="only report on these files")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--no-cache", action="store_true", help="parse every file again")
+    p.add_argument("--strict", action="store_true", help="warnings are errors too (exit 1)")
 
     p = command("plan", _plan, "group tickets for parallel execution")
     _add_plan_options(p)

@@ -12,15 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from gitexec import fields
 from gitexec.errors import UserError
+from gitexec.fields import MAX_JOBS, MAX_RETRIES
 from gitexec.findings import Finding, Locator, Reporter
-from gitexec.tickets import LADDER_STEPS
+from gitexec.tickets import LADDER_STEPS, unknown_key
 
 CONFIG_FILE = ".gitexec/config.yaml"
+MAX_BACKOFF_S = 3600.0  # doubled per retry: 1h * 2**(MAX_RETRIES - 1) is already 3 weeks
+MAX_GATE_BATCH = 1000
 
 
 class Strategy(enum.Enum):
@@ -158,9 +158,9 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
 
 _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "command": ("command", _command),
-    "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1)),
+    "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
     "fallback": ("fallback", fields.text),
     "env": ("env", _env),
     "prompt_template": ("prompt_template", fields.text),
@@ -209,11 +209,11 @@ def _enum_reader(kind: type[enum.Enum]) -> Callable[[Any], Any]:
 _TOP: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "version": ("version", _version),
     "base": ("base", fields.text),
-    "jobs": ("jobs", lambda v: fields.integer(v, minimum=1)),
+    "jobs": ("jobs", lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
     "default_agent": ("default_agent", fields.text),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
-    "retry_backoff": ("retry_backoff_s", fields.duration),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
+    "retry_backoff": ("retry_backoff_s", lambda v: fields.duration(v, maximum=MAX_BACKOFF_S)),
     "scope": ("scope", _enum_reader(Scope)),
 }
 _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
@@ -225,29 +225,28 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "merge": {
         "order": ("merge.order", _enum_reader(MergeOrder)),
         "on_conflict": ("merge.on_conflict", _ladder),
-        "max_reruns": ("merge.max_reruns", lambda v: fields.integer(v, minimum=0)),
+        "max_reruns": (
+            "merge.max_reruns",
+            lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES),
+        ),
         "rules": ("merge.rules", lambda v: fields.each(v, _rule)),
     },
     "gates": {
         "integration": ("gates.integration", fields.text_list),
-        "every": ("gates.every", lambda v: fields.integer(v, minimum=1)),
+        "every": ("gates.every", lambda v: fields.integer(v, minimum=1, maximum=MAX_GATE_BATCH)),
         "timeout": ("gates.timeout_s", fields.duration),
     },
     "report": {"template": ("report_template", fields.text)},
 }
 CONFIG_KEYS = (*_TOP, "agents", *_SECTIONS)
 
-_SAFE = YAML(typ="safe")
-
 
 def parse_config(path: str, text: str) -> ParsedConfig:
     """Parse config.yaml text, reporting every problem with its position."""
     locator = Locator(text)
     report = Reporter(path, locator)
-    try:
-        data = _SAFE.load(text)
-    except YAMLError as exc:
-        report.yaml_error(exc)
+    loaded, data = report.load_yaml(text)
+    if not loaded:
         return ParsedConfig(Config(), tuple(report.findings))
     if data is None:
         data = {}
@@ -277,18 +276,13 @@ def parse_config(path: str, text: str) -> ParsedConfig:
                 spec = _SECTIONS[key].get(str(sub))
                 if spec is None:
                     known = _SECTIONS[key]
-                    report.warn_at_key(
-                        (key, sub),
-                        f"unknown key '{key}.{sub}'{fields.did_you_mean(str(sub), known)}",
-                    )
+                    unknown_key(report, (key, str(sub)), str(sub), known, known)
                     continue
                 read((key, str(sub)), sub_raw, *spec)
         elif key == "agents":
             values["agents"] = _parse_agents(raw, report)
         else:
-            report.warn_at_key(
-                (key,), f"unknown key {key!r}{fields.did_you_mean(str(key), CONFIG_KEYS)}"
-            )
+            unknown_key(report, (str(key),), str(key), CONFIG_KEYS, CONFIG_KEYS)
 
     config = _build(values)
     _cross_check(config, report)
@@ -316,10 +310,8 @@ def _parse_agents(raw: Any, report: Reporter) -> dict[str, AgentSpec]:
         for key, value in spec.items():
             entry = _AGENT_READERS.get(str(key))
             if entry is None:
-                hint = fields.did_you_mean(str(key), _AGENT_READERS)
-                report.warn_at_key(
-                    ("agents", name, key), f"unknown key 'agents.{name}.{key}'{hint}"
-                )
+                known = _AGENT_READERS
+                unknown_key(report, ("agents", name, str(key)), str(key), known, known)
                 continue
             attr, reader = entry
             try:
@@ -402,7 +394,7 @@ SETTINGS: tuple[Setting, ...] = (
         "jobs",
         "GITEXEC_JOBS",
         "gitexec.jobs",
-        _from_text(lambda v: fields.integer(v, minimum=1)),
+        _from_text(lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
         "agent slots (pooled worktrees)",
     ),
     Setting(
@@ -461,8 +453,12 @@ def resolve(
     flags = flags or {}
     changes: dict[str, Any] = {}
     for s in SETTINGS:
-        if flags.get(s.attr) is not None:
-            changes[s.attr] = flags[s.attr]
+        flag = flags.get(s.attr)
+        if flag is not None:
+            try:
+                changes[s.attr] = flag if isinstance(flag, enum.Enum) else s.reader(flag)
+            except fields.Invalid as exc:
+                raise UserError(f"--{s.yaml_key.replace('_', '-')} {flag}: {exc.message}") from None
             continue
         for source, raw in (
             (s.env, env.get(s.env)),

@@ -68,17 +68,43 @@ def _decode(path: str, data: bytes) -> tuple[str | None, Finding | None]:
         return None, Finding(path, line, col, Severity.ERROR, "file is not valid UTF-8")
 
 
+class Unreadable(Exception):
+    """A project file exists but cannot be read; the message says why."""
+
+
 class Source(Protocol):
     """Where project files come from: the working tree, or a commit's tree."""
 
     def ticket_names(self) -> list[str] | None:
         """Names in the tickets directory (None: it is not a directory)."""
 
+    def problem(self, rel: str) -> str | None:
+        """Why an existing file cannot be a project file (a symbolic link), or None."""
+
     def read(self, rel: str) -> bytes | None:
-        """A file's content, or None when it does not exist."""
+        """A file's content, or None when it does not exist; Unreadable when it cannot be read."""
 
     def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
         """(key that changes when the content does, racy?), or None when missing."""
+
+
+_LINK_MODE = 0o120000
+
+
+def symlink_problem(root: Path | None, rel: str, target: str) -> str:
+    """Why a symbolic link cannot be a project file: git stores the link, not the file.
+
+    With the work tree's `root`, says whether the link leads out of the repository.
+    """
+    where = ""
+    if root is not None:
+        resolved = os.path.realpath(os.path.join(root, os.path.dirname(rel), target))
+        inside = os.path.commonpath([resolved, os.path.realpath(root)]) == os.path.realpath(root)
+        where = "" if inside else ", outside the repository"
+    return (
+        f"a symbolic link (to {target!r}{where}): gitexec reads only regular files here, "
+        "since git stores the link rather than the file"
+    )
 
 
 class FileSource:
@@ -88,6 +114,7 @@ class FileSource:
         self.root = root
         self._base = os.fspath(root)
         self._stats: dict[str, os.stat_result] = {}
+        self._links: dict[str, str] = {}  # symbolic links in the tickets directory -> target
         self._names: list[str] | None = None
         self._scanned = False
 
@@ -96,11 +123,18 @@ class FileSource:
             return
         self._scanned = True
         directory = os.path.join(self._base, TICKETS_DIR)
+        if any(os.path.islink(os.path.join(self._base, d)) for d in (".gitexec", TICKETS_DIR)):
+            self._names = None  # git would store the link, not the tickets
+            return
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if entry.is_file():
-                        self._stats[f"{TICKETS_DIR}/{entry.name}"] = entry.stat()
+                    rel = f"{TICKETS_DIR}/{entry.name}"
+                    if entry.is_symlink():
+                        self._links[rel] = os.readlink(entry.path)
+                        self._stats[rel] = entry.stat(follow_symlinks=False)
+                    elif entry.is_file():
+                        self._stats[rel] = entry.stat()
             self._names = sorted(name.rsplit("/", 1)[1] for name in self._stats)
         except FileNotFoundError:
             self._names = []
@@ -111,12 +145,24 @@ class FileSource:
         self._scan()
         return self._names
 
+    def problem(self, rel: str) -> str | None:
+        self._scan()
+        target = self._links.get(rel)
+        if target is None and not rel.startswith(f"{TICKETS_DIR}/"):
+            path = os.path.join(self._base, rel)
+            target = os.readlink(path) if os.path.islink(path) else None
+        if target is None:
+            return None
+        return symlink_problem(self.root, rel, target)
+
     def read(self, rel: str) -> bytes | None:
         try:
             with open(os.path.join(self._base, rel), "rb") as f:
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise Unreadable(f"cannot read the file: {exc.strerror or exc}") from None
 
     def _stat(self, rel: str) -> os.stat_result | None:
         self._scan()
@@ -170,6 +216,13 @@ class TreeSource:
             return None
         return sorted(e.name for e in entry if e.type_str == "blob" and e.name)  # type: ignore[attr-defined]
 
+    def problem(self, rel: str) -> str | None:
+        entry = self._entry(rel)
+        if entry is None or entry.filemode != _LINK_MODE:
+            return None
+        target = entry.data.decode("utf-8", "replace")  # type: ignore[attr-defined]
+        return symlink_problem(None, rel, target)
+
     def read(self, rel: str) -> bytes | None:
         entry = self._entry(rel)
         return entry.data if entry is not None and entry.type_str == "blob" else None  # type: ignore[attr-defined]
@@ -185,8 +238,16 @@ def _parse_cached(
     found = source.cache_key(rel)
     if found is None:
         return None
-    key, racy = found
-    hit, data = cache.lookup(rel, key, racy, lambda: source.read(rel))
+    unusable = source.problem(rel)
+    if unusable is None:
+        key, racy = found
+        try:
+            hit, data = cache.lookup(rel, key, racy, lambda: source.read(rel))
+        except Unreadable as exc:
+            unusable = str(exc)
+    if unusable is not None:
+        finding = Finding(rel, 1, 1, Severity.ERROR, unusable)
+        return ParsedConfig(Config(), (finding,)) if config else ParsedTicket(None, (finding,))
     if hit is not None:
         return hit
     if data is None:
@@ -213,7 +274,7 @@ def locator_for(source: Source, ticket_file: str) -> Locator:
     """A Locator over a ticket file's YAML (front matter for Markdown tickets)."""
     try:
         text = (source.read(ticket_file) or b"").decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, Unreadable):
         return Locator("")
     if ticket_file.endswith(".md"):
         split = split_front_matter(text)
@@ -251,6 +312,17 @@ def load_project(
     for name in names:
         rel = f"{TICKETS_DIR}/{name}"
         if name.startswith("."):
+            if name.endswith(TICKET_SUFFIXES) and not name.startswith(".#"):  # .# : editor locks
+                findings.append(
+                    Finding(
+                        rel,
+                        1,
+                        1,
+                        Severity.WARNING,
+                        "ignored: a hidden file (its name starts with '.'); "
+                        "ticket files are named <ID>.yaml or <ID>.md",
+                    )
+                )
             continue
         if not name.endswith(TICKET_SUFFIXES):
             if name.endswith((".yml", ".markdown")):
@@ -275,7 +347,9 @@ def load_project(
     findings.extend(cross)
 
     plan: Plan | None = None
-    plan_data = source.read(PLAN_FILE) if check_plan else None
+    plan_data, plan_problem = _read_plan(source) if check_plan else (None, None)
+    if plan_problem is not None:
+        findings.append(plan_problem)
     if plan_data is not None:
         text = plan_data.decode("utf-8", errors="replace")
         plan, plan_findings = load_plan(PLAN_FILE, text)
@@ -286,6 +360,26 @@ def load_project(
                 check_plan_against(PLAN_FILE, text, plan, tickets, config.default_estimate_s)
             )
     return Project(root, config, tuple(tickets), tuple(sorted(findings)), plan)
+
+
+def _read_plan(source: Source) -> tuple[bytes | None, Finding | None]:
+    """The committed plan's content, or the finding that stops it from being read."""
+    problem = source.problem(PLAN_FILE)
+    data: bytes | None = None
+    if problem is None:
+        try:
+            data = source.read(PLAN_FILE)
+        except Unreadable as exc:
+            problem = str(exc)
+    if problem is None and data is not None:
+        # Loading the plan must not meet what crashes the YAML parser (nesting, aliases).
+        report = Reporter(PLAN_FILE, Locator(""))
+        text = data.decode("utf-8", errors="replace")
+        if not report.within_yaml_limits(text):
+            return None, report.findings[0]
+    if problem is None:
+        return data, None
+    return None, Finding(PLAN_FILE, 1, 1, Severity.ERROR, problem)
 
 
 def cross_check(

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from gitexec import fields
 from gitexec.findings import Finding, Locator, Reporter, Severity
@@ -108,7 +105,7 @@ def _resources(value: Any) -> tuple[tuple[str, float], ...]:
         if not isinstance(k, str):
             raise fields.Invalid(f"resource names must be strings, got {fields.type_name(k)}")
         try:
-            out.append((k, fields.number(v)))
+            out.append((k, fields.number(v, maximum=fields.MAX_JOBS)))
         except fields.Invalid as exc:
             raise fields.Invalid(f"resource {k!r}: {exc.message}", k) from None
     return tuple(sorted(out))
@@ -130,13 +127,16 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "agent": ("agent", fields.text),
     "depends_on": ("depends_on", fields.text_list),
     "paths": ("paths", fields.globs),
-    "priority": ("priority", fields.integer),
+    "priority": (
+        "priority",
+        lambda v: fields.integer(v, minimum=-fields.MAX_PRIORITY, maximum=fields.MAX_PRIORITY),
+    ),
     "estimate": ("estimate_s", fields.duration),
     "run": ("run", fields.text),
     "prompt": ("prompt", lambda v: fields.text(v, allow_empty=True)),
     "validate": ("validate", fields.text_list),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=fields.MAX_RETRIES)),
     "resources": ("resources", _resources),
     "on_conflict": ("on_conflict", _ladder),
     "status": ("status", _state),
@@ -145,6 +145,24 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 KNOWN_KEYS = ("id", "title", *_READERS, "description", "labels", "notes")
 # Informational keys users commonly add; accepted and ignored.
 _FREE_KEYS = frozenset({"description", "labels", "notes"})
+_MEANINGFUL_KEYS = ("id", "title", *_READERS)
+
+
+def unknown_key(
+    report: Reporter,
+    where: tuple[str | int, ...],
+    name: str,
+    meaningful: Iterable[str],
+    known: Iterable[str],
+) -> None:
+    """An unknown key: an error when it is a near miss of a key that means something (the
+    setting would silently not apply), else a warning, with a suggestion when there is one."""
+    shown = ".".join(str(k) for k in where)
+    near = fields.near_miss(name, meaningful)
+    if near is not None:
+        report.error_at_key(where, f"unknown key {shown!r} (did you mean {near!r}?)")
+    else:
+        report.warn_at_key(where, f"unknown key {shown!r}{fields.did_you_mean(name, known)}")
 
 
 def split_front_matter(text: str) -> tuple[str, str, int] | None:
@@ -156,9 +174,6 @@ def split_front_matter(text: str) -> tuple[str, str, int] | None:
         if lines[n].rstrip("\r\n") in ("---", "..."):
             return "".join(lines[1:n]), "".join(lines[n + 1 :]), 1
     return None
-
-
-_SAFE = YAML(typ="safe")
 
 
 def parse_ticket(path: str, text: str) -> ParsedTicket:
@@ -180,10 +195,8 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
         source, body, offset = split
     locator = Locator(source, offset)
     report = Reporter(path, locator)
-    try:
-        data = _SAFE.load(source)
-    except YAMLError as exc:
-        report.yaml_error(exc)
+    loaded, data = report.load_yaml(source)
+    if not loaded:
         return ParsedTicket(None, tuple(report.findings))
 
     if data is None:
@@ -223,7 +236,7 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
             continue
         spec = _READERS.get(key)
         if spec is None:
-            report.warn_at_key((key,), f"unknown key {key!r}{fields.did_you_mean(key, KNOWN_KEYS)}")
+            unknown_key(report, (key,), key, _MEANINGFUL_KEYS, KNOWN_KEYS)
             continue
         attr, read = spec
         if raw is None and key not in ("result",):

@@ -208,9 +208,9 @@ CORPUS = [
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\ndepend_on: [B]\n"},
         None,
         [
-            ".gitexec/tickets/A.yaml:4:1: warning: unknown key 'depend_on' (did you mean 'depends_on'?)"
+            ".gitexec/tickets/A.yaml:4:1: error: unknown key 'depend_on' (did you mean 'depends_on'?)"
         ],
-        id="unknown_key",
+        id="near_miss_key",
     ),
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\npriority: high\n"},
@@ -359,8 +359,8 @@ CORPUS = [
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\n"},
         "jobz: 3\n",
-        [".gitexec/config.yaml:1:1: warning: unknown key 'jobz' (did you mean 'jobs'?)"],
-        id="cfg_unknown_key",
+        [".gitexec/config.yaml:1:1: error: unknown key 'jobz' (did you mean 'jobs'?)"],
+        id="cfg_near_miss_key",
     ),
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\n"},
@@ -469,7 +469,7 @@ def test_check_through_python_m(repo: Path) -> None:
 def test_check_files_filters_findings(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(repo, {"A.yaml": "id: A\ntitle: a\n", "B.yaml": OK_TICKET.replace("A", "B")}, None)
     assert main(["-C", str(repo), "check", ".gitexec/tickets/B.yaml", "README.md"]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "2 files OK\n"
     assert main(["-C", str(repo / ".gitexec"), "check", "tickets/A.yaml"]) == 1
     assert "A.yaml:1:1: error" in capsys.readouterr().out
 

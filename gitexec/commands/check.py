@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from gitexec.cache import SummaryCache
 from gitexec.errors import EXIT_FAILED, EXIT_OK
-from gitexec.findings import Finding
+from gitexec.findings import Finding, Severity
 from gitexec.project import FileSource, filter_findings, load_project
 from gitexec.workspace import Workspace
 
 
-def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: bool = True) -> int:
-    """Print every finding; exit 1 when there is an error (warnings alone pass).
+def check(
+    ws: Workspace,
+    files: Sequence[str],
+    *,
+    fmt: str = "text",
+    use_cache: bool = True,
+    strict: bool = False,
+) -> int:
+    """Print every finding; exit 1 when there is an error (warnings alone pass, unless
+    `strict` makes every warning an error).
 
     With FILES, the whole project is still validated (dependencies cross files), but only
     findings in the named files are shown.
@@ -22,6 +31,8 @@ def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: 
     if files:
         rel = [ws.relative(f) for f in files]
         findings = filter_findings(findings, rel)
+    if strict:
+        findings = [replace(f, severity=Severity.ERROR) for f in findings]
     errors = sum(1 for f in findings if f.is_error)
     if fmt == "json":
         print(
@@ -49,6 +60,10 @@ def check(ws: Workspace, files: Sequence[str], *, fmt: str = "text", use_cache: 
         warnings = len(findings) - errors
         if findings:
             print(f"{errors} error(s), {warnings} warning(s) in {count} ticket(s)")
+        elif files:
+            print(f"{len(files)} file{'' if len(files) == 1 else 's'} OK")
+        else:
+            print(f"{count} ticket{'' if count == 1 else 's'} OK")
     return EXIT_FAILED if errors else EXIT_OK
 
 
