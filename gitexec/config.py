@@ -16,6 +16,7 @@ from gitexec import fields
 from gitexec.errors import UserError
 from gitexec.fields import MAX_JOBS, MAX_RETRIES
 from gitexec.findings import Finding, Locator, Reporter
+from gitexec.repopath import path_problem
 from gitexec.tickets import LADDER_STEPS, unknown_key
 
 CONFIG_FILE = ".gitexec/config.yaml"
@@ -46,6 +47,7 @@ class MergeOrder(enum.Enum):
 
 
 RULE_STRATEGIES = ("union", "ours", "theirs")
+AGENT_STDIN = ("prompt",)  # what an agent may read on stdin (default: nothing)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class AgentSpec:
     fallback: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     prompt_template: str | None = None  # repository-relative jinja2 template for `prompt`
+    stdin: str | None = None  # "prompt": the prompt goes to the agent's stdin
 
 
 SHELL_AGENT = AgentSpec("shell", ("sh", "-c", "{{ ticket.run }}"))
@@ -145,6 +148,14 @@ def _command(value: Any) -> tuple[str, ...]:
     return argv
 
 
+def _repository_path(value: Any) -> str:
+    """A path to a file in the repository (a template): relative, never leaving it."""
+    problem = path_problem(fields.text(value))
+    if problem is not None:
+        raise fields.Invalid(problem)
+    return str(value)
+
+
 def _env(value: Any) -> tuple[tuple[str, str], ...]:
     out = []
     for k, v in fields.mapping(value).items():
@@ -163,7 +174,8 @@ _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
     "fallback": ("fallback", fields.text),
     "env": ("env", _env),
-    "prompt_template": ("prompt_template", fields.text),
+    "prompt_template": ("prompt_template", _repository_path),
+    "stdin": ("stdin", lambda v: fields.choice(v, AGENT_STDIN)),
 }
 
 
@@ -236,7 +248,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "every": ("gates.every", lambda v: fields.integer(v, minimum=1, maximum=MAX_GATE_BATCH)),
         "timeout": ("gates.timeout_s", fields.duration),
     },
-    "report": {"template": ("report_template", fields.text)},
+    "report": {"template": ("report_template", _repository_path)},
 }
 CONFIG_KEYS = (*_TOP, "agents", *_SECTIONS)
 

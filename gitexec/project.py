@@ -15,6 +15,7 @@ from gitexec.config import CONFIG_FILE, Config, ParsedConfig, parse_config
 from gitexec.errors import UserError
 from gitexec.findings import Finding, Locator, Reporter, Severity
 from gitexec.plan import PLAN_FILE, Graph, Plan, check_plan_against, load_plan
+from gitexec.repopath import RepositoryPathError, repository_file
 from gitexec.tickets import (
     TICKET_SUFFIXES,
     TICKETS_DIR,
@@ -80,6 +81,10 @@ class Source(Protocol):
 
     def problem(self, rel: str) -> str | None:
         """Why an existing file cannot be a project file (a symbolic link), or None."""
+
+    def file_problem(self, rel: str) -> str | None:
+        """Why `rel` (a template the config names) is not a regular file of the repository
+        reached without a symbolic link, or None."""
 
     def read(self, rel: str) -> bytes | None:
         """A file's content, or None when it does not exist; Unreadable when it cannot be read."""
@@ -155,6 +160,13 @@ class FileSource:
             return None
         return symlink_problem(self.root, rel, target)
 
+    def file_problem(self, rel: str) -> str | None:
+        try:
+            repository_file(self.root, rel)
+        except RepositoryPathError as exc:
+            return str(exc)
+        return None
+
     def read(self, rel: str) -> bytes | None:
         try:
             with open(os.path.join(self._base, rel), "rb") as f:
@@ -222,6 +234,20 @@ class TreeSource:
             return None
         target = entry.data.decode("utf-8", "replace")  # type: ignore[attr-defined]
         return symlink_problem(None, rel, target)
+
+    def file_problem(self, rel: str) -> str | None:
+        node: pygit2.Object = self.tree
+        for part in rel.split("/"):
+            entry = node[part] if node.type_str == "tree" and part in node else None  # type: ignore[operator, index]
+            if entry is None:
+                return f"{rel!r} does not exist in the repository"
+            if entry.filemode == _LINK_MODE:
+                return (
+                    f"{rel!r} goes through a symbolic link: gitexec reads only regular files "
+                    "in the repository here"
+                )
+            node = entry
+        return None if node.type_str == "blob" else f"{rel!r} is not a regular file"
 
     def read(self, rel: str) -> bytes | None:
         entry = self._entry(rel)
@@ -303,6 +329,7 @@ def load_project(
     if isinstance(parsed_config, ParsedConfig):
         config = parsed_config.config
         findings.extend(parsed_config.findings)
+        findings.extend(_template_findings(source, config))
 
     tickets: list[Ticket] = []
     names = source.ticket_names()
@@ -360,6 +387,30 @@ def load_project(
                 check_plan_against(PLAN_FILE, text, plan, tickets, config.default_estimate_s)
             )
     return Project(root, config, tuple(tickets), tuple(sorted(findings)), plan)
+
+
+def template_paths(config: Config) -> list[tuple[tuple[str, ...], str]]:
+    """The templates a config names: (keys in config.yaml, repository-relative path)."""
+    found: list[tuple[tuple[str, ...], str | None]] = [
+        (("report", "template"), config.report_template)
+    ]
+    found += [
+        (("agents", a.name, "prompt_template"), a.prompt_template) for a in config.agents.values()
+    ]
+    return [(keys, rel) for keys, rel in found if rel]
+
+
+def _template_findings(source: Source, config: Config) -> list[Finding]:
+    """Templates must be regular files in the repository: not missing, not behind a link."""
+    wanted = template_paths(config)
+    if not wanted:
+        return []
+    report = Reporter(CONFIG_FILE, locator_for(source, CONFIG_FILE))
+    for keys, rel in wanted:
+        problem = source.file_problem(rel)
+        if problem is not None:
+            report.error_at_value(keys, f"{'.'.join(keys)}: {problem}")
+    return report.findings
 
 
 def _read_plan(source: Source) -> tuple[bytes | None, Finding | None]:
