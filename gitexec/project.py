@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from gitexec import fields
 from gitexec.cache import ParseCache, is_racy, stat_key
-from gitexec.config import CONFIG_FILE, Config, ParsedConfig, parse_config
+from gitexec.config import CONFIG_FILE, AgentSpec, Config, ParsedConfig, parse_config
 from gitexec.errors import UserError
-from gitexec.findings import Finding, Locator, Reporter, Severity
+from gitexec.findings import Finding, Locator, Position, Reporter, Severity
 from gitexec.plan import PLAN_FILE, Graph, Plan, check_plan_against, load_plan
 from gitexec.repopath import RepositoryPathError, repository_file
 from gitexec.tickets import (
@@ -474,6 +475,8 @@ def cross_check(
             report(t).error_at_key(
                 ("id",), f"ticket {t.id!r} uses the shell agent but has no 'run' command"
             )
+        elif t.prompt and len(t.prompt) > PROMPT_ARG_WARNING // 4:
+            _check_prompt_size(source, t, config.agents[agent_name], report(t))
 
     graph = Graph(unique.values())
     if graph.topological_order() is None:
@@ -486,6 +489,44 @@ def cross_check(
     for r in reporters.values():
         findings.extend(r.findings)
     return sorted(unique.values(), key=lambda t: t.id), findings
+
+
+# Linux refuses a single command-line argument of MAX_ARG_STRLEN (32 pages: 128 KiB) or
+# more with E2BIG. The prompt template adds a little to the ticket's prompt.
+MAX_ARG_STRLEN = 128 * 1024
+PROMPT_ARG_WARNING = MAX_ARG_STRLEN - 2048
+_PROMPT_IN_ARG = re.compile(r"(\{\{|\{%)(?:(?!\}\}|%\}).)*\bprompt\b", re.DOTALL)
+
+
+def _check_prompt_size(source: Source, ticket: Ticket, agent: AgentSpec, report: Reporter) -> None:
+    """Warn when a prompt the agent takes in argv cannot fit in one argument."""
+    size = len((ticket.prompt or "").encode("utf-8"))
+    if size <= PROMPT_ARG_WARNING or not any(_PROMPT_IN_ARG.search(a) for a in agent.command):
+        return
+    report.at(
+        _prompt_position(source, ticket, report.locator),
+        f"prompt: {size / 1024:.0f} KiB is too long for one command-line argument (at most "
+        f"{MAX_ARG_STRLEN // 1024} KiB on Linux), and agent {agent.name!r} passes "
+        "{{ prompt }} in its command: give the agent `stdin: prompt` (and drop {{ prompt }} "
+        "from its command), or pass {{ prompt_file }} instead",
+        Severity.WARNING,
+    )
+
+
+def _prompt_position(source: Source, ticket: Ticket, locator: Locator) -> Position:
+    """Where a ticket's prompt is: its `prompt` key, or a Markdown ticket's body."""
+    position = locator.key("prompt")
+    if position != locator.start() or not ticket.file.endswith(".md"):
+        return position
+    try:
+        text = (source.read(ticket.file) or b"").decode("utf-8-sig")
+    except (UnicodeDecodeError, Unreadable):
+        return position
+    split = split_front_matter(text)
+    if split is None:
+        return position
+    front, _, offset = split
+    return (offset + front.count("\n") + 2, 1)
 
 
 def _needs_run(config: Config, agent_name: str) -> bool:

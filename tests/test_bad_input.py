@@ -277,3 +277,51 @@ def test_hidden_ticket_files_are_named_in_warnings(tmp_path: Path) -> None:
     code, out, err = gitexec(repo, "run", "--dry-run")
     assert_clean_failure(code, out, err, 0)
     assert "OK" in out and "evil" not in out
+
+
+# --- prompts over the per-argument limit -----------------------------------------------------
+
+_ARGV_AGENT = "agents:\n  a:\n    command: [agent, -p, '{{ prompt }}']\n"
+_STDIN_AGENT = "  s:\n    command: [agent, --from-stdin]\n    stdin: prompt\n"
+_FILE_AGENT = "  f:\n    command: [agent, --prompt-file, '{{ prompt_file }}']\n"
+_TOO_LONG = (
+    "prompt: 195 KiB is too long for one command-line argument (at most 128 KiB on Linux), "
+    "and agent 'a' passes {{ prompt }} in its command: give the agent `stdin: prompt` (and "
+    "drop {{ prompt }} from its command), or pass {{ prompt_file }} instead"
+)
+
+
+def test_check_warns_about_prompts_too_long_for_an_argument(tmp_path: Path) -> None:
+    long = "word " * 40_000
+    tickets = {
+        "A": ticket_yaml("A", agent="a", prompt=long),
+        "S": ticket_yaml("S", agent="s", prompt=long),
+        "F": ticket_yaml("F", agent="f", prompt=long),
+        "OK": ticket_yaml("OK", agent="a", prompt="short"),
+    }
+    repo = make_project(tmp_path / "r", tickets, config=_ARGV_AGENT + _STDIN_AGENT + _FILE_AGENT)
+    write_files(repo, {".gitexec/tickets/M.md": f"---\nid: M\ntitle: m\nagent: a\n---\n{long}\n"})
+    code, out, err = gitexec(repo, "check")
+    assert_clean_failure(code, out, err, 0)
+    assert out.splitlines() == [
+        f".gitexec/tickets/A.yaml:4:1: warning: {_TOO_LONG}",
+        f".gitexec/tickets/M.md:6:1: warning: {_TOO_LONG}",
+        "0 error(s), 2 warning(s) in 5 ticket(s)",
+    ]
+
+
+def test_agent_stdin_setting(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", agent="s")},
+        config=_ARGV_AGENT + _STDIN_AGENT + "  x:\n    command: [x]\n    stdin: file\n",
+    )
+    code, out, err = gitexec(repo, "check")
+    assert_clean_failure(code, out, err, 1)
+    assert out.splitlines()[0] == (
+        ".gitexec/config.yaml:9:12: error: agents.x.stdin: 'file' is not one of prompt"
+    )
+    from gitexec.project import load_project
+
+    assert load_project(repo).config.agents["s"].stdin == "prompt"
+    assert load_project(repo).config.agents["a"].stdin is None
