@@ -53,15 +53,16 @@ _TERMINAL = frozenset(
 LADDER_STEPS = ("rules", "rerun", "sequential", "fail")
 
 
-def id_problem(ticket_id: str) -> str | None:
-    """Why `ticket_id` is not a valid id (it becomes a ref component), or None."""
+def id_problem(ticket_id: str, what: str = "id") -> str | None:
+    """Why `ticket_id` is not a valid id (it becomes a ref component), or None; `what`
+    names it in the message (a run id is held to the same rules)."""
     if not _ID_RE.fullmatch(ticket_id):
         return (
-            f"invalid id {ticket_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"invalid {what} {ticket_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     if ".." in ticket_id or ticket_id.endswith((".lock", ".")):
-        return f"invalid id {ticket_id!r}: must not contain '..' or end with '.' or '.lock'"
+        return f"invalid {what} {ticket_id!r}: must not contain '..' or end with '.' or '.lock'"
     return None
 
 

@@ -4,10 +4,12 @@ wrong, exit 1 or 2; never exit 3, a traceback or a hang."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from gitexec.project import load_project
 from tests.helpers import commit_all, git, write_files
 from tests.project import gitexec, make_project, ticket_yaml
 
@@ -321,7 +323,38 @@ def test_agent_stdin_setting(tmp_path: Path) -> None:
     assert out.splitlines()[0] == (
         ".gitexec/config.yaml:9:12: error: agents.x.stdin: 'file' is not one of prompt"
     )
-    from gitexec.project import load_project
-
     assert load_project(repo).config.agents["s"].stdin == "prompt"
     assert load_project(repo).config.agents["a"].stdin is None
+
+
+# --- repositories gitexec cannot work on, run ids --------------------------------------------
+
+
+def test_sha256_repository_is_refused_clearly(tmp_path: Path) -> None:
+    repo = tmp_path / "sha"
+    init = subprocess.run(
+        ["git", "init", "-q", "--object-format=sha256", str(repo)], capture_output=True, check=False
+    )
+    if init.returncode != 0:
+        pytest.skip("this git cannot create SHA-256 repositories")
+    write_files(repo, {".gitexec/tickets/A.yaml": ticket_yaml("A", run="true")})
+    commit_all(repo, "tickets")
+    for args in (["run", "--no-monitor"], ["check"], ["status"]):
+        code, out, err = gitexec(repo, *args)
+        assert_clean_failure(code, out, err, 2)
+        assert err == (
+            "gitexec: error: this repository uses SHA-256 object names "
+            "(extensions.objectformat = sha256), which the pygit2 here cannot read: gitexec "
+            "works on SHA-1 repositories only\n"
+        )
+
+
+@pytest.mark.parametrize("command", [["run", "--no-monitor"], ["collect", "results"]])
+def test_bad_run_id_message(tmp_path: Path, command: list[str]) -> None:
+    repo = make_project(tmp_path / "r", {"OK": OK})
+    code, out, err = gitexec(repo, *command, "--run-id", "bad id")
+    assert_clean_failure(code, out, err, 2)
+    assert err == (
+        "gitexec: error: --run-id: invalid run id 'bad id': use 1-64 letters, digits, '.', '_' "
+        "or '-', starting with a letter or digit\n"
+    )
