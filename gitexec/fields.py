@@ -25,6 +25,16 @@ class Invalid(Exception):
         self.at = at
 
 
+# Bidirectional controls make text display differently from what it is ("Trojan source"):
+# U+061C, U+200E-U+200F, U+202A-U+202E and U+2066-U+2069.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_bidi(text: str) -> str:
+    """`text` without bidirectional control characters."""
+    return BIDI_CONTROLS.sub("", text)
+
+
 def type_name(value: object) -> str:
     if value is None:
         return "null"

@@ -154,6 +154,9 @@ class Reporter:
     def warn_at_key(self, keys: tuple[str | int, ...], message: str) -> None:
         self.at(self.locator.key(*keys), message, Severity.WARNING)
 
+    def warn_at_value(self, keys: tuple[str | int, ...], message: str) -> None:
+        self.at(self.locator.value(*keys), message, Severity.WARNING)
+
     def yaml_error(self, exc: YAMLError) -> None:
         """Report a YAML syntax error at the place the parser noticed it."""
         if not isinstance(exc, MarkedYAMLError):

@@ -225,6 +225,16 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
                 ("id",), f"id {ticket_id!r} does not match the file name (expected {stem!r})"
             )
     title = _required_text(data, "title", report)
+    if title is not None and fields.BIDI_CONTROLS.search(title):
+        found = sorted({f"U+{ord(c):04X}" for c in fields.BIDI_CONTROLS.findall(title)})
+        report.warn_at_value(
+            ("title",),
+            f"title: bidirectional control character(s) {', '.join(found)} removed (they make "
+            "text display differently from what it is)",
+        )
+        title = fields.strip_bidi(title).strip() or None
+        if title is None:
+            report.error_at_value(("title",), "title: must not be empty")
     if ticket_id is None or title is None:
         usable = False
 
