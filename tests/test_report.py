@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from junitparser import Error, Failure, JUnitXml, Skipped
 from lxml import etree
 from markdown_it import MarkdownIt
@@ -374,7 +376,7 @@ def test_markdown_from_a_real_run(mixed: MixedRun) -> None:
     assert "<script" not in html
     assert html.count("<details>") == 3  # C (failed), E (agent error), the conflict
     details = text[text.index("### Failures and conflicts") :]
-    assert f"Conflict in **shared\\.txt**, collided with {done}:" in details
+    assert f"Conflict in **shared.txt**, collided with {done}:" in details
     conflict_block = next(f for f in fences(details, "") if "<<<<<<<" in f)
     assert conflict_block.startswith("@@ line 1 @@\n<<<<<<< integration")
     assert "red alert" in details and "token=***" in details
@@ -532,7 +534,7 @@ def test_report_command_for_runs_in_every_state(
     text = markdown.read_text(encoding="utf-8")
     assert len(ticket_table(text)) == 7
     if variant == "crashed":
-        assert "git exec resume \\-\\-run mix\\-crashed" in text
+        assert "git exec resume --run mix-crashed" in text
     if variant != "finished":
         unfinished = [
             s.get("message") for s in root.iter("skipped") if s.get("message", "").startswith("not")
@@ -765,3 +767,71 @@ def test_secrets_and_bidi_never_reach_reports_or_the_terminal(
         )
         assert "\u202e" not in text
     assert "Invoice gnp.exe" in markdown
+
+
+# --- Markdown escaping: only what Markdown needs ---------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
+def test_md_round_trips_in_table_cells_and_list_items(text: str) -> None:
+    """Whatever the text, it renders as itself: no HTML, link, emphasis or block of its own."""
+    import html as html_mod
+
+    parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    expected = " ".join(text.split())
+    cell_html = parser.render(f"| h |\n|---|\n| {md(text)} |\n")
+    cell = cell_html.split("<td>")[1].split("</td>")[0] if "<td>" in cell_html else ""
+    assert "<" not in cell and html_mod.unescape(cell) == expected, (text, md(text), cell_html)
+    item_html = parser.render(f"- {md(text)}\n")
+    inner = item_html.removeprefix("<ul>\n<li>").removesuffix("</li>\n</ul>\n")
+    assert "<" not in inner and html_mod.unescape(inner) == expected, (text, md(text), item_html)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "failed: 8 of 12 tickets completed; 1 failed",
+        "gitexec/r1",
+        ".gitexec/tickets/B.yaml",
+        "0.94× (min of slots and work ÷ critical path)",
+        "snake_case_name and auto-resolved 28%",
+        "#1 fix, 1.5 s, (a) {b}",
+    ],
+)
+def test_md_leaves_ordinary_text_alone(text: str) -> None:
+    assert md(text) == text
+
+
+def test_markdown_report_reads_well_raw_and_a_failed_rerun_shows_no_empty_diff(
+    tmp_path: Path,
+) -> None:
+    """A conflict whose rerun failed: no empty diff block, no 'failed (failed)'; the raw
+    file has no escapes where Markdown needs none."""
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", "First: writer; a/b", run="sleep 0.2; echo from-a > shared.txt"),
+            "B": ticket_yaml(
+                "B",
+                "Second writer",
+                run='sleep 0.8; test -z "$GITEXEC_CONFLICT_FILES" || exit 1; echo b > shared.txt',
+            ),
+        },
+        config="version: 1\nmerge:\n  on_conflict: [rules, rerun, fail]\n",
+        files={"shared.txt": "base\n"},
+    )
+    code, out, err = run_ok(repo, "--run-id", "r1", "--markdown", "report.md")
+    assert code == 1, out + err
+    text = (repo / "report.md").read_text()
+    assert text.startswith("## ❌ gitexec run r1: failed: 1 of 2 tickets completed; 1 failed\n")
+    assert "on gitexec/r1 ·" in text and "| A | First: writer; a/b | shell |" in text
+    assert re.search(r"\\[:;/.]", text) is None
+    details = text[text.index("### Failures and conflicts") :]
+    assert "failed (failed)" not in details and ": failed, agent exited with status 1" in details
+    assert (
+        "Conflict in **shared.txt**, collided with A; the ticket then ran again on the merged "
+        "result.\n" in details
+    )
+    assert "```\n\n```" not in details
+    assert [f for f in fences(details, "") if not f.strip()] == []
