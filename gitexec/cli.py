@@ -131,6 +131,12 @@ def _status(a: argparse.Namespace, ws: Workspace) -> int:
     return status(ws, run_id=a.run, fmt=a.format)
 
 
+def _runs(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.runs import runs
+
+    return runs(ws, fmt=a.format)
+
+
 def _agents(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.status import agents
 
@@ -361,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", _status, "state of a run (while it runs and after)")
     p.add_argument("--run", metavar="ID", help="default: the running run, else the newest")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("runs", _runs, "list the runs of this repository: state, age, tickets, branch")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = command("agents", _agents, "agent status matrix of a run")

@@ -3,6 +3,7 @@ wrong, exit 1 or 2; never exit 3, a traceback or a hang."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -358,3 +359,36 @@ def test_bad_run_id_message(tmp_path: Path, command: list[str]) -> None:
         "gitexec: error: --run-id: invalid run id 'bad id': use 1-64 letters, digits, '.', '_' "
         "or '-', starting with a letter or digit\n"
     )
+
+
+# --- git exec runs ---------------------------------------------------------------------------
+
+
+def test_runs_lists_every_run(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r", {"A": ticket_yaml("A", run="true"), "B": ticket_yaml("B", run="false")}
+    )
+    assert gitexec(repo, "runs") == (
+        0,
+        "no runs yet in this repository (start one with `git exec run`)\n",
+        "",
+    )
+    assert gitexec(repo, "run", "--no-monitor", "--run-id", "first")[0] == 1
+    assert gitexec(repo, "run", "--no-monitor", "--run-id", "second", "--only", "A")[0] == 0
+    code, out, err = gitexec(repo, "runs", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)["runs"]
+    assert [(r["run"], r["state"], r["completed"], r["total"]) for r in rows] == [
+        ("first", "failed", 1, 2),
+        ("second", "completed", 1, 1),
+    ]
+    assert rows[0]["integration"] == "refs/heads/gitexec/first"
+    assert rows[0]["age_s"] >= rows[1]["age_s"] >= 0
+    code, out, err = gitexec(repo, "runs")
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", "state", "started", "age", "tickets", "branch"]
+    assert lines[1].split()[:2] == ["first", "failed"]
+    assert lines[1].split()[4:] == ["1/2", "gitexec/first"]
+    assert lines[2].split()[:2] == ["second", "completed"]
+    assert lines[2].split()[4:] == ["1/1", "gitexec/second"]
+    assert gitexec(repo, "runs", "-h")[0] == 0
