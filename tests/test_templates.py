@@ -227,3 +227,23 @@ def test_committed_template_problems_refuse_the_run(tmp_path: Path) -> None:
         ".gitexec/config.yaml:5:22: error: agents.t.prompt_template: 'p.j2' goes through a symbolic link"
         in err
     )
+
+
+def test_warm_check_sees_a_template_replaced_by_a_link(tmp_path: Path) -> None:
+    """The check summary is keyed by the project files' stats; the templates the config
+    names are checked again too."""
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", agent="t")},
+        config=_agent_config("{{ prompt }}", "    prompt_template: t/p.j2\n"),
+        files={"t/p.j2": "{{ ticket.prompt }}\n"},
+    )
+    assert gitexec(repo, "check") == (0, "1 ticket OK\n", "")
+    assert gitexec(repo, "check") == (0, "1 ticket OK\n", "")  # answered from the summary
+    (repo / "t/p.j2").unlink()
+    (repo / "t/p.j2").symlink_to("/proc/self/environ")
+    code, out, _ = gitexec(repo, "check")
+    assert code == 1 and "'t/p.j2' goes through a symbolic link" in out
+    (repo / "t/p.j2").unlink()
+    (repo / "t/p.j2").write_text("x\n")
+    assert gitexec(repo, "check") == (0, "1 ticket OK\n", "")

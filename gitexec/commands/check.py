@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 
-from gitexec.cache import SummaryCache
+from gitexec.cache import SummaryCache, stat_key
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.findings import Finding, Severity
-from gitexec.project import FileSource, filter_findings, load_project
+from gitexec.project import FileSource, filter_findings, load_project, template_paths
 from gitexec.workspace import Workspace
 
 
@@ -67,24 +67,46 @@ def check(
     return EXIT_FAILED if errors else EXIT_OK
 
 
+Stats = tuple[tuple[str, tuple[Hashable, ...]], ...]
+
+
 def _findings(ws: Workspace, use_cache: bool) -> tuple[list[Finding], int]:
     """All findings and the ticket count; an unchanged project is answered from a summary
-    keyed by every file's stat, so a warm check costs one directory scan."""
+    keyed by every file's stat, so a warm check costs one directory scan (and a look at
+    the templates the config names, which live anywhere in the repository)."""
     source = FileSource(ws.root)
     signature = source.signature() if use_cache else None
-    summary: SummaryCache[tuple[list[Finding], int]] = SummaryCache(
+    summary: SummaryCache[tuple[list[Finding], int, Stats]] = SummaryCache(
         ws.state_dir / "cache" / "check-summary.pickle", "check"
     )
     if signature is not None:
         cached = summary.get(signature)
-        if cached is not None:
-            return cached
+        if cached is not None and _template_stats(ws, [rel for rel, _ in cached[2]]) == cached[2]:
+            return cached[0], cached[1]
     project = load_project(
         ws.root,
         cache_path=ws.parse_cache if use_cache else None,
         source=source,
     )
-    result = (list(project.findings), len(project.tickets))
+    templates = _template_stats(ws, [rel for _, rel in template_paths(project.config)])
     if signature is not None:
-        summary.put(signature, result)
-    return result
+        summary.put(signature, (list(project.findings), len(project.tickets), templates))
+    return list(project.findings), len(project.tickets)
+
+
+def _template_stats(ws: Workspace, paths: list[str]) -> Stats:
+    """For each path, the lstat keys of it and its directories (a link swapped in changes
+    one of them); empty keys for what does not exist."""
+    out = []
+    for rel in paths:
+        keys: list[Hashable] = []
+        current = ws.root
+        for part in rel.split("/"):
+            current = current / part
+            try:
+                keys.append(stat_key(current.lstat()))
+            except (OSError, ValueError):
+                keys.append(None)
+                break
+        out.append((rel, tuple(keys)))
+    return tuple(out)
