@@ -44,6 +44,7 @@ def type_name(value: object) -> str:
         float: "a number",
         str: "a string",
         list: "a list",
+        tuple: "a list",
         dict: "a mapping",
     }.get(type(value), type(value).__name__)
 

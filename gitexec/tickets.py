@@ -241,7 +241,7 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if not isinstance(key, str):
-            report.at(locator.start(), f"keys must be strings, got {fields.type_name(key)}")
+            report.error_at_key((key,), f"keys must be strings, got {fields.type_name(key)}")
             continue
         if key in ("id", "title") or key in _FREE_KEYS:
             continue
