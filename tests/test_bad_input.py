@@ -392,3 +392,14 @@ def test_runs_lists_every_run(tmp_path: Path) -> None:
     assert lines[2].split()[:2] == ["second", "completed"]
     assert lines[2].split()[4:] == ["1/1", "gitexec/second"]
     assert gitexec(repo, "runs", "-h")[0] == 0
+
+
+def test_a_plan_file_that_would_crash_the_parser_is_refused(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"OK": OK})
+    write_files(repo, {"deep.yaml": "groups: " + "[" * 300_000 + "]" * 300_000 + "\n"})
+    code, out, err = gitexec(repo, "run", "--dry-run", "deep.yaml")
+    assert_clean_failure(code, out, err, 2)
+    assert err == (
+        "gitexec: error: the plan cannot be used:\n"
+        "deep.yaml:1:72: error: YAML nested more than 64 levels deep\n"
+    )
