@@ -123,12 +123,19 @@ class ParsedConfig:
 def _jinja_problem(template: str) -> str | None:
     if "{{" not in template and "{%" not in template:
         return None
-    import jinja2
+    import jinja2  # slow to import: only for configs with templates
 
+    from gitexec.templating import BoundedEnvironment
+
+    shown = template if len(template) <= 80 else template[:77] + "..."
     try:
-        jinja2.Environment().parse(template)  # noqa: S701 - argv elements, not HTML
+        BoundedEnvironment().parse(template)
     except jinja2.TemplateSyntaxError as exc:
-        return f"invalid template {template!r}: {exc.message}"
+        return f"invalid template {shown!r}: {exc.message}"
+    except RecursionError:
+        return f"invalid template {shown!r}: nested too deeply"
+    except ValueError:  # an integer literal Python will not convert
+        return f"invalid template {shown!r}: a number is too long"
     return None
 
 

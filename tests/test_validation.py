@@ -647,6 +647,26 @@ CORPUS = [
                 ],
             ),
             (
+                "cfg_template_nested",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x, '{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}']\n",
+                [
+                    ".gitexec/config.yaml:3:18: error: agents.x.command: invalid template '{{ "
+                    + "(" * 74
+                    + "...': nested too deeply"
+                ],
+            ),
+            (
+                "cfg_template_long_number",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x, '{{ " + "9" * 5000 + " }}']\n",
+                [
+                    ".gitexec/config.yaml:3:18: error: agents.x.command: invalid template '{{ "
+                    + "9" * 74
+                    + "...': a number is too long"
+                ],
+            ),
+            (
                 "cfg_prompt_template_absolute",
                 {"A.yaml": OK_TICKET},
                 "agents:\n  x:\n    command: [x]\n    prompt_template: /proc/self/environ\n",
