@@ -107,6 +107,7 @@ def _match_tokens(tokens: tuple[Token, ...], name: str, steps: list[int] | None)
     return n == len(name) and t == len(tokens)
 
 
+@functools.lru_cache(maxsize=4096)
 def _segment(text: str, pattern: str) -> Segment:
     tokens: list[Token] = []
     i = 0
