@@ -97,18 +97,18 @@ class Source(Protocol):
 _LINK_MODE = 0o120000
 
 
-def symlink_problem(root: Path | None, rel: str, target: str) -> str:
-    """Why a symbolic link cannot be a project file: git stores the link, not the file.
-
-    With the work tree's `root`, says whether the link leads out of the repository.
-    """
+def symlink_problem(root: Path | None, link: str, target: str, rel: str | None = None) -> str:
+    """Why a symbolic link cannot be (or hold) a project file: git stores the link, not the
+    file. With the work tree's `root`, says whether the link leads out of the repository;
+    `rel` is the file when `link` is a directory above it."""
     where = ""
     if root is not None:
-        resolved = os.path.realpath(os.path.join(root, os.path.dirname(rel), target))
+        resolved = os.path.realpath(os.path.join(root, os.path.dirname(link), target))
         inside = os.path.commonpath([resolved, os.path.realpath(root)]) == os.path.realpath(root)
         where = "" if inside else ", outside the repository"
+    what = "a symbolic link" if rel in (None, link) else f"inside the symbolic link {link!r}"
     return (
-        f"a symbolic link (to {target!r}{where}): gitexec reads only regular files here, "
+        f"{what} (to {target!r}{where}): gitexec reads only regular files here, "
         "since git stores the link rather than the file"
     )
 
@@ -153,13 +153,17 @@ class FileSource:
 
     def problem(self, rel: str) -> str | None:
         self._scan()
-        target = self._links.get(rel)
-        if target is None and not rel.startswith(f"{TICKETS_DIR}/"):
-            path = os.path.join(self._base, rel)
-            target = os.readlink(path) if os.path.islink(path) else None
-        if target is None:
-            return None
-        return symlink_problem(self.root, rel, target)
+        if rel in self._links:
+            return symlink_problem(self.root, rel, self._links[rel])
+        if rel.startswith(f"{TICKETS_DIR}/"):
+            return None  # the scan saw every link in the tickets directory
+        parts = rel.split("/")
+        for n in range(1, len(parts) + 1):  # .gitexec itself may be the link
+            link = "/".join(parts[:n])
+            path = os.path.join(self._base, link)
+            if os.path.islink(path):
+                return symlink_problem(self.root, link, os.readlink(path), rel)
+        return None
 
     def file_problem(self, rel: str) -> str | None:
         try:
@@ -335,7 +339,8 @@ def load_project(
     tickets: list[Ticket] = []
     names = source.ticket_names()
     if names is None:
-        findings.append(Finding(TICKETS_DIR, 1, 1, Severity.ERROR, "expected a directory"))
+        problem = source.problem(TICKETS_DIR) or "expected a directory"
+        findings.append(Finding(TICKETS_DIR, 1, 1, Severity.ERROR, problem))
         names = []
     for name in names:
         rel = f"{TICKETS_DIR}/{name}"
@@ -416,6 +421,8 @@ def _template_findings(source: Source, config: Config) -> list[Finding]:
 
 def _read_plan(source: Source) -> tuple[bytes | None, Finding | None]:
     """The committed plan's content, or the finding that stops it from being read."""
+    if source.cache_key(PLAN_FILE) is None:
+        return None, None
     problem = source.problem(PLAN_FILE)
     data: bytes | None = None
     if problem is None:

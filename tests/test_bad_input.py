@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gitexec.project import load_project
-from tests.helpers import commit_all, git, write_files
+from tests.helpers import commit_all, git, init_repo, write_files
 from tests.project import gitexec, make_project, ticket_yaml
 
 OK = ticket_yaml("OK", run="true")
@@ -403,3 +403,23 @@ def test_a_plan_file_that_would_crash_the_parser_is_refused(tmp_path: Path) -> N
         "gitexec: error: the plan cannot be used:\n"
         "deep.yaml:1:72: error: YAML nested more than 64 levels deep\n"
     )
+
+
+def test_a_symlinked_gitexec_directory_is_a_finding(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_files(
+        elsewhere, {"tickets/A.yaml": ticket_yaml("A", run="true"), "config.yaml": "jobs: 2\n"}
+    )
+    repo = init_repo(tmp_path / "r")
+    (repo / ".gitexec").symlink_to(elsewhere)
+    code, out, err = gitexec(repo, "check")
+    assert_clean_failure(code, out, err, 1)
+    link = (
+        f"inside the symbolic link '.gitexec' (to {str(elsewhere)!r}, outside the repository): "
+        "gitexec reads only regular files here, since git stores the link rather than the file"
+    )
+    assert out.splitlines() == [
+        f".gitexec/config.yaml:1:1: error: {link}",
+        f".gitexec/tickets:1:1: error: {link}",
+        "2 error(s), 0 warning(s) in 0 ticket(s)",
+    ]
