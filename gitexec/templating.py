@@ -132,7 +132,7 @@ _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("budget
 
 def _budget() -> _Budget:
     budget = _BUDGET.get()
-    if budget is None:  # rendered outside render_bounded: still bounded, per call
+    if budget is None:  # outside render_bounded: each check applies, nothing accumulates
         budget = _Budget(Limits())
     return budget
 
