@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 
 from gitexec.config import AgentSpec
 from gitexec.process import KILL_GRACE_S as KILL_GRACE_S
 from gitexec.process import ProcessResult as ProcessResult
 from gitexec.process import run_process as run_process
-from gitexec.templating import template_dir
+from gitexec.templating import (
+    BoundedEnvironment,
+    RenderError,
+    TemplatePathError,
+    read_repository_file,
+    render_bounded,
+    template_dir,
+)
 from gitexec.tickets import Ticket
 
 
@@ -27,13 +33,22 @@ class TemplateError(Exception):
 
 
 @functools.lru_cache(maxsize=1)
-def _sandbox() -> jinja2.sandbox.SandboxedEnvironment:
-    return jinja2.sandbox.SandboxedEnvironment(
+def _sandbox() -> BoundedEnvironment:
+    """Where commands and prompts render: sandboxed, bounded in work and output size."""
+    env = BoundedEnvironment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
         loader=jinja2.FileSystemLoader(str(template_dir())),
     )
+    env.globals.pop("lipsum", None)  # text generation on demand: nothing a prompt needs
+    return env
+
+
+@functools.lru_cache(maxsize=256)
+def _argument_template(arg: str) -> jinja2.Template:
+    """An argv element's compiled template (the same few strings render for every ticket)."""
+    return _sandbox().compile_text(arg)
 
 
 def ticket_context(ticket: Ticket) -> dict[str, Any]:
@@ -59,8 +74,14 @@ def render_prompt(
     run_id: str,
     conflicts: Sequence[str] = (),
     template_file: Path | None = None,
+    root: Path | None = None,
 ) -> str:
-    """The prompt for AI agents: `prompt_template` if configured, else prompt.md.j2."""
+    """The prompt for AI agents: `prompt_template` if configured, else prompt.md.j2.
+
+    With `root` (the worktree), `template_file` is repository-relative and must resolve to
+    a regular file inside it (see templating.repository_file). Without it, a given
+    `template_file` must at least not be a symbolic link.
+    """
     env = _sandbox()
     context = {
         "ticket": ticket_context(ticket),
@@ -69,23 +90,25 @@ def render_prompt(
         "conflicts": list(conflicts),
     }
     try:
-        if template_file is not None:
-            template = env.from_string(template_file.read_text(encoding="utf-8"))
-        else:
+        if template_file is None:
             template = env.get_template("prompt.md.j2")
-        return template.render(context).strip() + "\n"
-    except (jinja2.TemplateError, OSError) as exc:
+        else:
+            source = read_repository_file(root, template_file, "prompt_template")
+            template = env.compile_text(source)
+        return render_bounded(template, context).strip() + "\n"
+    except (RenderError, TemplatePathError) as exc:
+        raise TemplateError(f"prompt template: {exc}") from exc
+    except jinja2.TemplateError as exc:
         raise TemplateError(f"prompt template: {exc}") from exc
 
 
 def render_command(agent: AgentSpec, context: Mapping[str, Any]) -> tuple[str, ...]:
     """Render each argv element of the agent's command with `context`."""
-    env = _sandbox()
     out: list[str] = []
     for arg in agent.command:
         try:
-            out.append(env.from_string(arg).render(context))
-        except jinja2.TemplateError as exc:
+            out.append(render_bounded(_argument_template(arg), context))
+        except RenderError as exc:
             raise TemplateError(f"agent {agent.name!r}: argument {arg!r}: {exc}") from exc
     return tuple(out)
 

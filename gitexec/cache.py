@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from gitexec import __version__
 
 V = TypeVar("V")
-_FORMAT = 3  # 3: conflict ladders are ConflictStep values
+_FORMAT = 4  # 4: conflict ladders are ConflictStep values; findings changed
 _RACY_NS = 2_000_000_000
 
 

@@ -46,7 +46,7 @@ def _comma_list(values: Sequence[str] | None) -> list[str]:
 def _check(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.check import check
 
-    return check(ws, a.files, fmt=a.format, use_cache=not a.no_cache)
+    return check(ws, a.files, fmt=a.format, use_cache=not a.no_cache, strict=a.strict)
 
 
 def _plan(a: argparse.Namespace, ws: Workspace) -> int:
@@ -129,6 +129,12 @@ def _status(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.status import status
 
     return status(ws, run_id=a.run, fmt=a.format)
+
+
+def _runs(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.runs import runs
+
+    return runs(ws, fmt=a.format)
 
 
 def _agents(a: argparse.Namespace, ws: Workspace) -> int:
@@ -308,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="only report on these files")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--no-cache", action="store_true", help="parse every file again")
+    p.add_argument("--strict", action="store_true", help="warnings are errors too (exit 1)")
 
     p = command("plan", _plan, "group tickets for parallel execution")
     _add_plan_options(p)
@@ -361,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", _status, "state of a run (while it runs and after)")
     p.add_argument("--run", metavar="ID", help="default: the running run, else the newest")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("runs", _runs, "list the runs of this repository: state, age, tickets, branch")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = command("agents", _agents, "agent status matrix of a run")

@@ -12,16 +12,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from gitexec import fields
+from gitexec.agentspec import SHELL_AGENT as SHELL_AGENT
+from gitexec.agentspec import AgentSpec as AgentSpec
 from gitexec.dialects import Dialect, Price
 from gitexec.errors import UserError
+from gitexec.fields import MAX_JOBS, MAX_RETRIES
 from gitexec.findings import Finding, Locator, Reporter
-from gitexec.tickets import DEFAULT_LADDER, ConflictStep, ladder
+from gitexec.presets import PRESETS
+from gitexec.repopath import path_problem
+from gitexec.tickets import DEFAULT_LADDER, ConflictStep, ladder, unknown_key
 
 CONFIG_FILE = ".gitexec/config.yaml"
+MAX_BACKOFF_S = 3600.0  # doubled per retry: 1h * 2**(MAX_RETRIES - 1) is already 3 weeks
+MAX_GATE_BATCH = 1000
 
 
 class Strategy(enum.Enum):
@@ -47,32 +51,11 @@ class MergeOrder(enum.Enum):
 
 
 RULE_STRATEGIES = ("union", "ours", "theirs")
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """How to start one kind of agent: an argv template rendered per ticket (never a shell)."""
-
-    name: str
-    command: tuple[str, ...]
-    max_parallel: int | None = None
-    timeout_s: float | None = None
-    retries: int | None = None
-    fallback: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    prompt_template: str | None = None  # repository-relative jinja2 template for `prompt`
-    dialect: Dialect = Dialect.PLAIN  # how its output reads (gitexec.dialects)
-    quota: str | None = None  # agents sharing one provider account name the same quota
-    resume_command: tuple[str, ...] | None = None  # argv to continue `{{ session_id }}`
-
-
-SHELL_AGENT = AgentSpec("shell", ("sh", "-c", "{{ ticket.run }}"))
+AGENT_STDIN = ("prompt",)  # what an agent may read on stdin (default: nothing)
 
 
 def builtin_agents() -> dict[str, AgentSpec]:
     """The agents every project has: `shell` and the AI CLI presets."""
-    from gitexec.presets import PRESETS  # presets are built from AgentSpec
-
     return {"shell": SHELL_AGENT, **PRESETS}
 
 
@@ -114,6 +97,7 @@ class Config:
     merge: MergeSettings = MergeSettings()
     gates: GateSettings = GateSettings()
     report_template: str | None = None
+    log_max_bytes: int = 50 * 1024 * 1024  # each ticket's log keeps its head and tail
     pricing: Mapping[str, Price] = field(default_factory=dict)  # model -> USD per 1M tokens
 
     def agent(self, name: str | None) -> AgentSpec:
@@ -132,12 +116,19 @@ class ParsedConfig:
 def _jinja_problem(template: str) -> str | None:
     if "{{" not in template and "{%" not in template:
         return None
-    import jinja2
+    import jinja2  # slow to import: only for configs with templates
 
+    from gitexec.templating import BoundedEnvironment
+
+    shown = template if len(template) <= 80 else template[:77] + "..."
     try:
-        jinja2.Environment().parse(template)  # noqa: S701 - argv elements, not HTML
+        BoundedEnvironment().parse(template)
     except jinja2.TemplateSyntaxError as exc:
-        return f"invalid template {template!r}: {exc.message}"
+        return f"invalid template {shown!r}: {exc.message}"
+    except RecursionError:
+        return f"invalid template {shown!r}: nested too deeply"
+    except ValueError:  # an integer literal Python will not convert
+        return f"invalid template {shown!r}: a number is too long"
     return None
 
 
@@ -155,6 +146,14 @@ def _command(value: Any) -> tuple[str, ...]:
         if problem:
             raise fields.Invalid(problem, i)
     return argv
+
+
+def _repository_path(value: Any) -> str:
+    """A path to a file in the repository (a template): relative, never leaving it."""
+    problem = path_problem(fields.text(value))
+    if problem is not None:
+        raise fields.Invalid(problem)
+    return str(value)
 
 
 def _env(value: Any) -> tuple[tuple[str, str], ...]:
@@ -189,12 +188,13 @@ _PRICE_KEYS = ("input", "output", "cached_input")
 
 _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "command": ("command", _command),
-    "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1)),
+    "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
     "fallback": ("fallback", fields.text),
     "env": ("env", _env),
-    "prompt_template": ("prompt_template", fields.text),
+    "prompt_template": ("prompt_template", _repository_path),
+    "stdin": ("stdin", lambda v: fields.choice(v, AGENT_STDIN)),
     "dialect": ("dialect", _dialect),
     "quota": ("quota", fields.text),
     "resume_command": ("resume_command", _optional_command),
@@ -236,11 +236,11 @@ def _enum_reader(kind: type[enum.Enum]) -> Callable[[Any], Any]:
 _TOP: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "version": ("version", _version),
     "base": ("base", fields.text),
-    "jobs": ("jobs", lambda v: fields.integer(v, minimum=1)),
+    "jobs": ("jobs", lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
     "default_agent": ("default_agent", fields.text),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
-    "retry_backoff": ("retry_backoff_s", fields.duration),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
+    "retry_backoff": ("retry_backoff_s", lambda v: fields.duration(v, maximum=MAX_BACKOFF_S)),
     "scope": ("scope", _enum_reader(Scope)),
 }
 _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
@@ -252,29 +252,29 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "merge": {
         "order": ("merge.order", _enum_reader(MergeOrder)),
         "on_conflict": ("merge.on_conflict", ladder),
-        "max_reruns": ("merge.max_reruns", lambda v: fields.integer(v, minimum=0)),
+        "max_reruns": (
+            "merge.max_reruns",
+            lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES),
+        ),
         "rules": ("merge.rules", lambda v: fields.each(v, _rule)),
     },
     "gates": {
         "integration": ("gates.integration", fields.text_list),
-        "every": ("gates.every", lambda v: fields.integer(v, minimum=1)),
+        "every": ("gates.every", lambda v: fields.integer(v, minimum=1, maximum=MAX_GATE_BATCH)),
         "timeout": ("gates.timeout_s", fields.duration),
     },
-    "report": {"template": ("report_template", fields.text)},
+    "report": {"template": ("report_template", _repository_path)},
+    "logs": {"max_size": ("log_max_bytes", lambda v: fields.size(v, minimum=64 * 1024))},
 }
 CONFIG_KEYS = (*_TOP, "agents", "pricing", *_SECTIONS)
-
-_SAFE = YAML(typ="safe")
 
 
 def parse_config(path: str, text: str) -> ParsedConfig:
     """Parse config.yaml text, reporting every problem with its position."""
     locator = Locator(text)
     report = Reporter(path, locator)
-    try:
-        data = _SAFE.load(text)
-    except YAMLError as exc:
-        report.yaml_error(exc)
+    loaded, data = report.load_yaml(text)
+    if not loaded:
         return ParsedConfig(Config(), tuple(report.findings))
     if data is None:
         data = {}
@@ -304,10 +304,7 @@ def parse_config(path: str, text: str) -> ParsedConfig:
                 spec = _SECTIONS[key].get(str(sub))
                 if spec is None:
                     known = _SECTIONS[key]
-                    report.warn_at_key(
-                        (key, sub),
-                        f"unknown key '{key}.{sub}'{fields.did_you_mean(str(sub), known)}",
-                    )
+                    unknown_key(report, (key, str(sub)), str(sub), known, known)
                     continue
                 read((key, str(sub)), sub_raw, *spec)
         elif key == "agents":
@@ -315,9 +312,7 @@ def parse_config(path: str, text: str) -> ParsedConfig:
         elif key == "pricing":
             values["pricing"] = _parse_pricing(raw, report)
         else:
-            report.warn_at_key(
-                (key,), f"unknown key {key!r}{fields.did_you_mean(str(key), CONFIG_KEYS)}"
-            )
+            unknown_key(report, (str(key),), str(key), CONFIG_KEYS, CONFIG_KEYS)
 
     config = _build(values)
     _cross_check(config, report)
@@ -348,10 +343,8 @@ def _parse_agents(raw: Any, report: Reporter) -> dict[str, AgentSpec]:
         for key, value in spec.items():
             entry = _AGENT_READERS.get(str(key))
             if entry is None:
-                hint = fields.did_you_mean(str(key), _AGENT_READERS)
-                report.warn_at_key(
-                    ("agents", name, key), f"unknown key 'agents.{name}.{key}'{hint}"
-                )
+                known = _AGENT_READERS
+                unknown_key(report, ("agents", name, str(key)), str(key), known, known)
                 continue
             attr, reader = entry
             try:
@@ -485,7 +478,7 @@ SETTINGS: tuple[Setting, ...] = (
         "jobs",
         "GITEXEC_JOBS",
         "gitexec.jobs",
-        _from_text(lambda v: fields.integer(v, minimum=1)),
+        _from_text(lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
         "agent slots (pooled worktrees)",
     ),
     Setting(
@@ -544,8 +537,12 @@ def resolve(
     flags = flags or {}
     changes: dict[str, Any] = {}
     for s in SETTINGS:
-        if flags.get(s.attr) is not None:
-            changes[s.attr] = flags[s.attr]
+        flag = flags.get(s.attr)
+        if flag is not None:
+            try:
+                changes[s.attr] = flag if isinstance(flag, enum.Enum) else s.reader(flag)
+            except fields.Invalid as exc:
+                raise UserError(f"--{s.yaml_key.replace('_', '-')} {flag}: {exc.message}") from None
             continue
         for source, raw in (
             (s.env, env.get(s.env)),

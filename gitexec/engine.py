@@ -442,6 +442,7 @@ class Engine:
             env={"GITEXEC_RUN": self.spec.run_id, **self.identity.env()},
             timeout_s=self.config.gates.timeout_s,
             cancel=self._gate_cancel,
+            log_cap=self.config.log_max_bytes,
         )
 
     def _detect_overlaps(self) -> None:

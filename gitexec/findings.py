@@ -3,22 +3,51 @@
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
+
+# Limits on what a project file may ask of the YAML parser. libyaml's composer recurses
+# once per nesting level in C (deep enough, the process crashes) and aliases can expand a
+# small file into billions of values; no ticket, config or plan comes near either limit.
+MAX_NESTING = 64
+MAX_EXPANDED_VALUES = 100_000
+_SAFE = YAML(typ="safe")
+_LONG_NUMBER = re.compile(r"[0-9]{4000,}")
 
 
+@functools.total_ordering
 class Severity(enum.Enum):
+    """Ordered: at one position an error sorts before a warning, so findings always sort."""
+
     ERROR = "error"
     WARNING = "warning"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return _RANK[self] < _RANK[other]
+
+
+_RANK = {Severity.ERROR: 0, Severity.WARNING: 1}
 
 
 @dataclass(frozen=True, order=True)
 class Finding:
-    """One problem in one file, with a 1-based position."""
+    """One problem in one file, with a 1-based position; ordered by file, position, severity
+    and message (a total order: two findings at one place always compare)."""
 
     path: str
     line: int
@@ -55,7 +84,7 @@ class Locator:
             self._parsed = True
             try:
                 self._doc = YAML(typ="rt").load(self._text)
-            except (YAMLError, ValueError):
+            except (YAMLError, ValueError, RecursionError):
                 self._doc = None
         return self._doc
 
@@ -125,6 +154,9 @@ class Reporter:
     def warn_at_key(self, keys: tuple[str | int, ...], message: str) -> None:
         self.at(self.locator.key(*keys), message, Severity.WARNING)
 
+    def warn_at_value(self, keys: tuple[str | int, ...], message: str) -> None:
+        self.at(self.locator.value(*keys), message, Severity.WARNING)
+
     def yaml_error(self, exc: YAMLError) -> None:
         """Report a YAML syntax error at the place the parser noticed it."""
         if not isinstance(exc, MarkedYAMLError):
@@ -141,3 +173,87 @@ class Reporter:
                 f"column {context.column + 1})"
             )
         self.at(pos, f"malformed YAML: {message}")
+
+    def within_yaml_limits(self, text: str) -> bool:
+        """False, with a finding, when `text` nests too deeply or its aliases expand to too
+        many values: what would crash or swamp the parser."""
+        hazard = _yaml_hazard(text)
+        if hazard is None:
+            return True
+        line, col, message = hazard
+        offset = self.locator.start()[0] - 1
+        self.at((line + 1 + offset, col + 1), message)
+        return False
+
+    def load_yaml(self, text: str) -> tuple[bool, Any]:
+        """Parse `text` (this reporter's file, or its front matter) with the safe loader.
+
+        (True, data) on success; otherwise a finding says what is wrong and where, and the
+        result is (False, None). Never raises on any input.
+        """
+        if not self.within_yaml_limits(text):
+            return False, None
+        try:
+            return True, _SAFE.load(text)
+        except YAMLError as exc:
+            self.yaml_error(exc)
+        except RecursionError:
+            self.at(self.locator.start(), f"YAML nested too deeply (at most {MAX_NESTING} levels)")
+        except ValueError:
+            # Python refuses to convert integers of more than 4300 digits.
+            self.at(_position_of(text, _LONG_NUMBER, self.locator), "a number is too long")
+        return False, None
+
+
+def _position_of(text: str, pattern: re.Pattern[str], locator: Locator) -> Position:
+    m = pattern.search(text)
+    if m is None:
+        return locator.start()
+    line = text.count("\n", 0, m.start())
+    col = m.start() - (text.rfind("\n", 0, m.start()) + 1)
+    return (line + 1 + locator.start()[0] - 1, col + 1)
+
+
+def _yaml_hazard(text: str) -> tuple[int, int, str] | None:
+    """(line, column, message), 0-based, of the first place that nests too deeply or where
+    aliases expand to too many values; None when the text is safe to load.
+
+    Reads the event stream, which libyaml produces without recursion, and stops early.
+    """
+    if "&" not in text and sum(text.count(c) for c in "[{:-?") <= MAX_NESTING:
+        return None  # every level of nesting needs one of these indicators
+    opened: list[tuple[str | None, int]] = []  # (anchor, values expanded before it)
+    sizes: dict[str, int] = {}  # anchor -> the number of values an alias to it stands for
+    expanded = 0
+    try:
+        for event in _SAFE.parse(text):
+            if isinstance(event, CollectionStartEvent):
+                if len(opened) >= MAX_NESTING:
+                    mark = event.start_mark
+                    return (
+                        mark.line,
+                        mark.column,
+                        f"YAML nested more than {MAX_NESTING} levels deep",
+                    )
+                opened.append((event.anchor, expanded))
+                expanded += 1
+            elif isinstance(event, CollectionEndEvent):
+                anchor, before = opened.pop()
+                if anchor is not None:
+                    sizes[anchor] = expanded - before
+            elif isinstance(event, ScalarEvent):
+                expanded += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, AliasEvent):
+                expanded += sizes.get(event.anchor, 1)
+            if expanded > MAX_EXPANDED_VALUES and isinstance(event, NodeEvent):
+                mark = event.start_mark
+                return (
+                    mark.line,
+                    mark.column,
+                    f"YAML aliases expand to more than {MAX_EXPANDED_VALUES:,} values",
+                )
+    except (YAMLError, ValueError):
+        return None  # loading reports the syntax error itself
+    return None

@@ -7,6 +7,7 @@ the cost stays near one gate run per `every` merges.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from gitexec import agents
 from gitexec.gitutil import RepoPaths
 from gitexec.pool import Slot
+from gitexec.secrets import Redactor
 
 OUTPUT_TAIL = 4000
 
@@ -51,6 +53,7 @@ class GateRunner:
         env: Mapping[str, str],
         timeout_s: float | None,
         cancel: threading.Event,
+        log_cap: int | None = None,
     ) -> None:
         self.repo = repo
         self.slot = slot
@@ -59,6 +62,9 @@ class GateRunner:
         self.env = dict(env)
         self.timeout_s = timeout_s
         self.cancel = cancel
+        self.log_cap = log_cap
+        # Gate output lands in logs and reports: secrets are taken out as it is written.
+        self.redact = Redactor.from_environ({**os.environ, **self.env}).redact_bytes
 
     def check(self, head: str) -> tuple[bool, str]:
         """Run every gate command on `head`: (passed, output tail of the failing one)."""
@@ -73,10 +79,14 @@ class GateRunner:
                 log=self.log,
                 timeout_s=self.timeout_s,
                 cancel=self.cancel,
+                redact=self.redact,
+                log_cap=self.log_cap,
                 header=f"=== gate on {head[:12]}: {command}\n",
             )
             if not result.ok:
-                why = "timed out" if result.timed_out else f"exited {result.exit_code}"
+                why = result.start_error or (
+                    "timed out" if result.timed_out else f"exited {result.exit_code}"
+                )
                 return False, f"gate {command!r} {why}\n{_tail(self.log, start)}"
         return True, ""
 

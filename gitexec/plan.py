@@ -507,15 +507,10 @@ def render_mermaid(plan: Plan, tickets: Sequence[Ticket]) -> str:
 
 def load_plan(path: str, text: str) -> tuple[Plan | None, list[Finding]]:
     """Read a plan file, reporting shape problems with positions."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     locator = Locator(text)
     report = Reporter(path, locator)
-    try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as exc:
-        report.yaml_error(exc)
+    loaded, data = report.load_yaml(text)
+    if not loaded:
         return None, report.findings
     if not isinstance(data, dict):
         report.at((1, 1), f"a plan must be a YAML mapping, not {fields.type_name(data)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gitexec.config import AgentSpec
+from gitexec.agentspec import AgentSpec
 from gitexec.dialects import Dialect
 
 PROMPT = "{{ prompt }}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from gitexec import fields
 from gitexec.cache import ParseCache, is_racy, stat_key
-from gitexec.config import CONFIG_FILE, Config, ParsedConfig, parse_config
+from gitexec.config import CONFIG_FILE, AgentSpec, Config, ParsedConfig, parse_config
 from gitexec.errors import UserError
-from gitexec.findings import Finding, Locator, Reporter, Severity
+from gitexec.findings import Finding, Locator, Position, Reporter, Severity
 from gitexec.plan import PLAN_FILE, Graph, Plan, check_plan_against, load_plan
+from gitexec.repopath import RepositoryPathError, repository_file
 from gitexec.tickets import (
     TICKET_SUFFIXES,
     TICKETS_DIR,
@@ -68,17 +70,47 @@ def _decode(path: str, data: bytes) -> tuple[str | None, Finding | None]:
         return None, Finding(path, line, col, Severity.ERROR, "file is not valid UTF-8")
 
 
+class Unreadable(Exception):
+    """A project file exists but cannot be read; the message says why."""
+
+
 class Source(Protocol):
     """Where project files come from: the working tree, or a commit's tree."""
 
     def ticket_names(self) -> list[str] | None:
         """Names in the tickets directory (None: it is not a directory)."""
 
+    def problem(self, rel: str) -> str | None:
+        """Why an existing file cannot be a project file (a symbolic link), or None."""
+
+    def file_problem(self, rel: str) -> str | None:
+        """Why `rel` (a template the config names) is not a regular file of the repository
+        reached without a symbolic link, or None."""
+
     def read(self, rel: str) -> bytes | None:
-        """A file's content, or None when it does not exist."""
+        """A file's content, or None when it does not exist; Unreadable when it cannot be read."""
 
     def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
         """(key that changes when the content does, racy?), or None when missing."""
+
+
+_LINK_MODE = 0o120000
+
+
+def symlink_problem(root: Path | None, link: str, target: str, rel: str | None = None) -> str:
+    """Why a symbolic link cannot be (or hold) a project file: git stores the link, not the
+    file. With the work tree's `root`, says whether the link leads out of the repository;
+    `rel` is the file when `link` is a directory above it."""
+    where = ""
+    if root is not None:
+        resolved = os.path.realpath(os.path.join(root, os.path.dirname(link), target))
+        inside = os.path.commonpath([resolved, os.path.realpath(root)]) == os.path.realpath(root)
+        where = "" if inside else ", outside the repository"
+    what = "a symbolic link" if rel in (None, link) else f"inside the symbolic link {link!r}"
+    return (
+        f"{what} (to {target!r}{where}): gitexec reads only regular files here, "
+        "since git stores the link rather than the file"
+    )
 
 
 class FileSource:
@@ -88,6 +120,7 @@ class FileSource:
         self.root = root
         self._base = os.fspath(root)
         self._stats: dict[str, os.stat_result] = {}
+        self._links: dict[str, str] = {}  # symbolic links in the tickets directory -> target
         self._names: list[str] | None = None
         self._scanned = False
 
@@ -96,11 +129,18 @@ class FileSource:
             return
         self._scanned = True
         directory = os.path.join(self._base, TICKETS_DIR)
+        if any(os.path.islink(os.path.join(self._base, d)) for d in (".gitexec", TICKETS_DIR)):
+            self._names = None  # git would store the link, not the tickets
+            return
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    if entry.is_file():
-                        self._stats[f"{TICKETS_DIR}/{entry.name}"] = entry.stat()
+                    rel = f"{TICKETS_DIR}/{entry.name}"
+                    if entry.is_symlink():
+                        self._links[rel] = os.readlink(entry.path)
+                        self._stats[rel] = entry.stat(follow_symlinks=False)
+                    elif entry.is_file():
+                        self._stats[rel] = entry.stat()
             self._names = sorted(name.rsplit("/", 1)[1] for name in self._stats)
         except FileNotFoundError:
             self._names = []
@@ -111,12 +151,35 @@ class FileSource:
         self._scan()
         return self._names
 
+    def problem(self, rel: str) -> str | None:
+        self._scan()
+        if rel in self._links:
+            return symlink_problem(self.root, rel, self._links[rel])
+        if rel.startswith(f"{TICKETS_DIR}/"):
+            return None  # the scan saw every link in the tickets directory
+        parts = rel.split("/")
+        for n in range(1, len(parts) + 1):  # .gitexec itself may be the link
+            link = "/".join(parts[:n])
+            path = os.path.join(self._base, link)
+            if os.path.islink(path):
+                return symlink_problem(self.root, link, os.readlink(path), rel)
+        return None
+
+    def file_problem(self, rel: str) -> str | None:
+        try:
+            repository_file(self.root, rel)
+        except RepositoryPathError as exc:
+            return str(exc)
+        return None
+
     def read(self, rel: str) -> bytes | None:
         try:
             with open(os.path.join(self._base, rel), "rb") as f:
                 return f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise Unreadable(f"cannot read the file: {exc.strerror or exc}") from None
 
     def _stat(self, rel: str) -> os.stat_result | None:
         self._scan()
@@ -170,6 +233,27 @@ class TreeSource:
             return None
         return sorted(e.name for e in entry if e.type_str == "blob" and e.name)  # type: ignore[attr-defined]
 
+    def problem(self, rel: str) -> str | None:
+        entry = self._entry(rel)
+        if entry is None or entry.filemode != _LINK_MODE:
+            return None
+        target = entry.data.decode("utf-8", "replace")  # type: ignore[attr-defined]
+        return symlink_problem(None, rel, target)
+
+    def file_problem(self, rel: str) -> str | None:
+        node: pygit2.Object = self.tree
+        for part in rel.split("/"):
+            entry = node[part] if node.type_str == "tree" and part in node else None  # type: ignore[operator, index]
+            if entry is None:
+                return f"{rel!r} does not exist in the repository"
+            if entry.filemode == _LINK_MODE:
+                return (
+                    f"{rel!r} goes through a symbolic link: gitexec reads only regular files "
+                    "in the repository here"
+                )
+            node = entry
+        return None if node.type_str == "blob" else f"{rel!r} is not a regular file"
+
     def read(self, rel: str) -> bytes | None:
         entry = self._entry(rel)
         return entry.data if entry is not None and entry.type_str == "blob" else None  # type: ignore[attr-defined]
@@ -185,8 +269,16 @@ def _parse_cached(
     found = source.cache_key(rel)
     if found is None:
         return None
-    key, racy = found
-    hit, data = cache.lookup(rel, key, racy, lambda: source.read(rel))
+    unusable = source.problem(rel)
+    if unusable is None:
+        key, racy = found
+        try:
+            hit, data = cache.lookup(rel, key, racy, lambda: source.read(rel))
+        except Unreadable as exc:
+            unusable = str(exc)
+    if unusable is not None:
+        finding = Finding(rel, 1, 1, Severity.ERROR, unusable)
+        return ParsedConfig(Config(), (finding,)) if config else ParsedTicket(None, (finding,))
     if hit is not None:
         return hit
     if data is None:
@@ -213,7 +305,7 @@ def locator_for(source: Source, ticket_file: str) -> Locator:
     """A Locator over a ticket file's YAML (front matter for Markdown tickets)."""
     try:
         text = (source.read(ticket_file) or b"").decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, Unreadable):
         return Locator("")
     if ticket_file.endswith(".md"):
         split = split_front_matter(text)
@@ -242,15 +334,28 @@ def load_project(
     if isinstance(parsed_config, ParsedConfig):
         config = parsed_config.config
         findings.extend(parsed_config.findings)
+        findings.extend(_template_findings(source, config))
 
     tickets: list[Ticket] = []
     names = source.ticket_names()
     if names is None:
-        findings.append(Finding(TICKETS_DIR, 1, 1, Severity.ERROR, "expected a directory"))
+        problem = source.problem(TICKETS_DIR) or "expected a directory"
+        findings.append(Finding(TICKETS_DIR, 1, 1, Severity.ERROR, problem))
         names = []
     for name in names:
         rel = f"{TICKETS_DIR}/{name}"
         if name.startswith("."):
+            if name.endswith(TICKET_SUFFIXES) and not name.startswith(".#"):  # .# : editor locks
+                findings.append(
+                    Finding(
+                        rel,
+                        1,
+                        1,
+                        Severity.WARNING,
+                        "ignored: a hidden file (its name starts with '.'); "
+                        "ticket files are named <ID>.yaml or <ID>.md",
+                    )
+                )
             continue
         if not name.endswith(TICKET_SUFFIXES):
             if name.endswith((".yml", ".markdown")):
@@ -275,7 +380,9 @@ def load_project(
     findings.extend(cross)
 
     plan: Plan | None = None
-    plan_data = source.read(PLAN_FILE) if check_plan else None
+    plan_data, plan_problem = _read_plan(source) if check_plan else (None, None)
+    if plan_problem is not None:
+        findings.append(plan_problem)
     if plan_data is not None:
         text = plan_data.decode("utf-8", errors="replace")
         plan, plan_findings = load_plan(PLAN_FILE, text)
@@ -286,6 +393,46 @@ def load_project(
                 check_plan_against(PLAN_FILE, text, plan, tickets, config.default_estimate_s)
             )
     return Project(root, config, tuple(tickets), tuple(sorted(findings)), plan)
+
+
+def template_paths(config: Config) -> list[tuple[tuple[str, ...], str]]:
+    """The templates a config names: (keys in config.yaml, repository-relative path)."""
+    found: list[tuple[tuple[str, ...], str | None]] = [
+        (("report", "template"), config.report_template)
+    ]
+    found += [
+        (("agents", a.name, "prompt_template"), a.prompt_template) for a in config.agents.values()
+    ]
+    return [(keys, rel) for keys, rel in found if rel]
+
+
+def _template_findings(source: Source, config: Config) -> list[Finding]:
+    """Templates must be regular files in the repository: not missing, not behind a link."""
+    wanted = template_paths(config)
+    if not wanted:
+        return []
+    report = Reporter(CONFIG_FILE, locator_for(source, CONFIG_FILE))
+    for keys, rel in wanted:
+        problem = source.file_problem(rel)
+        if problem is not None:
+            report.error_at_value(keys, f"{'.'.join(keys)}: {problem}")
+    return report.findings
+
+
+def _read_plan(source: Source) -> tuple[bytes | None, Finding | None]:
+    """The committed plan's content, or the finding that stops it from being read."""
+    if source.cache_key(PLAN_FILE) is None:
+        return None, None
+    problem = source.problem(PLAN_FILE)
+    data: bytes | None = None
+    if problem is None:
+        try:
+            data = source.read(PLAN_FILE)
+        except Unreadable as exc:
+            problem = str(exc)
+    if problem is None:
+        return data, None
+    return None, Finding(PLAN_FILE, 1, 1, Severity.ERROR, problem)
 
 
 def cross_check(
@@ -329,6 +476,8 @@ def cross_check(
             report(t).error_at_key(
                 ("id",), f"ticket {t.id!r} uses the shell agent but has no 'run' command"
             )
+        elif t.prompt and len(t.prompt) > PROMPT_ARG_WARNING // 4:
+            _check_prompt_size(source, t, config.agents[agent_name], report(t))
 
     graph = Graph(unique.values())
     if graph.topological_order() is None:
@@ -341,6 +490,44 @@ def cross_check(
     for r in reporters.values():
         findings.extend(r.findings)
     return sorted(unique.values(), key=lambda t: t.id), findings
+
+
+# Linux refuses a single command-line argument of MAX_ARG_STRLEN (32 pages: 128 KiB) or
+# more with E2BIG. The prompt template adds a little to the ticket's prompt.
+MAX_ARG_STRLEN = 128 * 1024
+PROMPT_ARG_WARNING = MAX_ARG_STRLEN - 2048
+_PROMPT_IN_ARG = re.compile(r"(\{\{|\{%)(?:(?!\}\}|%\}).)*\bprompt\b", re.DOTALL)
+
+
+def _check_prompt_size(source: Source, ticket: Ticket, agent: AgentSpec, report: Reporter) -> None:
+    """Warn when a prompt the agent takes in argv cannot fit in one argument."""
+    size = len((ticket.prompt or "").encode("utf-8"))
+    if size <= PROMPT_ARG_WARNING or not any(_PROMPT_IN_ARG.search(a) for a in agent.command):
+        return
+    report.at(
+        _prompt_position(source, ticket, report.locator),
+        f"prompt: {size / 1024:.0f} KiB is too long for one command-line argument (at most "
+        f"{MAX_ARG_STRLEN // 1024} KiB on Linux), and agent {agent.name!r} passes "
+        "{{ prompt }} in its command: give the agent `stdin: prompt` (and drop {{ prompt }} "
+        "from its command), or pass {{ prompt_file }} instead",
+        Severity.WARNING,
+    )
+
+
+def _prompt_position(source: Source, ticket: Ticket, locator: Locator) -> Position:
+    """Where a ticket's prompt is: its `prompt` key, or a Markdown ticket's body."""
+    position = locator.key("prompt")
+    if position != locator.start() or not ticket.file.endswith(".md"):
+        return position
+    try:
+        text = (source.read(ticket.file) or b"").decode("utf-8-sig")
+    except (UnicodeDecodeError, Unreadable):
+        return position
+    split = split_front_matter(text)
+    if split is None:
+        return position
+    front, _, offset = split
+    return (offset + front.count("\n") + 2, 1)
 
 
 def _needs_run(config: Config, agent_name: str) -> bool:

@@ -318,7 +318,9 @@ class Scheduler:
         r.throttles = 0
         self.emit(ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable))
         if retryable and r.failures <= retries:
-            delay = self.policy.retry_backoff_s * 2 ** (r.failures - 1)
+            delay = min(
+                self.policy.retry_backoff_s * 2 ** (r.failures - 1), self.policy.max_backoff_s
+            )
             r.not_before = now + delay
             r.phase = Phase.PENDING
             self.emit(ev.TicketRetry(ticket=tid, reason=reason, delay_s=delay, agent=r.agent))

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from gitexec import fields
 from gitexec.findings import Finding, Locator, Reporter, Severity
@@ -80,15 +77,16 @@ def ladder(value: Any) -> tuple[ConflictStep, ...]:
     return tuple(ConflictStep(s) for s in steps)
 
 
-def id_problem(ticket_id: str) -> str | None:
-    """Why `ticket_id` is not a valid id (it becomes a ref component), or None."""
+def id_problem(ticket_id: str, what: str = "id") -> str | None:
+    """Why `ticket_id` is not a valid id (it becomes a ref component), or None; `what`
+    names it in the message (a run id is held to the same rules)."""
     if not _ID_RE.fullmatch(ticket_id):
         return (
-            f"invalid id {ticket_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"invalid {what} {ticket_id!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     if ".." in ticket_id or ticket_id.endswith((".lock", ".")):
-        return f"invalid id {ticket_id!r}: must not contain '..' or end with '.' or '.lock'"
+        return f"invalid {what} {ticket_id!r}: must not contain '..' or end with '.' or '.lock'"
     return None
 
 
@@ -132,7 +130,7 @@ def _resources(value: Any) -> tuple[tuple[str, float], ...]:
         if not isinstance(k, str):
             raise fields.Invalid(f"resource names must be strings, got {fields.type_name(k)}")
         try:
-            out.append((k, fields.number(v)))
+            out.append((k, fields.number(v, maximum=fields.MAX_JOBS)))
         except fields.Invalid as exc:
             raise fields.Invalid(f"resource {k!r}: {exc.message}", k) from None
     return tuple(sorted(out))
@@ -147,13 +145,16 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "agent": ("agent", fields.text),
     "depends_on": ("depends_on", fields.text_list),
     "paths": ("paths", fields.globs),
-    "priority": ("priority", fields.integer),
+    "priority": (
+        "priority",
+        lambda v: fields.integer(v, minimum=-fields.MAX_PRIORITY, maximum=fields.MAX_PRIORITY),
+    ),
     "estimate": ("estimate_s", fields.duration),
     "run": ("run", fields.text),
     "prompt": ("prompt", lambda v: fields.text(v, allow_empty=True)),
     "validate": ("validate", fields.text_list),
     "timeout": ("timeout_s", fields.duration),
-    "retries": ("retries", lambda v: fields.integer(v, minimum=0)),
+    "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=fields.MAX_RETRIES)),
     "resources": ("resources", _resources),
     "on_conflict": ("on_conflict", ladder),
     "status": ("status", _state),
@@ -162,6 +163,24 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 KNOWN_KEYS = ("id", "title", *_READERS, "description", "labels", "notes")
 # Informational keys users commonly add; accepted and ignored.
 _FREE_KEYS = frozenset({"description", "labels", "notes"})
+_MEANINGFUL_KEYS = ("id", "title", *_READERS)
+
+
+def unknown_key(
+    report: Reporter,
+    where: tuple[str | int, ...],
+    name: str,
+    meaningful: Iterable[str],
+    known: Iterable[str],
+) -> None:
+    """An unknown key: an error when it is a near miss of a key that means something (the
+    setting would silently not apply), else a warning, with a suggestion when there is one."""
+    shown = ".".join(str(k) for k in where)
+    near = fields.near_miss(name, meaningful)
+    if near is not None:
+        report.error_at_key(where, f"unknown key {shown!r} (did you mean {near!r}?)")
+    else:
+        report.warn_at_key(where, f"unknown key {shown!r}{fields.did_you_mean(name, known)}")
 
 
 def split_front_matter(text: str) -> tuple[str, str, int] | None:
@@ -173,9 +192,6 @@ def split_front_matter(text: str) -> tuple[str, str, int] | None:
         if lines[n].rstrip("\r\n") in ("---", "..."):
             return "".join(lines[1:n]), "".join(lines[n + 1 :]), 1
     return None
-
-
-_SAFE = YAML(typ="safe")
 
 
 def parse_ticket(path: str, text: str) -> ParsedTicket:
@@ -197,10 +213,8 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
         source, body, offset = split
     locator = Locator(source, offset)
     report = Reporter(path, locator)
-    try:
-        data = _SAFE.load(source)
-    except YAMLError as exc:
-        report.yaml_error(exc)
+    loaded, data = report.load_yaml(source)
+    if not loaded:
         return ParsedTicket(None, tuple(report.findings))
 
     if data is None:
@@ -228,19 +242,29 @@ def parse_ticket(path: str, text: str) -> ParsedTicket:
                 ("id",), f"id {ticket_id!r} does not match the file name (expected {stem!r})"
             )
     title = _required_text(data, "title", report)
+    if title is not None and fields.BIDI_CONTROLS.search(title):
+        found = sorted({f"U+{ord(c):04X}" for c in fields.BIDI_CONTROLS.findall(title)})
+        report.warn_at_value(
+            ("title",),
+            f"title: bidirectional control character(s) {', '.join(found)} removed (they make "
+            "text display differently from what it is)",
+        )
+        title = fields.strip_bidi(title).strip() or None
+        if title is None:
+            report.error_at_value(("title",), "title: must not be empty")
     if ticket_id is None or title is None:
         usable = False
 
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if not isinstance(key, str):
-            report.at(locator.start(), f"keys must be strings, got {fields.type_name(key)}")
+            report.error_at_key((key,), f"keys must be strings, got {fields.type_name(key)}")
             continue
         if key in ("id", "title") or key in _FREE_KEYS:
             continue
         spec = _READERS.get(key)
         if spec is None:
-            report.warn_at_key((key,), f"unknown key {key!r}{fields.did_you_mean(key, KNOWN_KEYS)}")
+            unknown_key(report, (key,), key, _MEANINGFUL_KEYS, KNOWN_KEYS)
             continue
         attr, read = spec
         if raw is None and key not in ("result",):

@@ -9,13 +9,14 @@ scheduler or the integration branch. What happens along the way is journaled thr
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gitexec import agents, dialects
+from gitexec import agents, dialects, secrets
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
@@ -159,12 +160,17 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         conflicts=job.attempt.conflicts,
     )
     env["GITEXEC_RESULT_FILE"] = str(result_file)
+    # Secrets are taken out of everything the attempt writes, as it is written: whoever
+    # reads a log or a report later, wherever, sees no secret of this environment.
+    redactor = secrets.Redactor.from_environ({**os.environ, **env})
     slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
-    argv = command_for(ctx, job)
+    prompt = prompt_for(ctx, job)
+    argv = command_for(ctx, job, prompt)
     log = ctx.log(t.id)
     timeout = timeout_for(ctx.config, t, job.agent)
     reader = dialects.Reader(job.agent.dialect, argv=argv)
     live = _LiveUsage(ctx, t.id, reader)
+    to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
 
     with _admitted(ctx, job) as admitted:
         if not admitted:
@@ -178,6 +184,9 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             cancel=job.cancel,
             on_start=lambda pid, pgid: _started(ctx, job, pid, pgid),
             on_output=live.feed,
+            stdin=to_stdin,
+            redact=redactor.redact_bytes,
+            log_cap=ctx.config.log_max_bytes,
             header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
             f"in {slot.name} ===\n",
         )
@@ -199,8 +208,9 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             False, reason=f"agent could not start: {result.start_error}", retryable=False
         )
     written = result_file.read_bytes() if result_file.is_file() else None
-    report = reader.result(
-        exit_code=result.exit_code, result_file=written, pricing=ctx.config.pricing
+    report = redacted(
+        reader.result(exit_code=result.exit_code, result_file=written, pricing=ctx.config.pricing),
+        redactor,
     )
     ctx.emit(_reported(t.id, report, result))
     if report.status is dialects.Status.THROTTLED:
@@ -226,7 +236,7 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         )
     )
     if t.validate:
-        failed = _validate(ctx, job, env, log, timeout)
+        failed = _validate(ctx, job, env, log, timeout, redactor)
         if failed is not None:
             return failed
     return Outcome(True, commit=collected.commit)
@@ -287,7 +297,12 @@ def _started(ctx: WorkerContext, job: Job, pid: int, pgid: int) -> None:
 
 
 def _validate(
-    ctx: WorkerContext, job: Job, env: dict[str, str], log: Path, timeout: float | None
+    ctx: WorkerContext,
+    job: Job,
+    env: dict[str, str],
+    log: Path,
+    timeout: float | None,
+    redactor: secrets.Redactor,
 ) -> Outcome | None:
     """Run the ticket's `validate` commands in its worktree; an Outcome when one fails."""
     t = job.ticket
@@ -303,6 +318,8 @@ def _validate(
                 log=log,
                 timeout_s=timeout,
                 cancel=job.cancel,
+                redact=redactor.redact_bytes,
+                log_cap=ctx.config.log_max_bytes,
                 header=f"=== validate: {command}\n",
             )
             ctx.emit(
@@ -340,24 +357,38 @@ def timeout_for(config: Config, ticket: Ticket, agent: AgentSpec) -> float | Non
     return None
 
 
-def command_for(ctx: WorkerContext, job: Job) -> tuple[str, ...]:
-    """The agent's argv for this attempt, its templates rendered (never through a shell)."""
+def prompt_for(ctx: WorkerContext, job: Job) -> str | None:
+    """The ticket's prompt, when the agent takes one (in argv, a file, or stdin)."""
+    agent = job.agent
+    if agent.stdin != "prompt" and not any("prompt" in arg for arg in agent.command):
+        return None
+    template = Path(agent.prompt_template) if agent.prompt_template else None
+    return agents.render_prompt(
+        job.ticket,
+        base=job.base,
+        run_id=ctx.run_id,
+        conflicts=job.attempt.conflicts,
+        template_file=template,
+        root=job.slot.path,  # templates are repository files, read from the worktree
+    )
+
+
+def command_for(ctx: WorkerContext, job: Job, prompt: str | None) -> tuple[str, ...]:
+    """The agent's argv for this attempt, its templates rendered (never through a shell).
+
+    `{{ prompt }}` is the prompt itself, `{{ prompt_file }}` a file holding it (for
+    prompts longer than one argument may be; `stdin: prompt` is the other way)."""
     t = job.ticket
-    prompt = ""
-    if any("prompt" in arg for arg in job.agent.command):
-        template = None
-        if job.agent.prompt_template:
-            template = job.slot.path / job.agent.prompt_template
-        prompt = agents.render_prompt(
-            t,
-            base=job.base,
-            run_id=ctx.run_id,
-            conflicts=job.attempt.conflicts,
-            template_file=template,
-        )
+    prompt_file = ""
+    if prompt is not None:
+        path = ctx.run_dir / "prompts" / f"{t.id}.{job.attempt.attempt}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(prompt, encoding="utf-8")
+        prompt_file = str(path)
     context = {
         "ticket": agents.ticket_context(t),
-        "prompt": prompt,
+        "prompt": prompt or "",
+        "prompt_file": prompt_file,
         "run": t.run or "",
         "worktree": str(job.slot.path),
         "base": job.base,
@@ -365,3 +396,17 @@ def command_for(ctx: WorkerContext, job: Job) -> tuple[str, ...]:
         "conflicts": list(job.attempt.conflicts),
     }
     return agents.render_command(job.agent, context)
+
+
+def redacted(report: dialects.Report, redactor: secrets.Redactor) -> dialects.Report:
+    """The report with secrets taken out of the agent's own words (they are journaled)."""
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else redactor(text)
+
+    return replace(
+        report,
+        reason=clean(report.reason),
+        summary=clean(report.summary),
+        denials=tuple(redactor(d) for d in report.denials),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,25 @@ from gitexec.config import Config, resolve
 from gitexec.errors import UserError
 from gitexec.gitutil import RepoPaths, find_repo, read_gitexec_config
 from gitexec.project import Project, load_project
+
+SHA256_MESSAGE = (
+    "this repository uses SHA-256 object names (extensions.objectformat = sha256), which "
+    "the pygit2 here cannot read: gitexec works on SHA-1 repositories only"
+)
+_OBJECT_FORMAT = re.compile(
+    r"^\s*\[\s*extensions\s*\][^\[]*?^\s*objectformat\s*=\s*\"?(\w+)",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL,
+)
+
+
+def object_format(common_dir: Path) -> str:
+    """`sha1`, or what `extensions.objectformat` in the repository's config names."""
+    try:
+        text = (common_dir / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "sha1"
+    m = _OBJECT_FORMAT.search(text)
+    return m.group(1).lower() if m else "sha1"
 
 
 @dataclass(frozen=True)
@@ -24,6 +44,8 @@ class Workspace:
         repo = find_repo(start)
         if repo.toplevel is None:
             raise UserError(f"{repo.git_dir} is a bare repository; run gitexec in a work tree")
+        if object_format(repo.common_dir) != "sha1":
+            raise UserError(SHA256_MESSAGE)
         return cls(repo, start.resolve())
 
     def relative(self, name: str) -> str:

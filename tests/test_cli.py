@@ -31,7 +31,7 @@ def test_init_scaffolds_and_refuses_to_overwrite(repo: Path) -> None:
     assert code == 0
     assert "created .gitexec/config.yaml" in out
     assert "created .gitexec/tickets/EXAMPLE-1.yaml" in out
-    assert gitexec(repo, "check") == (0, "", "")
+    assert gitexec(repo, "check") == (0, "1 ticket OK\n", "")
     config = (repo / ".gitexec/config.yaml").read_text()
     for preset in ("claude:", "codex:", "aider:", "gemini:"):
         assert preset in config
@@ -61,7 +61,7 @@ def test_new_writes_a_valid_ticket(repo: Path) -> None:
     )
     assert code == 0
     assert out == "created .gitexec/tickets/B-2.yaml\n"
-    assert gitexec(repo, "check") == (0, "", "")
+    assert gitexec(repo, "check") == (0, "2 tickets OK\n", "")
     text = (repo / ".gitexec/tickets/B-2.yaml").read_text()
     assert 'title: "Second: with colon"' in text
     assert "paths: [src/**, docs]" in text

@@ -327,3 +327,37 @@ def test_pairwise_overlaps_compares_along_prefixes() -> None:
     ]
     crowd = [t(f"T{i}", paths=("src/**",)) for i in range(3000)]
     assert len(pairwise_overlaps(crowd, limit=50)) == 50
+
+
+def test_diagnose_respects_merge_rules_and_existing_settings(tmp_path: Path) -> None:
+    """A CHANGELOG merged by union is no predicted conflict; a ticket that already has the
+    highest priority is not told to raise it."""
+    tickets = {
+        "HUB": ticket_yaml("HUB", run="true", priority=5, paths=["core/**"]),
+        **{
+            f"D{i}": ticket_yaml(
+                f"D{i}", run="true", depends_on=["HUB"], paths=["CHANGELOG.md", f"d{i}/**"]
+            )
+            for i in range(3)
+        },
+    }
+    rules = "merge:\n  rules:\n    - {paths: [CHANGELOG.md], strategy: union}\n"
+    repo = make_project(tmp_path / "r", tickets, config=rules)
+    code, out, _ = gitexec(repo, "diagnose", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["conflicts"] == []
+    assert not any("priority" in a or "overlapping" in a for a in data["advice"]), data["advice"]
+
+    # Without the rule the CHANGELOG is a predicted conflict; at priority 0 the hub is
+    # told which priority would make it start first.
+    tickets["HUB"] = ticket_yaml("HUB", run="true", paths=["core/**"])
+    repo = make_project(tmp_path / "r2", tickets)
+    data = json.loads(gitexec(repo, "diagnose", "--format", "json")[1])
+    assert [c["tickets"] for c in data["conflicts"]] == [["D0", "D1"], ["D0", "D2"], ["D1", "D2"]]
+    assert "HUB gates 3 dependents: give it `priority: 1` so it starts first" in data["advice"]
+    assert any(a.endswith("or plan with --strategy conservative") for a in data["advice"])
+    data = json.loads(
+        gitexec(repo, "diagnose", "--format", "json", "--strategy", "conservative")[1]
+    )
+    assert not any("conservative" in a for a in data["advice"])

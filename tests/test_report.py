@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from junitparser import Error, Failure, JUnitXml, Skipped
 from lxml import etree
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from gitexec import secrets
 from gitexec.journal import EngineLock
 from gitexec.report import (
     Outcome,
@@ -35,7 +38,7 @@ from gitexec.report.markdown import (
 )
 from gitexec.runstate import RunState, RunStatus, TicketRun
 from gitexec.tickets import TicketState
-from tests.project import make_project, run_ok, ticket_yaml
+from tests.project import gitexec, make_project, run_ok, ticket_yaml
 
 SECRET = "hunter2-sup3r-s3cret-value"
 
@@ -223,11 +226,18 @@ def test_clean_text(raw: str | bytes, clean: str) -> None:
         ("NPM_AUTH", True),
         ("GOOGLE_APPLICATION_CREDENTIALS", True),
         ("OPENAI_APIKEY", True),
+        ("SLACK_WEBHOOK_URL", True),
+        ("SENTRY_DSN", True),
+        ("analytics_dsn", True),
+        ("DISCORD_WEBHOOKS", True),
+        ("TEAMS_WEBHOOK_ENDPOINT", True),
         ("GIT_AUTHOR_NAME", False),
         ("MONKEY", False),
         ("KEYBOARD_LAYOUT", False),
         ("PWD", False),
         ("HOME", False),
+        ("DSNAME", False),
+        ("WEB_HOOKAH", False),
     ],
 )
 def test_secret_names(name: str, secret: bool) -> None:
@@ -366,7 +376,7 @@ def test_markdown_from_a_real_run(mixed: MixedRun) -> None:
     assert "<script" not in html
     assert html.count("<details>") == 3  # C (failed), E (agent error), the conflict
     details = text[text.index("### Failures and conflicts") :]
-    assert f"Conflict in **shared\\.txt**, collided with {done}:" in details
+    assert f"Conflict in **shared.txt**, collided with {done}:" in details
     conflict_block = next(f for f in fences(details, "") if "<<<<<<<" in f)
     assert conflict_block.startswith("@@ line 1 @@\n<<<<<<< integration")
     assert "red alert" in details and "token=***" in details
@@ -524,7 +534,7 @@ def test_report_command_for_runs_in_every_state(
     text = markdown.read_text(encoding="utf-8")
     assert len(ticket_table(text)) == 7
     if variant == "crashed":
-        assert "git exec resume \\-\\-run mix\\-crashed" in text
+        assert "git exec resume --run mix-crashed" in text
     if variant != "finished":
         unfinished = [
             s.get("message") for s in root.iter("skipped") if s.get("message", "").startswith("not")
@@ -646,3 +656,182 @@ def synth_state(
         groups.setdefault(group, []).append(tid)
     state.groups = [groups[g] for g in sorted(groups)]
     return state
+
+
+# --- secrets by shape, streaming, bidi -------------------------------------------------------
+
+SHAPED_SECRETS = [
+    "ghp_" + "a1B2" * 9,
+    "gho_" + "Z9y8" * 9,
+    "github_pat_11ABCDEFG0" + "x1" * 20,
+    "xoxb-123456789012-abcdefABCDEF",
+    "xoxp-1-2-3-abcdef0123456789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "sk-proj-" + "Ab1" * 10,
+    "sk-ant-api03-" + "Zz9" * 10,
+    "glpat-" + "x1Y2" * 6,
+]
+
+
+def test_redaction_lives_in_secrets_and_stays_importable_from_report() -> None:
+    assert Redactor is secrets.Redactor and is_secret_name is secrets.is_secret_name
+
+
+@pytest.mark.parametrize("secret", SHAPED_SECRETS)
+def test_token_shapes_are_redacted_from_any_source(secret: str) -> None:
+    assert Redactor()(f"x {secret} y") == "x *** y"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("https://bob:pa55word@example.com/x", "https://bob:***@example.com/x"),
+        ("https://x-access-token:abc@github.com", "https://x-access-token:***@github.com"),
+        ("https://0123456789abcdef0123@o1.ingest.sentry.io/5", "https://***@o1.ingest.sentry.io/5"),
+        ("POST https://hooks.slack.com/services/T0ABC/B0DEF/0123456789abcdef", "POST https://***"),
+        ("Authorization: Bearer abcdefghij0123456789", "Authorization: Bearer ***"),
+        ("authorization: token 0123456789abcdef0123", "authorization: token ***"),
+        # not secrets
+        ("ssh://git@github.com/x.git", "ssh://git@github.com/x.git"),
+        ("task-management-and-overview-2024", "task-management-and-overview-2024"),
+        ("the bearer of news", "the bearer of news"),
+        ("risk-1234567890123456789012345", "risk-1234567890123456789012345"),
+    ],
+)
+def test_credentials_in_urls_and_headers(text: str, redacted: str) -> None:
+    assert Redactor()(text) == redacted
+
+
+def test_redactor_from_an_explicit_environment() -> None:
+    env = {
+        "SLACK_WEBHOOK_URL": "https://example.org/hook/abc",
+        "SENTRY_DSN": "dsn-value-1",
+        "PATH": "/bin",
+    }
+    redact = Redactor.from_environ(env)
+    assert redact("a https://example.org/hook/abc b dsn-value-1 c /bin") == "a *** b *** c /bin"
+    assert redact.redact_bytes(b"\xff dsn-value-1 \xfe") == b"\xff *** \xfe"
+
+
+def test_line_redactor_finds_secrets_split_across_chunks() -> None:
+    secret = "s3cret-value-that-is-long"
+    stream = Redactor.of([secret]).stream()
+    data = f"first line\nsecond {secret} line\nlast {secret}".encode()
+    out = b"".join(stream.feed(data[i : i + 3]) for i in range(0, len(data), 3)) + stream.flush()
+    assert out == b"first line\nsecond *** line\nlast ***"
+
+
+def test_line_redactor_bounds_a_line_without_newlines() -> None:
+    secret = "tok-" + "q" * 40
+    stream = Redactor.of([secret]).stream()
+    chunk = (b"word " * 1000 + secret.encode() + b" ") * 20
+    written = [stream.feed(chunk) for _ in range(10)]
+    assert all(len(w) < 300_000 for w in written) and sum(map(len, written)) > 0
+    out = b"".join(written) + stream.flush()
+    assert secret.encode() not in out and out.count(b"***") == 200
+
+
+def test_bidi_controls_are_stripped_from_report_text() -> None:
+    assert clean_text("safe\u202etxt.exe\u2066x\u2069") == "safetxt.exex"
+
+
+def test_secrets_and_bidi_never_reach_reports_or_the_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    webhook = "https://hooks.example.org/services/T00/B00/abc123"
+    dsn = "https://public@sentry.example.org/42"
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", webhook)
+    monkeypatch.setenv("SENTRY_DSN", dsn)
+    token = SHAPED_SECRETS[0]
+    run = (
+        f'echo "hook $SLACK_WEBHOOK_URL dsn $SENTRY_DSN token {token}"; '
+        "echo https://deploy:hunter2@git.example.org/r.git; exit 1"
+    )
+    title = "Invoice \u202egnp.exe"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", title, run=run)})
+    code, out, err = gitexec(repo, "check")
+    assert code == 0
+    assert out.splitlines()[0] == (
+        ".gitexec/tickets/A.yaml:2:8: warning: title: bidirectional control character(s) "
+        "U+202E removed (they make text display differently from what it is)"
+    )
+    code, out, err = run_ok(repo, "--run-id", "r1", "--markdown", "report.md")
+    assert code == 1, out + err
+    markdown = (repo / "report.md").read_text()
+    assert "hook *** dsn *** token ***" in markdown and "https://deploy:***@" in markdown
+    code, status_out, _ = gitexec(repo, "status", "--run", "r1")
+    code, report_out, _ = gitexec(repo, "report", "--run", "r1")
+    for text in (out, err, markdown, status_out, report_out):
+        assert (
+            webhook not in text and dsn not in text and token not in text and "hunter2" not in text
+        )
+        assert "\u202e" not in text
+    assert "Invoice gnp.exe" in markdown
+
+
+# --- Markdown escaping: only what Markdown needs ---------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
+def test_md_round_trips_in_table_cells_and_list_items(text: str) -> None:
+    """Whatever the text, it renders as itself: no HTML, link, emphasis or block of its own."""
+    import html as html_mod
+
+    parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    expected = " ".join(text.split())
+    cell_html = parser.render(f"| h |\n|---|\n| {md(text)} |\n")
+    cell = cell_html.split("<td>")[1].split("</td>")[0] if "<td>" in cell_html else ""
+    assert "<" not in cell and html_mod.unescape(cell) == expected, (text, md(text), cell_html)
+    item_html = parser.render(f"- {md(text)}\n")
+    inner = item_html.removeprefix("<ul>\n<li>").removesuffix("</li>\n</ul>\n")
+    assert "<" not in inner and html_mod.unescape(inner) == expected, (text, md(text), item_html)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "failed: 8 of 12 tickets completed; 1 failed",
+        "gitexec/r1",
+        ".gitexec/tickets/B.yaml",
+        "0.94× (min of slots and work ÷ critical path)",
+        "snake_case_name and auto-resolved 28%",
+        "#1 fix, 1.5 s, (a) {b}",
+    ],
+)
+def test_md_leaves_ordinary_text_alone(text: str) -> None:
+    assert md(text) == text
+
+
+def test_markdown_report_reads_well_raw_and_a_failed_rerun_shows_no_empty_diff(
+    tmp_path: Path,
+) -> None:
+    """A conflict whose rerun failed: no empty diff block, no 'failed (failed)'; the raw
+    file has no escapes where Markdown needs none."""
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", "First: writer; a/b", run="sleep 0.2; echo from-a > shared.txt"),
+            "B": ticket_yaml(
+                "B",
+                "Second writer",
+                run='sleep 0.8; test -z "$GITEXEC_CONFLICT_FILES" || exit 1; echo b > shared.txt',
+            ),
+        },
+        config="version: 1\nmerge:\n  on_conflict: [rules, rerun, fail]\n",
+        files={"shared.txt": "base\n"},
+    )
+    code, out, err = run_ok(repo, "--run-id", "r1", "--markdown", "report.md")
+    assert code == 1, out + err
+    text = (repo / "report.md").read_text()
+    assert text.startswith("## ❌ gitexec run r1: failed: 1 of 2 tickets completed; 1 failed\n")
+    assert "on gitexec/r1 ·" in text and "| A | First: writer; a/b | shell |" in text
+    assert re.search(r"\\[:;/.]", text) is None
+    details = text[text.index("### Failures and conflicts") :]
+    assert "failed (failed)" not in details and ": failed, agent exited with status 1" in details
+    assert (
+        "Conflict in **shared.txt**, collided with A; the ticket then ran again on the merged "
+        "result.\n" in details
+    )
+    assert "```\n\n```" not in details
+    assert [f for f in fences(details, "") if not f.strip()] == []

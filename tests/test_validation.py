@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,14 @@ from gitexec.project import load_project
 from tests.helpers import init_repo
 
 OK_TICKET = "id: A\ntitle: a\nrun: 'true'\n"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A ticket file that is a symbolic link to `target`."""
+
+    target: str
+
 
 CORPUS = [
     pytest.param(
@@ -211,9 +220,9 @@ CORPUS = [
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\ndepend_on: [B]\n"},
         None,
         [
-            ".gitexec/tickets/A.yaml:4:1: warning: unknown key 'depend_on' (did you mean 'depends_on'?)"
+            ".gitexec/tickets/A.yaml:4:1: error: unknown key 'depend_on' (did you mean 'depends_on'?)"
         ],
-        id="unknown_key",
+        id="near_miss_key",
     ),
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\npriority: high\n"},
@@ -363,8 +372,8 @@ CORPUS = [
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\n"},
         "jobz: 3\n",
-        [".gitexec/config.yaml:1:1: warning: unknown key 'jobz' (did you mean 'jobs'?)"],
-        id="cfg_unknown_key",
+        [".gitexec/config.yaml:1:1: error: unknown key 'jobz' (did you mean 'jobs'?)"],
+        id="cfg_near_miss_key",
     ),
     pytest.param(
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\n"},
@@ -414,13 +423,392 @@ CORPUS = [
         ],
         id="cfg_version",
     ),
+    *[
+        pytest.param(files, config, expected, id=name)
+        for name, files, config, expected in [
+            # --- fuzzed YAML structures ---
+            (
+                "deep_flow",
+                {"A.yaml": OK_TICKET + "x: " + "[" * 100 + "]" * 100 + "\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:67: error: YAML nested more than 64 levels deep"],
+            ),
+            (
+                "deep_block",
+                {"A.yaml": OK_TICKET + "".join(" " * i + f"k{i}:\n" for i in range(80))},
+                None,
+                [".gitexec/tickets/A.yaml:68:65: error: YAML nested more than 64 levels deep"],
+            ),
+            (
+                "deep_block_sequence",
+                {"A.yaml": OK_TICKET + "x:\n" + "- " * 80 + "y\n"},
+                None,
+                [".gitexec/tickets/A.yaml:5:127: error: YAML nested more than 64 levels deep"],
+            ),
+            (
+                "alias_bomb",
+                {
+                    "A.yaml": OK_TICKET
+                    + "notes:\n  - &a [x, x, x, x, x, x, x, x, x, x]\n"
+                    + "".join(
+                        f"  - &{'b' * (i + 1)} [{', '.join(['*' + ('b' * i or 'a')] * 10)}]\n"
+                        for i in range(6)
+                    )
+                },
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:9:54: error: YAML aliases expand to more than 100,000 values"
+                ],
+            ),
+            (
+                "int_key",
+                {"A.yaml": OK_TICKET + "1: x\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:1: error: keys must be strings, got an integer"],
+            ),
+            (
+                "unhashable_key",
+                {"A.yaml": OK_TICKET + "? [a, b]\n: x\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:3: error: keys must be strings, got a list"],
+            ),
+            (
+                "two_documents",
+                {"A.yaml": OK_TICKET + "---\nid: B\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:1: error: malformed YAML: but found another document (expected a single document in the stream started at line 1, column 1)"
+                ],
+            ),
+            (
+                "date_title",
+                {"A.yaml": "id: A\ntitle: 2024-01-01\nrun: 'true'\n"},
+                None,
+                [".gitexec/tickets/A.yaml:2:8: error: title: expected a string, got date"],
+            ),
+            (
+                "list_title",
+                {"A.yaml": "id: A\ntitle: [a, b]\nrun: 'true'\n"},
+                None,
+                [".gitexec/tickets/A.yaml:2:8: error: title: expected a string, got a list"],
+            ),
+            (
+                "null_id",
+                {"A.yaml": "id:\ntitle: a\nrun: 'true'\n"},
+                None,
+                [".gitexec/tickets/A.yaml:1:1: error: missing required key 'id'"],
+            ),
+            (
+                "long_number",
+                {"A.yaml": OK_TICKET + "priority: " + "9" * 5000 + "\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:11: error: a number is too long"],
+            ),
+            # --- bounds ---
+            (
+                "estimate_inf",
+                {"A.yaml": OK_TICKET + "estimate: .inf\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:11: error: estimate: a duration must be a non-negative number of seconds, got inf"
+                ],
+            ),
+            (
+                "estimate_nan",
+                {"A.yaml": OK_TICKET + "estimate: .nan\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:11: error: estimate: a duration must be a non-negative number of seconds, got nan"
+                ],
+            ),
+            (
+                "estimate_huge",
+                {"A.yaml": OK_TICKET + "estimate: 1e308\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:11: error: estimate: must be at most 30d, got 1e+308"],
+            ),
+            (
+                "timeout_31d",
+                {"A.yaml": OK_TICKET + "timeout: 31d\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:10: error: timeout: must be at most 30d, got '31d'"],
+            ),
+            (
+                "retries_11",
+                {"A.yaml": OK_TICKET + "retries: 11\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:10: error: retries: must be at most 10, got 11"],
+            ),
+            (
+                "priority_huge",
+                {"A.yaml": OK_TICKET + "priority: 100000000000000000000\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:11: error: priority: must be at most 1000000, got 100000000000000000000"
+                ],
+            ),
+            (
+                "resource_huge",
+                {"A.yaml": OK_TICKET + "resources: {cpu: 257}\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:18: error: resources: resource 'cpu': must be at most 256, got 257"
+                ],
+            ),
+            (
+                "resource_name",
+                {"A.yaml": OK_TICKET + "resources: {1: 2}\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:12: error: resources: resource names must be strings, got an integer"
+                ],
+            ),
+            (
+                "cfg_jobs_huge",
+                {"A.yaml": OK_TICKET},
+                "jobs: 257\n",
+                [".gitexec/config.yaml:1:7: error: jobs: must be at most 256, got 257"],
+            ),
+            (
+                "cfg_backoff_huge",
+                {"A.yaml": OK_TICKET},
+                "retry_backoff: 2h\n",
+                [".gitexec/config.yaml:1:16: error: retry_backoff: must be at most 1h, got '2h'"],
+            ),
+            (
+                "cfg_gate_batch",
+                {"A.yaml": OK_TICKET},
+                "gates:\n  every: 1001\n",
+                [".gitexec/config.yaml:2:10: error: gates.every: must be at most 1000, got 1001"],
+            ),
+            (
+                "cfg_reruns",
+                {"A.yaml": OK_TICKET},
+                "merge:\n  max_reruns: 11\n",
+                [".gitexec/config.yaml:2:15: error: merge.max_reruns: must be at most 10, got 11"],
+            ),
+            (
+                "cfg_max_parallel",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x]\n    max_parallel: 1000\n",
+                [
+                    ".gitexec/config.yaml:4:19: error: agents.x.max_parallel: must be at most 256, got 1000"
+                ],
+            ),
+            # --- hostile globs ---
+            (
+                "glob_many_globstars",
+                {
+                    "A.yaml": OK_TICKET
+                    + "paths: ['"
+                    + "/".join(["**"] * 40)
+                    + "/x', '*a*a*a*a*a*a*a*b']\n"
+                },
+                None,
+                [],
+            ),
+            (
+                "glob_partial_globstar",
+                {"A.yaml": OK_TICKET + "paths: ['a**']\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:9: error: paths: '**' must be a whole path segment in glob 'a**'"
+                ],
+            ),
+            (
+                "glob_bad_range",
+                {"A.yaml": OK_TICKET + "paths: ['[z-a]']\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:9: error: paths: invalid range 'z-a' in glob '[z-a]'"],
+            ),
+            (
+                "glob_too_long",
+                {"A.yaml": OK_TICKET + "paths: ['" + "a" * 5000 + "']\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:9: error: paths: glob is longer than 4096 characters"],
+            ),
+            (
+                "glob_too_many_segments",
+                {"A.yaml": OK_TICKET + "paths: ['" + "/".join(["a"] * 300) + "']\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:9: error: paths: glob has more than 256 path segments"],
+            ),
+            (
+                "cfg_rule_glob",
+                {"A.yaml": OK_TICKET},
+                "merge:\n  rules:\n    - {paths: ['x/**y'], strategy: union}\n",
+                [
+                    ".gitexec/config.yaml:3:7: error: merge.rules: item 1: paths: '**' must be a whole path segment in glob 'x/**y'"
+                ],
+            ),
+            # --- templates ---
+            (
+                "cfg_template_syntax",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x, '{% for %}']\n",
+                [
+                    ".gitexec/config.yaml:3:18: error: agents.x.command: invalid template '{% for %}': Expected an expression, got 'end of statement block'"
+                ],
+            ),
+            (
+                "cfg_template_nested",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x, '{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}']\n",
+                [
+                    ".gitexec/config.yaml:3:18: error: agents.x.command: invalid template '{{ "
+                    + "(" * 74
+                    + "...': nested too deeply"
+                ],
+            ),
+            (
+                "cfg_template_long_number",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x, '{{ " + "9" * 5000 + " }}']\n",
+                [
+                    ".gitexec/config.yaml:3:18: error: agents.x.command: invalid template '{{ "
+                    + "9" * 74
+                    + "...': a number is too long"
+                ],
+            ),
+            (
+                "cfg_prompt_template_absolute",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x]\n    prompt_template: /proc/self/environ\n",
+                [
+                    ".gitexec/config.yaml:4:22: error: agents.x.prompt_template: '/proc/self/environ' is not repository-relative (an absolute path)"
+                ],
+            ),
+            (
+                "cfg_prompt_template_parent",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x]\n    prompt_template: ../../x.j2\n",
+                [
+                    ".gitexec/config.yaml:4:22: error: agents.x.prompt_template: '../../x.j2' must not contain '..': it would leave the repository"
+                ],
+            ),
+            (
+                "cfg_report_template_missing",
+                {"A.yaml": OK_TICKET},
+                "report:\n  template: r.j2\n",
+                [
+                    ".gitexec/config.yaml:2:13: error: report.template: 'r.j2' does not exist in the repository"
+                ],
+            ),
+            (
+                "cfg_stdin",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x]\n    stdin: yes\n",
+                [".gitexec/config.yaml:4:12: error: agents.x.stdin: 'yes' is not one of prompt"],
+            ),
+            # --- near-miss and unknown keys ---
+            (
+                "near_miss_validate",
+                {"A.yaml": OK_TICKET + "valdiate: [make]\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:4:1: error: unknown key 'valdiate' (did you mean 'validate'?)"
+                ],
+            ),
+            (
+                "near_miss_case",
+                {"A.yaml": "id: A\nTitle: a\nrun: 'true'\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:1:1: error: missing required key 'title'",
+                    ".gitexec/tickets/A.yaml:2:1: error: unknown key 'Title' (did you mean 'title'?)",
+                ],
+            ),
+            (
+                "cfg_near_miss_agent_key",
+                {"A.yaml": OK_TICKET},
+                "agents:\n  x:\n    command: [x]\n    promt_template: p\n",
+                [
+                    ".gitexec/config.yaml:4:5: error: unknown key 'agents.x.promt_template' (did you mean 'prompt_template'?)"
+                ],
+            ),
+            (
+                "cfg_near_miss_section_key",
+                {"A.yaml": OK_TICKET},
+                "plan:\n  stratgy: balanced\n",
+                [
+                    ".gitexec/config.yaml:2:3: error: unknown key 'plan.stratgy' (did you mean 'strategy'?)"
+                ],
+            ),
+            (
+                "unknown_key_warning",
+                {"A.yaml": OK_TICKET + "colour: blue\n"},
+                None,
+                [".gitexec/tickets/A.yaml:4:1: warning: unknown key 'colour'"],
+            ),
+            # --- hidden files, links, display tricks ---
+            (
+                "hidden_file",
+                {".A.yaml": OK_TICKET, "B.yaml": OK_TICKET.replace("A", "B")},
+                None,
+                [
+                    ".gitexec/tickets/.A.yaml:1:1: warning: ignored: a hidden file (its name starts with '.'); ticket files are named <ID>.yaml or <ID>.md"
+                ],
+            ),
+            (
+                "hidden_dotdot_file",
+                {
+                    "..evil.yaml": OK_TICKET,
+                    ".A.yaml.swp": "x",
+                    "A.yaml~": "x",
+                    "B.yaml": OK_TICKET.replace("A", "B"),
+                },
+                None,
+                [
+                    ".gitexec/tickets/..evil.yaml:1:1: warning: ignored: a hidden file (its name starts with '.'); ticket files are named <ID>.yaml or <ID>.md"
+                ],
+            ),
+            (
+                "symlink_outside",
+                {"A.yaml": Link("/etc/hostname")},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:1:1: error: a symbolic link (to '/etc/hostname', outside the repository): gitexec reads only regular files here, since git stores the link rather than the file"
+                ],
+            ),
+            (
+                "symlink_dangling",
+                {"A.yaml": Link("nowhere.yaml"), "B.yaml": OK_TICKET.replace("A", "B")},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:1:1: error: a symbolic link (to 'nowhere.yaml'): gitexec reads only regular files here, since git stores the link rather than the file"
+                ],
+            ),
+            (
+                "bidi_title",
+                {"A.yaml": "id: A\ntitle: \"Invoice \\u202egnp.exe\"\nrun: 'true'\n"},
+                None,
+                [
+                    ".gitexec/tickets/A.yaml:2:8: warning: title: bidirectional control character(s) U+202E removed (they make text display differently from what it is)"
+                ],
+            ),
+            (
+                "md_deep_front_matter",
+                {
+                    "A.md": "---\nid: A\ntitle: a\nrun: 'true'\nx: "
+                    + "{a: " * 70
+                    + "}" * 70
+                    + "\n---\nbody\n"
+                },
+                None,
+                [".gitexec/tickets/A.md:5:256: error: YAML nested more than 64 levels deep"],
+            ),
+        ]
+    ],
 ]
 
 
-def _write(root: Path, files: dict[str, str | bytes], config: str | None) -> None:
+def _write(root: Path, files: dict[str, str | bytes | Link], config: str | None) -> None:
     tickets = root / ".gitexec" / "tickets"
     tickets.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
+        if isinstance(content, Link):
+            (tickets / name).symlink_to(content.target)
+            continue
         data = content.encode() if isinstance(content, str) else content
         (tickets / name).write_bytes(data)
     if config is not None:
@@ -429,7 +817,7 @@ def _write(root: Path, files: dict[str, str | bytes], config: str | None) -> Non
 
 @pytest.mark.parametrize(("files", "config", "expected"), CORPUS)
 def test_corpus_findings(
-    tmp_path: Path, files: dict[str, str | bytes], config: str | None, expected: list[str]
+    tmp_path: Path, files: dict[str, str | bytes | Link], config: str | None, expected: list[str]
 ) -> None:
     _write(tmp_path, files, config)
     assert [str(f) for f in load_project(tmp_path).findings] == expected
@@ -439,7 +827,7 @@ def test_corpus_findings(
 def test_corpus_check_command_never_tracebacks(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    files: dict[str, str | bytes],
+    files: dict[str, str | bytes | Link],
     config: str | None,
     expected: list[str],
 ) -> None:
@@ -453,7 +841,7 @@ def test_corpus_check_command_never_tracebacks(
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CORPUS) >= 30
+    assert len(CORPUS) >= 90
 
 
 def test_check_through_python_m(repo: Path) -> None:
@@ -473,7 +861,7 @@ def test_check_through_python_m(repo: Path) -> None:
 def test_check_files_filters_findings(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(repo, {"A.yaml": "id: A\ntitle: a\n", "B.yaml": OK_TICKET.replace("A", "B")}, None)
     assert main(["-C", str(repo), "check", ".gitexec/tickets/B.yaml", "README.md"]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "2 files OK\n"
     assert main(["-C", str(repo / ".gitexec"), "check", "tickets/A.yaml"]) == 1
     assert "A.yaml:1:1: error" in capsys.readouterr().out
 

@@ -9,6 +9,7 @@ from typing import Any
 from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_OK
 from gitexec.fields import format_duration
+from gitexec.globs import PathSet, pathsets_may_overlap
 from gitexec.plan import Graph, Plan, effective_estimates, pairwise_overlaps
 from gitexec.project import Project
 from gitexec.tickets import Ticket
@@ -33,19 +34,32 @@ class Diagnosis:
     live: dict[str, Any] = field(default_factory=dict)  # overlaps seen in a running run
 
 
-def check_conflicts(plan: Plan, tickets: dict[str, Ticket], diagnosis: Diagnosis) -> None:
-    """Declared scopes that overlap inside one group: these tickets could collide."""
+def settled_paths(config: Config) -> PathSet:
+    """Paths the merge rules settle (a CHANGELOG merged by union): no conflict there."""
+    return PathSet(tuple(p for rule in config.merge.rules for p in rule.paths))
+
+
+def check_conflicts(
+    plan: Plan, tickets: dict[str, Ticket], diagnosis: Diagnosis, settled: PathSet
+) -> None:
+    """Declared scopes that overlap inside one group, leaving out paths merge rules settle
+    (as the scheduler does): these tickets could collide."""
     for g in plan.groups:
         members = [tickets[t] for t in g.tickets]
-        for a, b, pairs in pairwise_overlaps(members):
-            diagnosis.conflicts.append(Overlap(g.id, (a, b), pairs))
+        for a, b, _ in pairwise_overlaps(members):
+            pairs = pathsets_may_overlap(tickets[a].paths, tickets[b].paths, settled)
+            if pairs:
+                diagnosis.conflicts.append(Overlap(g.id, (a, b), pairs))
     diagnosis.unscoped = sorted(t.id for t in tickets.values() if not t.paths)
     for o in diagnosis.conflicts[:5]:
         a, b = o.tickets
         globs = ", ".join(f"{x} ~ {y}" for x, y in o.globs[:3])
+        ways = ["narrow their `paths`", f"add `depends_on: [{a}]` to {b}"]
+        if plan.strategy is not Strategy.CONSERVATIVE:
+            ways.append("plan with --strategy conservative")
         diagnosis.advice.append(
-            f"{a} and {b} (group {o.group}) declare overlapping paths ({globs}): narrow their "
-            f"`paths`, add `depends_on: [{a}]` to {b}, or plan with --strategy conservative"
+            f"{a} and {b} (group {o.group}) declare overlapping paths ({globs}): "
+            f"{', '.join(ways[:-1])}, or {ways[-1]}"
         )
     if diagnosis.unscoped:
         shown = ", ".join(diagnosis.unscoped[:5]) + (" ..." if len(diagnosis.unscoped) > 5 else "")
@@ -102,9 +116,16 @@ def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis:
             f"group {widest[1]} has {widest[0]} tickets but only {plan.jobs} slots; "
             f"raise --jobs toward {widest[0]} or use --strategy balanced"
         )
-    if fan_out and fan_out[0][0] >= 3:
-        n, t = fan_out[0]
-        advice.append(f"{t} gates {n} dependents: give it a higher `priority` so it starts first")
+    priorities = sorted((t.priority for t in project.tickets), reverse=True)
+    for n, tid in fan_out:
+        ticket = by_id[tid][0]
+        already_first = ticket.priority == priorities[0] and priorities[1:2] != [ticket.priority]
+        if n >= 3 and not already_first:
+            advice.append(
+                f"{tid} gates {n} dependents: give it `priority: {priorities[0] + 1}` "
+                "so it starts first"
+            )
+            break
     if no_estimate:
         advice.append(
             f"{no_estimate} ticket(s) have no `estimate`; the default "
@@ -129,8 +150,9 @@ def diagnose(
     diagnosis = Diagnosis()
     tickets = {t.id: t for t in project.tickets}
     if conflicts:
-        check_conflicts(plan, tickets, diagnosis)
-        _live_overlaps(ws, diagnosis)
+        settled = settled_paths(config)
+        check_conflicts(plan, tickets, diagnosis, settled)
+        _live_overlaps(ws, diagnosis, settled)
     if bottlenecks:
         analyze_bottlenecks(plan, project, config, diagnosis)
     if fmt == "json":
@@ -145,8 +167,9 @@ def diagnose(
     return EXIT_OK
 
 
-def _live_overlaps(ws: Workspace, diagnosis: Diagnosis) -> None:
-    """Overlaps a running engine has seen between agents' actual changes."""
+def _live_overlaps(ws: Workspace, diagnosis: Diagnosis, settled: PathSet) -> None:
+    """Overlaps a running engine has seen between agents' actual changes (but for paths
+    merge rules settle)."""
     from gitexec.journal import lock_holder
     from gitexec.runstate import load_run
 
@@ -155,7 +178,11 @@ def _live_overlaps(ws: Workspace, diagnosis: Diagnosis) -> None:
         return
     run_id = holder[4:].split(",", 1)[0]
     state = load_run(ws.state_dir, run_id)
-    overlaps = state.active_overlaps()
+    overlaps = {}
+    for pair, paths in state.active_overlaps().items():
+        unsettled = [p for p in paths if not settled.matches(p)]
+        if unsettled:
+            overlaps[pair] = unsettled
     diagnosis.live = {
         "run": run_id,
         "overlaps": [{"tickets": list(p), "paths": paths} for p, paths in sorted(overlaps.items())],

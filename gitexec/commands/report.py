@@ -13,6 +13,7 @@ from typing import TextIO
 
 from gitexec.config import CONFIG_FILE, parse_config
 from gitexec.errors import EXIT_OK, UserError
+from gitexec.repopath import RepositoryPathError, repository_file
 from gitexec.report import RunReport
 from gitexec.workspace import Workspace
 
@@ -118,13 +119,17 @@ def user_template(ws: Workspace) -> Path | None:
         text = config_path.read_text(encoding="utf-8")
     except OSError:
         return None
-    name = parse_config(CONFIG_FILE, text).config.report_template
+    parsed = parse_config(CONFIG_FILE, text)
+    for finding in parsed.findings:
+        if finding.is_error and finding.message.startswith("report.template:"):
+            raise UserError(str(finding))  # never fall back to the built-in silently
+    name = parsed.config.report_template
     if not name:
         return None
-    path = (ws.root / name).resolve()
-    if not path.is_file():
-        raise UserError(f"{CONFIG_FILE}: report.template: {name} does not exist")
-    return path
+    try:
+        return repository_file(ws.root, name)
+    except RepositoryPathError as exc:
+        raise UserError(f"{CONFIG_FILE}: report.template: {exc}") from None
 
 
 def _target(ws: Workspace, name: str | None) -> Path | None:

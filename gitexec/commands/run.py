@@ -130,9 +130,9 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
     config = ws.settings(project.config, {"jobs": request.jobs, "strategy": request.strategy})
 
     run_id = request.run_id or new_run_id()
-    problem = id_problem(run_id)
+    problem = id_problem(run_id, "run id")
     if problem:
-        raise UserError(f"--run-id: {problem.replace('id', 'run id', 1)}")
+        raise UserError(f"--run-id: {problem}")
 
     tickets, skipped = select(project, request.only, request.with_deps)
     plan = _plan_for(ws, project, tickets, request, config.strategy, config.jobs)

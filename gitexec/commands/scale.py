@@ -212,9 +212,9 @@ def collect(
     from gitexec.dashboard import PlainReporter
     from gitexec.engine import Engine
 
-    problem = id_problem(run_id)
+    problem = id_problem(run_id, "run id")
     if problem:
-        raise UserError(f"--run-id: {problem.replace('id', 'run id', 1)}")
+        raise UserError(f"--run-id: {problem}")
     repo = pygit2.Repository(str(ws.repo.common_dir))
     run_dir = ws.state_dir / RUNS_DIR / run_id
     results: list[ResultFile] = []

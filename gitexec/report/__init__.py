@@ -16,11 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitexec import events as ev
+from gitexec.fields import strip_bidi
 from gitexec.journal import JOURNAL, load_events
 from gitexec.runstate import RUNS_DIR, RunState, TicketRun, load_run
+from gitexec.secrets import REDACTED, Redactor, is_secret_name
 from gitexec.tickets import TicketState
 
-REDACTED = "***"
+# Redaction lives in gitexec.secrets; these names stay importable from here.
+__all__ = [
+    "REDACTED",
+    "Outcome",
+    "Redactor",
+    "RunReport",
+    "Span",
+    "clean_text",
+    "is_secret_name",
+    "kind",
+    "outcome",
+    "tail_of",
+]
 
 # Terminal escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), DCS/SOS/PM/APC
 # strings, two-character escapes, and the 8-bit CSI.
@@ -37,21 +51,17 @@ _ANSI = re.compile(
 # Characters outside XML 1.0's Char production (lone surrogates included), plus DEL and the
 # C1 controls that XML 1.0 only discourages: all replaced by U+FFFD.
 _NOT_XML = re.compile("[^\t\n\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+(@)")
-_TOKEN_SHAPES = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})")
-_SECRET_WORDS = re.compile(r"TOKEN|SECRET|PASSW(?:OR)?D|PASSPHRASE|CREDENTIAL|PRIVATE|APIKEY")
-_SECRET_PARTS = frozenset({"KEY", "KEYS", "PASS", "AUTH", "AUTHORIZATION", "COOKIE", "PAT"})
-_NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "unset", "empty"})
-MIN_SECRET_LENGTH = 4
 
 
 def clean_text(value: str | bytes) -> str:
-    """Printable text from raw output: decoded, escapes stripped, XML 1.0 safe, LF only.
+    """Printable text from raw output: decoded, escapes and bidirectional controls
+    stripped, XML 1.0 safe, LF only.
 
     A carriage return inside a line (progress bars) keeps what a terminal would show last.
     """
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     text = _ANSI.sub("", text)
+    text = strip_bidi(text)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
         text = "\n".join(_overwritten(line) for line in text.split("\n"))
@@ -61,48 +71,6 @@ def clean_text(value: str | bytes) -> str:
 def _overwritten(line: str) -> str:
     parts = [p for p in line.split("\r") if p]
     return parts[-1] if parts else ""
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name says its value is a secret."""
-    upper = name.upper()
-    if _SECRET_WORDS.search(upper):
-        return True
-    return any(part in _SECRET_PARTS for part in re.split(r"[^A-Z0-9]+", upper))
-
-
-@dataclass(frozen=True)
-class Redactor:
-    """Replaces secret values (from the environment, and token shapes) with `***`."""
-
-    secrets: tuple[str, ...] = ()
-    _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, secrets: Iterable[str]) -> Redactor:
-        values: set[str] = set()
-        for secret in secrets:
-            for candidate in (secret, *secret.splitlines()):
-                candidate = candidate.strip()
-                if (
-                    len(candidate) >= MIN_SECRET_LENGTH
-                    and candidate.lower() not in _NOT_SECRET_VALUES
-                ):
-                    values.add(candidate)
-        ordered = tuple(sorted(values, key=lambda v: (-len(v), v)))
-        pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-        return cls(ordered, pattern)
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Redactor:
-        env = os.environ if environ is None else environ
-        return cls.of(value for name, value in env.items() if is_secret_name(name))
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(REDACTED, text)
-        text = _TOKEN_SHAPES.sub(REDACTED, text)
-        return _URL_CREDENTIALS.sub(rf"\1{REDACTED}\2", text)
 
 
 class Outcome(enum.Enum):

@@ -11,19 +11,28 @@ import functools
 import html
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
+import jinja2.loaders
 
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
 from gitexec.report import Outcome, RunReport, Span, kind, outcome
 from gitexec.runstate import RunStatus, TicketRun, iso
-from gitexec.templating import template_dir
+from gitexec.templating import (
+    BoundedEnvironment,
+    Limits,
+    RenderError,
+    TemplatePathError,
+    read_repository_file,
+    render_bounded,
+    repository_file,
+    template_dir,
+)
 from gitexec.tickets import TicketState
 
 TEMPLATE = "report.md.j2"
@@ -79,19 +88,44 @@ MERMAID_STYLES = {
 
 # --- escaping -------------------------------------------------------------------------------
 
-_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# What can start Markdown syntax inside a line (GitHub's flavour included): code, emphasis,
+# links and images, HTML and autolinks, table cells, strikethrough, math; `_` only at a
+# word's edge (inside a word it never emphasises); entities; mentions and email, URL and
+# www autolinks. Everything else (`:`, `;`, `/`, `.`, `-`, `(`) stays as written.
+_MD_INLINE = re.compile(
+    r"""[\\`*\[\]<|~$]
+    | (?<![A-Za-z0-9])_ | _(?![A-Za-z0-9])
+    | &(?=\#?[A-Za-z0-9]+;)
+    | @(?=\w)
+    | :(?=//)
+    | (?<=\bwww)\.
+    """,
+    re.VERBOSE,
+)
+# ... and what starts a block at the beginning of a line: quotes, headings, list items,
+# setext underlines, ordered list items (`1. x` or `1) x`).
+_MD_LINE_START = re.compile(r"^(?:>|#{1,6}(?=\s|$)|[-+](?=\s|$)|[-=]+$|\d{1,9}(?=[.)](?:\s|$)))")
 _BACKTICKS = re.compile(r"`+")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
 
 
 def md(value: object) -> str:
-    """Inline Markdown text: every ASCII punctuation backslash-escaped, one line.
+    """Inline Markdown text on one line, escaped only where Markdown would read syntax, so
+    the raw file reads well too.
 
-    Escaped, `<` cannot open HTML, `|` cannot split a table cell, `*`, `[`, `#` and `@`
-    cannot format, link or mention.
+    `<` cannot open HTML or an autolink, `|` cannot split a table cell, `*`, `_`, `[`,
+    `~` and `` ` `` cannot format or link, `@` cannot mention, and a leading `#`, `>` or
+    `-` cannot start a block.
     """
     text = " ".join(str(value if value is not None else "").split())
-    return _MD_PUNCT.sub(r"\\\1", text)
+    text = _MD_INLINE.sub(lambda m: "\\" + m.group(0), text)
+    m = _MD_LINE_START.match(text)
+    if m is None:
+        return text
+    if m.group(0)[0].isdigit():  # `1.` and `1)`: escape the punctuation after the number
+        end = m.end()
+        return text[:end] + "\\" + text[end:]
+    return "\\" + text
 
 
 def html_text(value: object) -> str:
@@ -411,13 +445,38 @@ def _group_graph(report: RunReport) -> tuple[list[str], dict[str, list[str]]]:
 # --- rendering ------------------------------------------------------------------------------
 
 
+# A report renders every ticket: its budget grows with the run, not with a prompt's size.
+REPORT_LIMITS = Limits(steps=50_000_000, work=4 << 30, output=256 << 20)
+
+
+class _RepositoryLoader(jinja2.BaseLoader):
+    """A user template's directory: what it includes must be regular files below it,
+    reached without a symbolic link (so never `/proc/self/environ`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        rel = "/".join(jinja2.loaders.split_template_path(template))
+        try:
+            path = repository_file(self.directory, rel)
+        except TemplatePathError:
+            raise jinja2.TemplateNotFound(template) from None
+        source = read_repository_file(None, path, "report template")
+        mtime = path.stat().st_mtime
+        return source, str(path), lambda: path.stat().st_mtime == mtime
+
+
 def _environment(extra_dir: Path | None) -> jinja2.Environment:
     builtin = jinja2.FileSystemLoader(str(template_dir()))
     loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({"gitexec": builtin})]
     loaders.insert(0 if extra_dir is None else 1, builtin)
     if extra_dir is not None:
-        loaders.insert(0, jinja2.FileSystemLoader(str(extra_dir)))
-    env = jinja2.sandbox.SandboxedEnvironment(
+        loaders.insert(0, _RepositoryLoader(extra_dir))
+    env = BoundedEnvironment(
+        limits=REPORT_LIMITS,
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # Markdown: escaped explicitly with the filters below
@@ -425,6 +484,7 @@ def _environment(extra_dir: Path | None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals.pop("lipsum", None)
     env.filters.update(md=md, html=html_text, code=code_block, shorten=shorten)
     return env
 
@@ -447,6 +507,8 @@ def load_template(path: Path | None) -> jinja2.Template:
         raise UserError(f"report.template: {path} does not exist") from None
     except jinja2.TemplateSyntaxError as exc:
         raise UserError(f"{path}:{exc.lineno}: report template: {exc.message}") from None
+    except (jinja2.TemplateError, RecursionError, ValueError) as exc:
+        raise UserError(f"{path}: report template: {exc}") from None
 
 
 def render_markdown(
@@ -482,8 +544,8 @@ def render_markdown(
 
 def _render(tmpl: jinja2.Template, context: dict[str, Any], path: Path | None) -> str:
     try:
-        return tmpl.render(context)
-    except jinja2.TemplateError as exc:
+        return render_bounded(tmpl, context)
+    except RenderError as exc:
         where = f"{path}: " if path is not None else ""
         raise UserError(f"{where}report template: {exc}") from None
 
