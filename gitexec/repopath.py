@@ -70,7 +70,10 @@ def read_repository_file(root: Path | None, path: Path, what: str) -> str:
             if not path.is_relative_to(root):
                 raise RepositoryPathError(f"{what}: {rel!r} is not inside the repository")
             rel = path.relative_to(root).as_posix()
-        path = repository_file(root, rel)
+        try:
+            path = repository_file(root, rel)
+        except RepositoryPathError as exc:
+            raise RepositoryPathError(f"{what}: {exc}") from None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:

@@ -246,7 +246,7 @@ CORPUS = [
         {"A.yaml": "id: A\ntitle: a\nrun: 'true'\nstatus: done\n"},
         None,
         [
-            ".gitexec/tickets/A.yaml:4:9: error: status: 'done' is not one of pending, ready, running, validating, merging, completed, failed, conflict, blocked, cancelled"
+            ".gitexec/tickets/A.yaml:4:9: error: status: 'done' is not one of pending, ready, running, throttled, validating, merging, completed, failed, conflict, blocked, cancelled"
         ],
         id="bad_status",
     ),
