@@ -25,7 +25,7 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
     runs = list_runs(ws.state_dir)
     if run_id is not None and run_id not in runs:
         raise UserError(f"no run {run_id!r}")
-    removed_worktrees = remove_worktrees(ws.repo)
+    removed_worktrees = list(remove_worktrees(ws.repo).removed)
     if removed_worktrees:
         print(f"removed worktrees: {', '.join(removed_worktrees)}")
 
