@@ -302,23 +302,25 @@ def run(ws: Workspace, request: RunRequest) -> int:
     return EXIT_OK if state.status is RunStatus.COMPLETED else EXIT_FAILED
 
 
-def publish_reports(ws: Workspace, run_id: str, *, junit: str | None, markdown: str | None) -> None:
+def publish_reports(ws: Workspace, run_id: str, *, junit: str | None, markdown: str | None) -> bool:
     """Reports asked for on the command line, and GitHub's step summary, outputs and
     annotations when running in GitHub Actions. A report that cannot be written is an
-    error message, never a reason to lose the run's own exit code."""
+    error message, never a reason to lose the run's own result: returns False then, so
+    the command can still fail."""
     from gitexec.commands.report import write_reports
     from gitexec.report import github
 
     if not (junit or markdown or github.enabled()):
-        return
+        return True
     try:
         written = write_reports(ws, run_id, junit=junit, markdown=markdown)
     except UserError as exc:
         print(f"gitexec: error: {exc}", file=sys.stderr)
-        return
+        return False
     for path in (written.junit, written.markdown):
         if path is not None:
             print(f"  report:  {path}")
+    return True
 
 
 def _warn_uncommitted_tickets(ws: Workspace, base_rev: str) -> None:
