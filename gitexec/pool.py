@@ -1,4 +1,10 @@
-"""The agent pool: reusable worktrees under `<common>/gitexec/worktrees/slot-N`.
+"""The agent pool: reusable worktrees, by default `~/.cache/gitexec/<repository id>/slot-N`.
+
+The pool lives outside the git directory (AI agents refuse to write under any `.git/`
+path), in a directory of its own per repository (`pool_dir`), so two clones never share
+one. Only the slots' bookkeeping (setup markers and logs) stays under
+`<common>/gitexec/worktrees`, where older versions kept the pool itself; such a pool is
+removed on first use.
 
 A worktree is created once and then reset from ticket to ticket, and `worktree.setup` runs
 once per worktree, so what it installs into ignored directories (`node_modules/`,
@@ -19,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -31,11 +38,20 @@ from pathlib import Path
 import pygit2
 
 from gitexec import watch
-from gitexec.errors import CommandError
-from gitexec.gitutil import NO_HOOKS, Identity, RepoPaths, git, run_git, scrubbed_env
+from gitexec.errors import CommandError, UserError
+from gitexec.gitutil import (
+    NO_HOOKS,
+    Identity,
+    RepoPaths,
+    git,
+    read_gitexec_config,
+    run_git,
+    scrubbed_env,
+)
 from gitexec.merge import changed_paths
 
-WORKTREES = "worktrees"
+WORKTREES = "worktrees"  # under the state dir: slot bookkeeping (and older versions' pool)
+POOLS = "pools"  # under WORKTREES: every directory a pool of this repository was made in
 SLOT_PREFIX = "slot-"
 GATE_SLOT = "gate"
 ENGINE_DIR = ".gitexec"
@@ -401,6 +417,7 @@ class Slot:
         self._worktree = None
         with _create_lock:
             self._discard()
+            _record_pool_dir(self.state_dir, self.path.parent)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             run_git(
                 [*NO_HOOKS, "worktree", "add", "--detach", "--force", "-q", str(self.path), commit],
@@ -689,11 +706,13 @@ def _digest(setup: Sequence[str]) -> str:
 
 
 class Pool:
-    """A fixed set of slots; the engine hands free ones to tickets."""
+    """A fixed set of slots in `root` (default: where the settings say, see
+    `resolve_pool_dir`); the engine hands free ones to tickets."""
 
-    def __init__(self, repo: RepoPaths, size: int) -> None:
+    def __init__(self, repo: RepoPaths, size: int, root: Path | None = None) -> None:
         self.repo = repo
-        self.root = repo.state_dir / WORKTREES
+        self.root = root if root is not None else resolve_pool_dir(repo)
+        remove_legacy_pool(repo)
         self.slots: list[Slot] = []
         self._free: list[Slot] = []
         self._gate: Slot | None = None
@@ -744,7 +763,91 @@ class Pool:
         return self._gate
 
 
-# --- removing worktrees --------------------------------------------------------------------
+# --- where pools live ----------------------------------------------------------------------
+
+
+def repository_id(repo: RepoPaths) -> str:
+    """A readable name plus a hash of the git common dir's real path: clones of one
+    repository get different ids, the worktrees of one repository share it."""
+    common = Path(os.path.realpath(repo.common_dir))
+    digest = hashlib.sha256(os.fsencode(common)).hexdigest()[:16]
+    name = common.parent.name if common.name == ".git" else common.name.removesuffix(".git")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:40] or "repository"
+    return f"{readable}-{digest}"
+
+
+def pool_dir(repo: RepoPaths, setting: str | None = None) -> Path:
+    """`<setting>/<repository id>`, the setting relative to the repository's top level;
+    without one, `$XDG_CACHE_HOME/gitexec/<repository id>` (`~/.cache` when unset)."""
+    if setting:
+        base = Path(os.path.expanduser(setting))
+        if not base.is_absolute():
+            base = repo.root / base
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME", "")
+        base = (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "gitexec"
+    root = Path(os.path.abspath(base / repository_id(repo)))
+    top = repo.toplevel
+    if top is not None and _inside(root, top) and not _inside(root, repo.common_dir):
+        raise UserError(
+            f"worktree.dir: the pool {root} would be inside the work tree {top}, where "
+            "its worktrees show up as untracked repositories; choose a directory outside it"
+        )
+    return root
+
+
+def resolve_pool_dir(repo: RepoPaths) -> Path:
+    """The pool directory the settings name: GITEXEC_WORKTREE_DIR, then `git config
+    gitexec.worktreeDir`, then `worktree.dir` in the work tree's .gitexec/config.yaml."""
+    from gitexec.config import CONFIG_FILE, SETTINGS, Config, parse_config, resolve
+
+    configured: str | None = None
+    if repo.toplevel is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = (repo.toplevel / CONFIG_FILE).read_text(encoding="utf-8")
+            configured = parse_config(CONFIG_FILE, text).config.worktree_dir
+    setting = next(s for s in SETTINGS if s.attr == "worktree_dir")
+    env = {k: v for k, v in os.environ.items() if k == setting.env}
+    git_config = {
+        k: v for k, v in read_gitexec_config(repo.root).items() if k == setting.git_key.lower()
+    }
+    resolved = resolve(Config(worktree_dir=configured), env=env, git_config=git_config)
+    return pool_dir(repo, resolved.worktree_dir)
+
+
+def pool_dirs(repo: RepoPaths, *, existing: bool = True) -> list[Path]:
+    """Every directory this repository's pool was made in, and the one the settings name
+    now (settings may have changed since); only those that exist, unless told otherwise."""
+    found = [*_recorded_pool_dirs(repo.state_dir)]
+    with contextlib.suppress(UserError):
+        found.append(resolve_pool_dir(repo))
+    unique = list(dict.fromkeys(found))
+    return [p for p in unique if p.is_dir()] if existing else unique
+
+
+def _records(state_dir: Path) -> Path:
+    return state_dir / WORKTREES / POOLS
+
+
+def _recorded_pool_dirs(state_dir: Path) -> list[Path]:
+    try:
+        data = _records(state_dir).read_bytes()
+    except OSError:
+        return []
+    return [Path(os.fsdecode(p)) for p in data.split(b"\0") if p]
+
+
+def _record_pool_dir(state_dir: Path, root: Path) -> None:
+    """Remember `root` so `clean` and recovery find it even after the settings change."""
+    known = _recorded_pool_dirs(state_dir)
+    if root not in known:
+        path = _records(state_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0".join(os.fsencode(p) for p in [*known, root]))
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(directory))
 
 
 def _is_slot(path: Path) -> bool:
@@ -780,6 +883,9 @@ def forget_worktrees(common_dir: Path, worktrees: Iterable[Path]) -> None:
             continue
         if os.path.realpath(os.path.dirname(gitfile)) in wanted:
             force_remove(admin)
+
+
+# --- removing worktrees --------------------------------------------------------------------
 
 
 def restore_permissions(root: Path) -> None:
@@ -857,12 +963,54 @@ def _remove_slots(repo: RepoPaths, root: Path) -> Removal:
     return Removal(tuple(removed), tuple(failed))
 
 
-def remove_worktrees(repo: RepoPaths) -> Removal:
-    """Remove every pooled worktree (for `git exec clean`), and their bookkeeping."""
+def remove_legacy_pool(repo: RepoPaths) -> Removal:
+    """Remove a pool older versions made under `<common>/gitexec/worktrees`."""
+    return _remove_slots(repo, repo.state_dir / WORKTREES)
+
+
+def remove_pools(repo: RepoPaths) -> Removal:
+    """Remove every pooled worktree of the repository (for `git exec clean`), wherever its
+    pools were made, and their bookkeeping."""
+    removed: list[str] = []
+    failed: list[str] = []
+    roots = pool_dirs(repo)
+    for root in [*roots, repo.state_dir / WORKTREES]:
+        result = _remove_slots(repo, root)
+        removed.extend(result.removed)
+        failed.extend(result.failed)
+    for root in roots:
+        with contextlib.suppress(OSError):
+            root.rmdir()  # ours, and empty unless something could not be removed
+    # Worktrees someone deleted by hand leave git's records of them behind.
+    for admin in _stale_admins(repo, pool_dirs(repo, existing=False)):
+        force_remove(admin)
     state = repo.state_dir / WORKTREES
-    removal = _remove_slots(repo, state)
     if state.is_dir():
         for path in state.iterdir():
-            if path.is_file():
+            if path.is_file() and path.name != POOLS:
                 path.unlink()
-    return removal
+        remaining = [p for p in _recorded_pool_dirs(repo.state_dir) if p.is_dir()]
+        if remaining:
+            _records(repo.state_dir).write_bytes(b"\0".join(os.fsencode(p) for p in remaining))
+        else:
+            with contextlib.suppress(OSError):
+                _records(repo.state_dir).unlink()
+    return Removal(tuple(sorted(set(removed))), tuple(failed))
+
+
+def _stale_admins(repo: RepoPaths, roots: Sequence[Path]) -> list[Path]:
+    """git's records of worktrees that were in one of `roots` and are gone."""
+    stale: list[Path] = []
+    try:
+        admins = list((repo.common_dir / "worktrees").iterdir())
+    except OSError:
+        return stale
+    homes = [*roots, repo.state_dir / WORKTREES]
+    for admin in admins:
+        try:
+            worktree = Path((admin / "gitdir").read_text(encoding="utf-8").strip()).parent
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not worktree.exists() and any(worktree.parent == home for home in homes):
+            stale.append(admin)
+    return stale

@@ -3,11 +3,16 @@ tickets, where the pool lives, and that the user's hooks stay out of it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from gitexec.gitutil import find_repo
+from gitexec.pool import pool_dir
 from tests.helpers import git, write_files
-from tests.project import FAKE_CONFIG, make_project, run_ok, status, ticket_yaml
+from tests.project import FAKE_CONFIG, gitexec, make_project, run_ok, status, ticket_yaml
 from tests.unprivileged import cli, sandbox
 
 NEGATED = {".gitignore": "build/*\n!build/keep.md\n"}
@@ -200,3 +205,107 @@ def test_an_unreadable_directory_does_not_poison_the_slot() -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert git(repo, "worktree", "list").count("\n") == 1
         assert not list((box / "home" / ".cache").rglob("slot-*"))
+
+
+# --- where the pool lives ------------------------------------------------------------------
+
+WHERE = "echo $GITEXEC_WORKTREE > where.txt"
+
+
+def worktree_of(repo: Path, run_id: str) -> Path:
+    return Path(git(repo, "show", f"gitexec/{run_id}:where.txt").strip())
+
+
+def test_the_pool_lives_in_the_users_cache_directory(tmp_path: Path) -> None:
+    gate_log = tmp_path / "gate.txt"
+    config = f"version: 1\ngates:\n  integration: ['echo $GITEXEC_WORKTREE > {gate_log}']\n"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=WHERE)}, config=config)
+    code, out, err = run_ok(repo, "--run-id", "p")
+    assert code == 0, out + err
+    slot = worktree_of(repo, "p")
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "gitexec"
+    assert slot.parent.parent == cache and slot.name == "slot-1"
+    assert slot.parent.name.startswith("r-")  # readable: named after the repository
+    assert Path(gate_log.read_text().strip()) == slot.parent / "gate"
+    assert ".git" not in slot.parts
+    assert not list((repo / ".git" / "gitexec").rglob("slot-*/"))
+
+
+def test_where_the_pool_lives_follows_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = "version: 1\nworktree:\n  dir: ../from-yaml\n"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=WHERE)}, config=config)
+    assert run_ok(repo, "--run-id", "y")[0] == 0
+    assert worktree_of(repo, "y").parent.parent == tmp_path / "from-yaml"
+    git(repo, "config", "gitexec.worktreeDir", str(tmp_path / "from-git"))
+    assert run_ok(repo, "--run-id", "g")[0] == 0
+    assert worktree_of(repo, "g").parent.parent == tmp_path / "from-git"
+    monkeypatch.setenv("GITEXEC_WORKTREE_DIR", "~/from-env")
+    assert run_ok(repo, "--run-id", "e")[0] == 0
+    assert worktree_of(repo, "e").parent.parent == Path.home() / "from-env"
+    # Inside the work tree, the slots would show up in it as untracked repositories.
+    monkeypatch.setenv("GITEXEC_WORKTREE_DIR", "pools")
+    code, _, err = run_ok(repo, "--run-id", "w")
+    assert code == 2 and "would be inside the work tree" in err
+
+
+def test_two_clones_never_share_a_pool(tmp_path: Path) -> None:
+    one = make_project(tmp_path / "one", {"A": ticket_yaml("A", run=WHERE)})
+    two = tmp_path / "two"
+    git(tmp_path, "clone", "-q", str(one), str(two))
+    for repo in (one, two):
+        assert run_ok(repo, "--run-id", "p")[0] == 0
+    assert worktree_of(one, "p") != worktree_of(two, "p")
+    assert worktree_of(one, "p").parent.name.startswith("one-")
+    assert all(worktree_of(r, "p").is_dir() for r in (one, two))
+    # A linked worktree of one repository shares its pool (one engine per repository).
+    git(one, "worktree", "add", "-q", str(tmp_path / "linked"))
+    assert run_ok(tmp_path / "linked", "--run-id", "q")[0] == 0
+    assert worktree_of(one, "q") == worktree_of(one, "p")
+
+
+def test_a_pool_left_in_the_git_directory_by_older_versions_is_removed(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=WHERE)})
+    legacy = repo / ".git" / "gitexec" / "worktrees"
+    for name in ("slot-1", "slot-2", "gate"):
+        git(repo, "worktree", "add", "-q", "--detach", str(legacy / name))
+    (legacy / "slot-1.setup").write_text("stale marker\n")
+    code, out, err = run_ok(repo, "--run-id", "p")
+    assert code == 0, out + err
+    assert not any(p.is_dir() for p in legacy.iterdir())
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert str(legacy) not in listed
+    assert f"worktree {worktree_of(repo, 'p')}" in listed
+
+
+def test_resume_checks_the_pool_where_it_is(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from gitexec.journal import read_events
+    from tests.helpers import wait_for
+
+    gate = tmp_path / "go"
+    wait = f"while [ ! -f {gate} ]; do sleep 0.05; done; echo a > a.txt"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=wait)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "dead"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = repo / ".git" / "gitexec" / "runs" / "dead" / "journal.jsonl"
+    wait_for(lambda: any(e["event"] == "agent-started" for e in read_events(journal)))
+    proc.kill()
+    proc.wait()
+    pgid = next(e["pgid"] for e in read_events(journal) if e["event"] == "agent-started")
+    os.killpg(int(pgid), signal.SIGKILL)
+    (slot,) = (p for p in pool_dir(find_repo(repo)).iterdir() if p.name == "slot-1")
+    gitdir = Path(git(slot, "rev-parse", "--absolute-git-dir").strip())
+    (gitdir / "index.lock").write_text("")  # as a killed git leaves it
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "dead", "--validate-state", "--no-monitor")
+    assert code == 0, out + err
+    assert "repaired: slot-1: removed a stale index.lock" in out
+    assert git(repo, "show", "gitexec/dead:a.txt") == "a\n"

@@ -8,7 +8,7 @@ import pygit2
 
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.journal import lock_holder
-from gitexec.pool import remove_worktrees
+from gitexec.pool import remove_pools
 from gitexec.runstate import RUNS_DIR, RunStatus, list_runs, load_run
 from gitexec.workspace import Workspace
 
@@ -25,7 +25,7 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
     runs = list_runs(ws.state_dir)
     if run_id is not None and run_id not in runs:
         raise UserError(f"no run {run_id!r}")
-    removed_worktrees = list(remove_worktrees(ws.repo).removed)
+    removed_worktrees = list(remove_pools(ws.repo).removed)
     if removed_worktrees:
         print(f"removed worktrees: {', '.join(removed_worktrees)}")
 
