@@ -93,6 +93,7 @@ class Config:
     retry_backoff_s: float = 2.0
     agents: Mapping[str, AgentSpec] = field(default_factory=builtin_agents)
     setup: tuple[str, ...] = ()
+    worktree_dir: str | None = None  # where the pool lives (None: the user's cache dir)
     scope: Scope = Scope.WARN
     merge: MergeSettings = MergeSettings()
     gates: GateSettings = GateSettings()
@@ -248,7 +249,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
         "strategy": ("strategy", _enum_reader(Strategy)),
         "default_estimate": ("default_estimate_s", fields.duration),
     },
-    "worktree": {"setup": ("setup", fields.text_list)},
+    "worktree": {"setup": ("setup", fields.text_list), "dir": ("worktree_dir", fields.text)},
     "merge": {
         "order": ("merge.order", _enum_reader(MergeOrder)),
         "on_conflict": ("merge.on_conflict", ladder),
@@ -520,6 +521,14 @@ SETTINGS: tuple[Setting, ...] = (
         "gitexec.timeout",
         fields.duration,
         "default ticket timeout",
+    ),
+    Setting(
+        "worktree_dir",
+        "worktree.dir",
+        "GITEXEC_WORKTREE_DIR",
+        "gitexec.worktreeDir",
+        fields.text,
+        "directory for the pooled worktrees",
     ),
 )
 

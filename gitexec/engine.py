@@ -42,7 +42,7 @@ from gitexec.merge_queue import (
     Verdict,
 )
 from gitexec.overlaps import OverlapWatch
-from gitexec.pool import Pool
+from gitexec.pool import Pool, pool_dir
 from gitexec.refs import integration_ref
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
@@ -120,7 +120,9 @@ class Engine:
             emit=self.emit,
             head=spec.base,
         )
-        self.pool = Pool(repo_paths, self._jobs + 1)
+        self.pool = Pool(
+            repo_paths, self._jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
+        )
         self.places = AgentPlaces(self._jobs)
         self.overlaps = OverlapWatch(self.scheduler.policy.settled)
         self._queue: queue.Queue[ev.Event | _AttemptDone | _GateDone] = queue.Queue()

@@ -49,6 +49,13 @@ _KEEP_GIT_ENV = frozenset(
 )
 
 
+# Git options for commands gitexec runs in its own worktrees: the user's hooks (and the
+# fsmonitor hook) are theirs to run in their checkouts, not in ours, where their output
+# would land in whichever ticket next commits. `-c` reaches only that one git, so an agent
+# running git itself still gets the user's settings.
+NO_HOOKS = ("-c", f"core.hooksPath={os.devnull}", "-c", "core.fsmonitor=false")
+
+
 def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The current environment without GIT_* variables that select a repository."""
     env = {

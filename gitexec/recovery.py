@@ -14,11 +14,11 @@ import pygit2
 from gitexec import events as ev
 from gitexec import process
 from gitexec.errors import CommandError, UserError
-from gitexec.gitutil import RepoPaths, git, run_git
+from gitexec.gitutil import RepoPaths, git
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL
 from gitexec.merge_queue import MergeQueue
-from gitexec.pool import WORKTREES
+from gitexec.pool import SLOT_PREFIX, force_remove, forget_worktrees, pool_dirs
 from gitexec.refs import displaced_ref, integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunState
 from gitexec.scheduler import Scheduler
@@ -234,29 +234,27 @@ def validate_state(
 
 
 def _check_worktrees(repo: RepoPaths) -> list[str]:
+    """Pooled worktrees (wherever the pool is) that a crash left unusable are removed (they
+    are recreated on use); stale git locks in them are removed."""
     repaired: list[str] = []
-    base = repo.state_dir / WORKTREES
-    if not base.is_dir():
-        return repaired
-    for slot in sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("slot-")):
-        if not (slot / ".git").is_file():
-            import shutil
-
-            shutil.rmtree(slot, ignore_errors=True)
-            repaired.append(f"{slot.name} was not a valid worktree; removed (recreated on use)")
-            continue
-        try:
-            gitdir = git(["rev-parse", "--git-dir"], slot).strip()
-        except CommandError:
-            import shutil
-
-            shutil.rmtree(slot, ignore_errors=True)
-            repaired.append(f"{slot.name} was broken; removed (recreated on use)")
-            continue
-        for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock"):
-            lock = slot / gitdir / name
-            if lock.exists():
-                lock.unlink()
-                repaired.append(f"{slot.name}: removed a stale {name}")
-    run_git(["worktree", "prune"], repo.root)
+    for root in pool_dirs(repo):
+        for slot in sorted(
+            p for p in root.iterdir() if p.is_dir() and p.name.startswith(SLOT_PREFIX)
+        ):
+            gitdir = None
+            if (slot / ".git").is_file():
+                with contextlib.suppress(CommandError):
+                    gitdir = git(["rev-parse", "--absolute-git-dir"], slot).strip()
+            if gitdir is None:
+                why = "was broken" if (slot / ".git").is_file() else "was not a valid worktree"
+                problem = force_remove(slot)
+                forget_worktrees(repo.common_dir, [slot])
+                if problem is None:
+                    repaired.append(f"{slot.name} {why}; removed (recreated on use)")
+                continue
+            for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock"):
+                lock = Path(gitdir) / name
+                if lock.exists():
+                    lock.unlink()
+                    repaired.append(f"{slot.name}: removed a stale {name}")
     return repaired

@@ -79,10 +79,12 @@ class WatchError(Exception):
 class TreeWatcher:
     """Records paths (relative, as bytes) touched under `root` since the last `take()`.
 
-    `skip` holds relative directory paths not to watch (git-ignored directories such as
-    node_modules: nothing in them is ever committed). Created directories are watched as
-    soon as their event is read, and reported as directories so that whatever was
-    written into them before the watch existed is found by expanding them.
+    `skip` holds relative directory paths not to watch: directories git ignores as a whole,
+    such as node_modules, where nothing is ever committed (not `build/` under `build/*`
+    with `!build/keep.md`: its files are ignored one by one, and one is re-included).
+    Created directories are watched as soon as their event is read, and reported as
+    directories so that whatever was written into them before the watch existed is found
+    by expanding them.
     """
 
     def __init__(self, root: Path, skip: frozenset[bytes] = frozenset()) -> None:

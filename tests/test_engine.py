@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from gitexec.gitutil import find_repo
 from gitexec.journal import read_records
+from gitexec.pool import pool_dir
 from tests.helpers import commit_all, git, write_files
 from tests.project import (
     FAKE_CONFIG,
@@ -241,7 +243,7 @@ def test_agent_environment_and_rendered_prompt(tmp_path: Path) -> None:
     assert env["GITEXEC_RUN"] == "env"
     assert env["GITEXEC_TICKET"] == "A"
     assert env["GITEXEC_TICKET_FILE"].endswith("/slot-1/.gitexec/tickets/A.yaml")
-    assert env["GITEXEC_WORKTREE"].endswith("/.git/gitexec/worktrees/slot-1")
+    assert env["GITEXEC_WORKTREE"] == str(pool_dir(find_repo(repo)) / "slot-1")
     assert env["GITEXEC_BASE"] == git(repo, "rev-parse", "main").strip()
     assert env["GITEXEC_PROGRESS_FILE"].endswith("/runs/env/progress/A")
 
@@ -338,7 +340,8 @@ def test_worktrees_are_pooled_and_setup_runs_once_per_slot(tmp_path: Path) -> No
     )
     code, out, err = run_ok(repo, "--run-id", "p1", "--jobs", "2")
     assert code == 0, out + err
-    slots = sorted(p.name for p in (repo / ".git/gitexec/worktrees").iterdir() if p.is_dir())
+    pool = pool_dir(find_repo(repo))
+    slots = sorted(p.name for p in pool.iterdir() if p.is_dir())
     assert slots == ["slot-1", "slot-2", "slot-3"][: len(slots)] and len(slots) <= 3
     assert counter.read_text().count("x") == len(slots)
     # A second run reuses the pool: no new setup.
@@ -347,7 +350,7 @@ def test_worktrees_are_pooled_and_setup_runs_once_per_slot(tmp_path: Path) -> No
     assert counter.read_text().count("x") == len(slots)
     # Untracked leftovers were cleaned from the slot between tickets: only the last ticket's remain.
     for slot in slots:
-        leftovers = list((repo / ".git/gitexec/worktrees" / slot).glob("junk-*"))
+        leftovers = list((pool / slot).glob("junk-*"))
         assert len(leftovers) <= 1
     assert not any(
         "junk" in f for f in git(repo, "ls-tree", "-r", "--name-only", "gitexec/p2").split()

@@ -1,7 +1,10 @@
 """Pooled worktrees: the O(changes) reset and collect agree with git's full scans.
 
-Git itself is the oracle: after a collect `git status` must show nothing left behind, and
-after a reset the slot must be exactly the new base (index, HEAD and files).
+Git itself is the oracle: after a collect `git status` must show nothing left behind and
+nothing ignored committed, and after a reset the slot must be exactly the new base (index,
+HEAD and files) plus the ignored output of `worktree.setup`, whatever the agent (or a
+failed attempt) did: type changes, negated ignore rules, symlinks out of the worktree,
+unreadable directories (which only bite when not running as root).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tests.helpers import commit_all, git, init_repo, write_files
 ENV = Identity("t", "t@example.com", None)
 
 FILES = {
-    ".gitignore": "build/\n*.log\n",
+    ".gitignore": "build/*\n!build/keep.md\n*.log\n",
     "README.md": "hello\n",
     "src/a.py": "a = 1\n",
     "src/pkg/b.py": "b = 2\n",
@@ -31,14 +34,31 @@ FILES = {
 }
 
 
+# Setup runs again in a rebuilt slot, whatever the random agents committed by then.
+SETUP = (
+    "if mkdir -p build/cache 2>/dev/null; then echo o > build/out.o; echo c > build/cache/c; fi;"
+    " true",
+)
+SETUP_OUTPUT = {"build/cache/", "build/out.o"}
+
+
 def status(path: Path) -> str:
     # --no-optional-locks: a plain `git status` may rewrite the index, which (rightly) makes
     # the slot distrust its bookkeeping and take the slow path.
     return git(path, "--no-optional-locks", "status", "--porcelain=v1", "--untracked-files=all")
 
 
-def mutate(root: Path, rnd: random.Random, step: int) -> None:
-    """A random agent: edits, creates, deletes, renames, chmods, type changes, ignored output."""
+def ignored(path: Path) -> set[str]:
+    out = git(
+        path, "--no-optional-locks", "status", "--porcelain=v1", "--ignored=matching", "-uall"
+    )
+    return {line[3:] for line in out.splitlines() if line.startswith("!! ")}
+
+
+def mutate(root: Path, rnd: random.Random, step: int, outside: Path) -> None:
+    """A random agent: edits, creates, deletes, renames, chmods, type changes (to and from
+    symlinks too, one pointing out of the worktree), ignored and re-included output,
+    unreadable directories."""
     files = [
         p for p in root.rglob("*") if ".git" not in p.parts and (p.is_file() or p.is_symlink())
     ]
@@ -61,6 +81,11 @@ def mutate(root: Path, rnd: random.Random, step: int) -> None:
                 "file2dir",
                 "dir2file",
                 "symlink",
+                "dir2symlink",
+                "file2symlink",
+                "symlink2dir",
+                "negated",
+                "unreadable",
                 "noop",
             ]
         )
@@ -109,7 +134,27 @@ def mutate(root: Path, rnd: random.Random, step: int) -> None:
                 link = root / f"link{step}"
                 if not link.exists():
                     link.symlink_to("README.md")
-        except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError):
+            elif op == "dir2symlink" and dirs:
+                d = rnd.choice(dirs)
+                shutil.rmtree(d)
+                d.symlink_to(rnd.choice([os.path.relpath(root / "docs", d.parent), str(outside)]))
+            elif op == "file2symlink" and files:
+                f = rnd.choice(files)
+                f.unlink()
+                f.symlink_to(os.path.relpath(root / "src", f.parent))
+            elif op == "symlink2dir":
+                links = [p for p in root.rglob("*") if ".git" not in p.parts and p.is_symlink()]
+                if links:
+                    link = rnd.choice(links)
+                    link.unlink()
+                    link.mkdir()
+                    (link / "was-a-link.txt").write_text("d\n")
+            elif op == "negated":
+                (root / "build").mkdir(exist_ok=True)
+                (root / "build" / "keep.md").write_text(f"keep {step}\n")
+            elif op == "unreadable" and dirs:
+                rnd.choice(dirs).chmod(0)
+        except OSError:
             pass  # a random agent is allowed to fail at things
         files = [
             p for p in root.rglob("*") if ".git" not in p.parts and (p.is_file() or p.is_symlink())
@@ -133,28 +178,42 @@ def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
     other = commit_all(repo, "other base")
     git(repo, "checkout", "-q", base)
 
+    outside = tmp_path / "outside"
+    write_files(outside, {"o.txt": "outside\n", "deep/p.txt": "p\n"})
+
     paths = find_repo(repo)
     slot = Pool(paths, 1).slots[0]
     rnd = random.Random(seed)
     bases = [base, other]
     current = base
-    slot.prepare(paths, current)
+    slot.prepare(paths, current, SETUP)
+    assert ignored(slot.path) == SETUP_OUTPUT
     for step in range(25):
-        mutate(slot.path, rnd, step)
-        collected = slot.collect(current, f"step {step}\n", ENV)
-        # Everything the agent changed is in the commit; nothing non-ignored is left over.
-        assert status(slot.path) == "", f"step {step}: left behind"
-        assert git(slot.path, "rev-parse", "HEAD").strip() == collected.commit
-        # Sometimes a validation step leaves junk behind after the commit.
-        if rnd.random() < 0.3:
-            (slot.path / f"junk{step}.txt").write_text("junk\n")
-        current = rnd.choice([*bases, collected.commit])
-        slot.prepare(paths, current)
+        mutate(slot.path, rnd, step, outside)
+        if rnd.random() < 0.2:
+            current = rnd.choice(bases)  # the attempt failed: nothing is collected
+        else:
+            collected = slot.collect(current, f"step {step}\n", ENV)
+            # Everything the agent changed is in the commit, nothing ignored is; nothing
+            # non-ignored is left over.
+            assert status(slot.path) == "", f"step {step}: left behind"
+            assert git(slot.path, "rev-parse", "HEAD").strip() == collected.commit
+            committed_ignored = git(slot.path, "ls-files", "-ci", "--exclude-standard")
+            assert committed_ignored == "", f"step {step}: ignored files committed"
+            # Sometimes a validation step leaves junk behind after the commit.
+            if rnd.random() < 0.3:
+                (slot.path / f"junk{step}.txt").write_text("junk\n")
+                (slot.path / f"junk{step}.log").write_text("ignored junk\n")
+            current = rnd.choice([*bases, collected.commit])
+        slot.prepare(paths, current, SETUP)
         assert git(slot.path, "rev-parse", "HEAD").strip() == current
         assert status(slot.path) == "", f"step {step}: reset left differences"
         assert git(slot.path, "diff-index", "--cached", current) == ""
-    assert slot.fast_collects > 10
-    assert slot.fast_resets > 10
+        # Of what is ignored, only the setup's output may stay (the agent may have removed
+        # some of it).
+        assert ignored(slot.path) <= SETUP_OUTPUT, f"step {step}: reset left ignored files"
+    assert slot.fast_collects > 8
+    assert slot.fast_resets > 8
     slot.close()
 
 

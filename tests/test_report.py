@@ -520,6 +520,8 @@ def test_report_command_for_runs_in_every_state(
         journal_variant(mixed, rid, finish="stopped" if variant == "stopped" else None)
     ws = Workspace.find(mixed.repo)
     junit, markdown = tmp_path / "j" / "junit.xml", tmp_path / "m" / "report.md"
+    for parent in (junit.parent, markdown.parent):
+        parent.mkdir()  # outside the repository, report directories are not made for us
     if variant == "running":
         with EngineLock(mixed.state_dir).held(rid):
             assert report(ws, run_id=None, junit=str(junit), markdown=str(markdown)) == 0

@@ -6,6 +6,7 @@ truth, and the reports are only views of it.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,7 @@ def _write(
     from gitexec.report.markdown import write_markdown
 
     template = user_template(ws)
-    junit_path = _target(ws, junit)
-    markdown_path = _target(ws, markdown)
+    junit_path, markdown_path = report_targets(ws, junit=junit, markdown=markdown)
     try:
         if junit_path is not None:
             write_junit(data, junit_path)
@@ -132,7 +132,38 @@ def user_template(ws: Workspace) -> Path | None:
         raise UserError(f"{CONFIG_FILE}: report.template: {exc}") from None
 
 
+def report_targets(
+    ws: Workspace, *, junit: str | None, markdown: str | None
+) -> tuple[Path | None, Path | None]:
+    """Where the requested reports go (absolute), or a UserError saying why not there.
+
+    Cheap and side-effect free: a run can check its report paths before it starts.
+    """
+    return _target(ws, junit), _target(ws, markdown)
+
+
 def _target(ws: Workspace, name: str | None) -> Path | None:
+    """The report file `name` (relative to where the command started), if it is a place a
+    report may go: never inside a git directory (a report over `.git/HEAD` would destroy
+    the repository), and outside the repository only into a directory that exists."""
     if name is None or name == "":
         return None
-    return (ws.cwd / name).resolve()
+    given = Path(os.path.normpath(ws.cwd / name))
+    path = given.resolve()  # through symlinks: a link into .git is inside .git
+    for git_dir in {ws.repo.common_dir, ws.repo.git_dir}:
+        if path.is_relative_to(git_dir.resolve()):
+            raise UserError(
+                f"refusing to write the report to {name}: it is inside the git directory {git_dir}"
+            )
+    if ".git" in given.parts or ".git" in path.parts:
+        # Another worktree's or a submodule's link to its git directory, or inside it.
+        raise UserError(
+            f"refusing to write the report to {name}: it is inside the git directory of a "
+            "worktree or submodule"
+        )
+    if not path.parent.is_dir() and not path.is_relative_to(ws.root.resolve()):
+        raise UserError(
+            f"cannot write the report to {name}: directory {path.parent} does not exist "
+            "(create it first; only directories inside the repository are made)"
+        )
+    return path

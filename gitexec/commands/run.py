@@ -216,21 +216,53 @@ def _checkout_of(ws: Workspace, ref: str) -> Path | None:
     return None
 
 
-def land_into(ws: Workspace, repo: pygit2.Repository, branch: str, head: str, run_id: str) -> str:
-    """Bring the integration head into BRANCH without ever dropping uncommitted work."""
-    proc = run_git(["check-ref-format", "--branch", branch], ws.root, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"--into: invalid branch name {branch!r}")
-    ref = f"refs/heads/{proc.stdout.strip()}"
+@dataclass(frozen=True)
+class Into:
+    """A checked `--into` target: the branch name as given, and its ref."""
+
+    name: str
+    ref: str
+
+
+def check_into(ws: Workspace, branch: str) -> Into:
+    """Validate `--into` before anything runs: a branch name (or refs/heads/...), and, if
+    the branch is checked out, a checkout whose uncommitted work would not be at risk."""
+    name = branch.removeprefix("refs/heads/")
+    if name in ("HEAD", "@") or name.startswith("-"):
+        raise UserError(f"--into {branch}: name a branch (e.g. --into main), not {branch!r}")
+    proc = run_git(["check-ref-format", "--branch", name], ws.root, check=False)
+    if proc.returncode != 0 or proc.stdout.strip() != name:
+        raise UserError(
+            f"--into {branch}: not a branch name (a revision such as main~1 cannot receive "
+            "a merge; name a branch)"
+        )
+    into = Into(name, f"refs/heads/{name}")
+    _clean_checkout(ws, into, integration_branch("<run>"))
+    return into
+
+
+def _clean_checkout(ws: Workspace, into: Into, source: str) -> Path | None:
+    """Where the branch is checked out, refusing a checkout with uncommitted changes."""
+    checkout = _checkout_of(ws, into.ref)
+    if checkout is None:
+        return None
+    dirty = git(
+        ["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], checkout
+    ).strip()
+    if dirty:
+        raise UserError(
+            f"--into {into.name}: it is checked out at {checkout} with uncommitted changes; "
+            f"commit or stash them, then run `git -C {checkout} merge {source}`"
+        )
+    return checkout
+
+
+def land_into(ws: Workspace, repo: pygit2.Repository, into: Into, head: str, run_id: str) -> str:
+    """Bring the integration head into the branch without ever dropping uncommitted work."""
+    branch, ref = into.name, into.ref
     source = integration_branch(run_id)
-    checkout = _checkout_of(ws, ref)
+    checkout = _clean_checkout(ws, into, source)
     if checkout is not None:
-        dirty = git(["status", "--porcelain", "--untracked-files=no"], checkout).strip()
-        if dirty:
-            raise UserError(
-                f"--into {branch}: it is checked out at {checkout} with uncommitted changes; "
-                f"commit or stash them, then run `git -C {checkout} merge {source}`"
-            )
         try:
             run_git(["merge", "--ff", "--no-edit", "-q", head], checkout)
         except CommandError as exc:
@@ -281,12 +313,16 @@ def _cas(repo: pygit2.Repository, ref: str, old: str, new: str, message: str) ->
 
 
 def run(ws: Workspace, request: RunRequest) -> int:
+    from gitexec.commands.report import report_targets
     from gitexec.dashboard import choose_reporter
 
     if ws.repo.shallow:
         raise UserError(SHALLOW_MESSAGE)
     repo = pygit2.Repository(str(ws.repo.common_dir))
     spec = build_spec(ws, repo, request)
+    # Everything that could refuse the end of the run is checked before any agent runs.
+    report_targets(ws, junit=request.junit, markdown=request.markdown)
+    into = check_into(ws, request.into) if request.into else None
     _warn_uncommitted_tickets(ws, spec.base_rev)
     if request.dry_run:
         return dry_run(spec)
@@ -296,35 +332,50 @@ def run(ws: Workspace, request: RunRequest) -> int:
     engine = Engine(ws.repo, spec, choose_reporter(request.monitor))
     state = engine.run()
     print(summary(state, engine.run_dir))
-    if request.into and state.status in (RunStatus.COMPLETED, RunStatus.FAILED):
-        print(land_into(ws, repo, request.into, state.head, spec.run_id))
-    publish_reports(ws, spec.run_id, junit=request.junit, markdown=request.markdown)
-    if state.status is RunStatus.STOPPED and engine.interrupted:
+    landed = True
+    if into is not None and state.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        try:
+            print(land_into(ws, repo, into, state.head, spec.run_id))
+        except UserError as exc:  # the run's own result stands; its reports are written
+            print(f"gitexec: error: {exc}", file=sys.stderr)
+            landed = False
+    reported = publish_reports(ws, spec.run_id, junit=request.junit, markdown=request.markdown)
+    return exit_code(state, engine.interrupted, reported and landed)
+
+
+def exit_code(state: RunState, interrupted: bool, finished_cleanly: bool = True) -> int:
+    """130 when interrupted; else 0 when every ticket completed and what was asked after
+    the run (reports, landing) was done, 1 otherwise."""
+    if state.status is RunStatus.STOPPED and interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if state.status is RunStatus.COMPLETED else EXIT_FAILED
+    return EXIT_OK if state.status is RunStatus.COMPLETED and finished_cleanly else EXIT_FAILED
 
 
-def publish_reports(ws: Workspace, run_id: str, *, junit: str | None, markdown: str | None) -> None:
+def publish_reports(ws: Workspace, run_id: str, *, junit: str | None, markdown: str | None) -> bool:
     """Reports asked for on the command line, and GitHub's step summary, outputs and
     annotations when running in GitHub Actions. A report that cannot be written is an
-    error message, never a reason to lose the run's own exit code."""
+    error message, never a reason to lose the run's own result: returns False then, so
+    the command can still fail."""
     from gitexec.commands.report import write_reports
     from gitexec.report import github
 
     if not (junit or markdown or github.enabled()):
-        return
+        return True
     try:
         written = write_reports(ws, run_id, junit=junit, markdown=markdown)
     except UserError as exc:
         print(f"gitexec: error: {exc}", file=sys.stderr)
-        return
+        return False
     for path in (written.junit, written.markdown):
         if path is not None:
             print(f"  report:  {path}")
+    return True
 
 
 def _warn_uncommitted_tickets(ws: Workspace, base_rev: str) -> None:
-    dirty = git(["status", "--porcelain", "--", ".gitexec"], ws.root).strip()
+    # --no-optional-locks: looking must not rewrite the user's index (or run its hooks).
+    dirty = git(["--no-optional-locks", "status", "--porcelain", "--", ".gitexec"], ws.root)
+    dirty = dirty.strip()
     if dirty:
         print(
             f"gitexec: warning: uncommitted changes in .gitexec/ are not part of this run "
@@ -372,6 +423,9 @@ def resume_run(
     onto: str | None = None,
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
+    from gitexec.commands.report import report_targets
+
+    report_targets(ws, junit=junit, markdown=markdown)
     from gitexec.config import Strategy
     from gitexec.dashboard import choose_reporter
     from gitexec.integration import Integration
@@ -444,7 +498,5 @@ def resume_run(
     engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto)
     final = engine.run()
     print(summary(final, engine.run_dir))
-    publish_reports(ws, run_id, junit=junit, markdown=markdown)
-    if final.status is RunStatus.STOPPED and engine.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if final.status is RunStatus.COMPLETED else EXIT_FAILED
+    reported = publish_reports(ws, run_id, junit=junit, markdown=markdown)
+    return exit_code(final, engine.interrupted, reported)

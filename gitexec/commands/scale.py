@@ -267,14 +267,14 @@ def collect(
     print(summary(final, engine.run_dir))
     if out is not None:
         _export_state(ws, ws.cwd / out, run_id, final.base)
-    publish_reports(ws, run_id, junit=junit, markdown=markdown)
+    reported = publish_reports(ws, run_id, junit=junit, markdown=markdown)
     failed = [
         t for t, ts in final.tickets.items() if ts.status.terminal and not ts.status.succeeded
     ]
     if final.status is RunStatus.STOPPED:
         left = [t for t, ts in final.tickets.items() if not ts.status.terminal]
         print(f"  waiting for: {', '.join(left)}")
-    return EXIT_FAILED if failed and not keep_going else EXIT_OK
+    return EXIT_FAILED if (failed and not keep_going) or not reported else EXIT_OK
 
 
 def _export_state(ws: Workspace, directory: Path, run_id: str, base: str) -> None:
