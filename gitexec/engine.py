@@ -55,7 +55,7 @@ OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
 # Signals this close together are one interrupt: a terminal's Ctrl-C reaches both git's
 # wrapper and the engine, and git forwards it too.
-SAME_INTERRUPT_S = 0.5
+SAME_INTERRUPT_S = 0.25
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 

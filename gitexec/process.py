@@ -749,6 +749,14 @@ def _arg_limit() -> int | None:
     return 32 * os.sysconf("SC_PAGE_SIZE")
 
 
+def _is_file(path: Path) -> bool:
+    """A regular file we can see (a PATH directory we may not enter hides nothing)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _cannot_run(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str | None:
     """Why exec would refuse `argv`, found before starting anything (what execvp would say)."""
     if not argv:
@@ -758,7 +766,7 @@ def _cannot_run(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str |
         candidates = [cwd / program]
     else:
         candidates = [cwd / d / program for d in os.get_exec_path(dict(env))]
-    found = [c for c in candidates if c.is_file()]
+    found = [c for c in candidates if _is_file(c)]
     if not found:
         return f"command not found: {program}"
     runnable = next((c for c in found if os.access(c, os.X_OK)), None)
