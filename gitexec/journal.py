@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec.errors import UserError
-from gitexec.events import Event, Loaded, parse_lines, to_record
+from gitexec.events import Event
+from gitexec.records import Loaded, parse_lines, to_record
 
 E = TypeVar("E", bound=Event)
 
