@@ -15,8 +15,8 @@ from pathlib import Path
 
 from gitexec import agents
 from gitexec.gitutil import RepoPaths
-from gitexec.pool import Slot
 from gitexec.secrets import Redactor
+from gitexec.slot import Slot
 
 OUTPUT_TAIL = 4000
 

@@ -18,11 +18,13 @@ from gitexec.gitutil import RepoPaths, git
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL
 from gitexec.merge_queue import MergeQueue
-from gitexec.pool import SLOT_PREFIX, force_remove, forget_worktrees, pool_dirs
+from gitexec.pool import pool_dirs
 from gitexec.refs import displaced_ref, integration_ref, results_prefix
 from gitexec.runstate import RUNS_DIR, RunState
 from gitexec.scheduler import Scheduler
+from gitexec.slot import SLOT_PREFIX
 from gitexec.tickets import TicketState
+from gitexec.worktrees import force_remove, forget_worktrees
 
 
 def remove_stale_ref_locks(common_dir: Path, run_id: str) -> list[str]:

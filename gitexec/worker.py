@@ -22,8 +22,9 @@ from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
 from gitexec.gitutil import Identity, RepoPaths
 from gitexec.integration import ticket_message
-from gitexec.pool import SetupError, Slot
 from gitexec.scheduler import Attempt
+from gitexec.slot import Slot
+from gitexec.slotsetup import SetupError
 from gitexec.tickets import Ticket
 
 LIVE_USAGE_EVERY_S = 2.0

@@ -15,7 +15,7 @@ import pygit2
 from gitexec.errors import EXIT_FAILED, EXIT_OK, UserError
 from gitexec.gitutil import run_git
 from gitexec.journal import lock_holder
-from gitexec.pool import force_remove, remove_pools
+from gitexec.pool import remove_pools
 from gitexec.refs import (
     INTEGRATION_PREFIX,
     RESULTS_PREFIX,
@@ -26,6 +26,7 @@ from gitexec.refs import (
 from gitexec.runstate import RUNS_DIR, RunStatus, list_runs, load_run
 from gitexec.tickets import id_problem
 from gitexec.workspace import Workspace
+from gitexec.worktrees import force_remove
 
 KEEP_RUNS = 10
 REFLOG_PREFIX = "gitexec:"  # the engine's reflog messages

@@ -1,0 +1,593 @@
+"""One pooled worktree (a slot): reset to a base, setup run once, an agent's work collected.
+
+A worktree is created once and then reset from ticket to ticket, and `worktree.setup` runs
+once per worktree, so what it installs into ignored directories (`node_modules/`,
+`.venv/`) is kept. Everything else a ticket leaves behind, ignored or not, goes at the next
+reset: a slot starts each ticket exactly at its base plus that setup output. A slot that
+cannot be reset (a directory made unreadable, say) is rebuilt. Worktrees are created one
+at a time: in parallel they fight over the disk and each takes longer.
+
+Resetting a slot and committing what an agent changed both cost O(changed paths) when the
+slot's inotify watcher (watch.py) vouches for what was touched: git then only looks at
+those paths, and a split index keeps index writes small. Without a trustworthy watcher
+(not Linux, queue overflow, someone else rewrote the index) the slot falls back to full
+scans: `git checkout -f` + `git clean -fd`, and `git add -A`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+from gitexec import watch
+from gitexec.committrees import CommitTrees
+from gitexec.errors import CommandError
+from gitexec.gitutil import (
+    NO_HOOKS,
+    Identity,
+    RepoPaths,
+    git,
+    run_git,
+)
+from gitexec.merge import changed_paths
+from gitexec.slotsetup import (
+    NOTHING_KEPT,
+    SetupError,
+    SetupOutput,
+    run_setup,
+    save_setup_output,
+    setup_output,
+)
+from gitexec.worktrees import (
+    WORKTREES,
+    force_remove,
+    forget_worktrees,
+    linked_gitdir,
+    record_pool_dir,
+)
+
+SLOT_PREFIX = "slot-"
+GATE_SLOT = "gate"
+ENGINE_DIR = ".gitexec"
+# Applied to every git command gitexec runs in a slot (agents' own git is left alone).
+SLOT_GIT = (
+    *NO_HOOKS,
+    "-c",
+    "core.splitIndex=true",
+    "-c",
+    "splitIndex.sharedIndexExpire=now",
+    # Commands here touch a handful of named paths: threads to lstat the whole index first
+    # cost more than they save.
+    "-c",
+    "core.preloadIndex=false",
+)
+_IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
+# Files whose change alters what git considers ignored or how it filters content.
+_RULE_FILES = (".gitignore", ".gitattributes")
+
+_create_lock = threading.Lock()
+
+
+class _ResetFailed(Exception):
+    """Something a ticket left in a slot could not be removed: rebuild the slot."""
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What an agent left in a slot, as a commit."""
+
+    commit: str  # the ticket's result: base, the agent's own commits, plus ours on top
+    own_commits: int  # commits the agent made itself
+
+    def empty(self, base: str) -> bool:
+        return self.commit == base
+
+
+@dataclass
+class _Known:
+    """What the slot looked like after gitexec last wrote it: HEAD, index and the paths
+    touched since then. Valid only while the watcher is healthy and nobody else wrote
+    HEAD or the index."""
+
+    head: str
+    index: tuple[int, int, int]
+    dirty: set[str] = field(default_factory=set)
+
+
+def _is_rule_file(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in _RULE_FILES
+
+
+def _engine_path(path: str) -> bool:
+    return path == ENGINE_DIR or path.startswith(ENGINE_DIR + "/")
+
+
+class Slot:
+    """One pooled worktree; used by one ticket at a time (one thread)."""
+
+    def __init__(
+        self, index: int, path: Path, state_dir: Path, common_dir: Path, name: str | None = None
+    ) -> None:
+        self.index = index
+        self._name = name or f"slot-{index}"
+        self.path = path
+        self.state_dir = state_dir
+        self.common_dir = common_dir
+        self._gitdir: Path | None = None
+        self._watcher: watch.TreeWatcher | None = None
+        self._known: _Known | None = None
+        self._objects: pygit2.Repository | None = None
+        self._worktree: pygit2.Repository | None = None
+        self.trees = CommitTrees(lambda: self.objects)
+        self.fast_resets = 0  # how often the O(changes) path was taken (for tests, metrics)
+        self.fast_collects = 0
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def gitdir(self) -> Path:
+        """The worktree's own git directory, as its `.git` file names it."""
+        if self._gitdir is None:
+            found = linked_gitdir(self.path)
+            if found is None:
+                return self.common_dir / "worktrees" / self.path.name
+            self._gitdir = found
+        return self._gitdir
+
+    @property
+    def _setup_marker(self) -> Path:
+        return self.state_dir / WORKTREES / f"{self.name}.setup"
+
+    @property
+    def _setup_output_list(self) -> Path:
+        return self.state_dir / WORKTREES / f"{self.name}.kept"
+
+    @property
+    def setup_log(self) -> Path:
+        return self.state_dir / WORKTREES / f"{self.name}.setup.log"
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.path / ".git")
+
+    def _git(self, args: Sequence[str], **kwargs: object) -> str:
+        return git([*SLOT_GIT, *args], self.path, **kwargs)
+
+    def _git_paths(self, args: Sequence[str], paths: Sequence[str], **kwargs: object) -> str:
+        """Run git with NUL-separated paths on stdin (file names need not be UTF-8)."""
+        data = b"\0".join(os.fsencode(p) for p in paths)
+        return git([*SLOT_GIT, "--literal-pathspecs", *args], self.path, input=data, **kwargs)
+
+    @property
+    def objects(self) -> pygit2.Repository:
+        """The object store, for this slot's thread (pygit2 objects are not shared)."""
+        if self._objects is None:
+            self._objects = pygit2.Repository(str(self.common_dir))
+        return self._objects
+
+    # --- state checks ----------------------------------------------------------------------
+
+    def _index_stat(self) -> tuple[int, int, int]:
+        try:
+            st = (self.gitdir / "index").stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _head(self) -> str:
+        try:
+            return (self.gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def _remember(self, head: str, dirty: Iterable[str] = ()) -> None:
+        self._known = _Known(head, self._index_stat(), set(dirty))
+
+    def _untouched_since_known(self) -> _Known | None:
+        """The known state, if HEAD and index are still as gitexec left them."""
+        known = self._known
+        if known is None or self._watcher is None:
+            return None
+        if self._head() != known.head or self._index_stat() != known.index:
+            return None
+        if (self.gitdir / "index.lock").exists() or (self.gitdir / "HEAD.lock").exists():
+            return None
+        return known
+
+    def _touched(self, trees: Sequence[str]) -> set[str] | None:
+        """Paths touched since the last call (directories expanded), or None if unknown."""
+        assert self._watcher is not None
+        taken = self._watcher.take()
+        if taken is None:
+            return None
+        files, dirs = taken
+        out = {os.fsdecode(f) for f in files}
+        for d in dirs:
+            rel = os.fsdecode(d)
+            out.update(self._disk_files(rel))
+            for commit in trees:
+                out.update(self.trees.files_under(commit, rel))
+            out.add(rel)  # a file may have become this directory, or the other way round
+        return out
+
+    def _disk_files(self, rel: str) -> set[str]:
+        """Files (and symlinks) below directory `rel`; never through a symlink."""
+        found: set[str] = set()
+        top = self.path / rel
+        if self._symlink_above(rel) is not None or os.path.islink(top):
+            return found
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            base = os.path.relpath(dirpath, self.path)
+            for name in filenames:
+                found.add(name if base == "." else f"{base}/{name}")
+            for name in dirnames:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    found.add(name if base == "." else f"{base}/{name}")
+        return found
+
+    def _is_dir(self, rel: str) -> bool:
+        """A real directory (not a symlink to one)."""
+        path = self.path / rel  # os.path: an unreadable parent is "no", not an error
+        return os.path.isdir(path) and not os.path.islink(path)
+
+    def _symlink_above(self, rel: str) -> str | None:
+        """The highest directory above `rel` that is now a symlink, if any.
+
+        Git refuses paths beyond a symlink ("beyond a symbolic link"); the symlink stands for
+        them, just as `git add -A` sees it.
+        """
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if os.path.islink(self.path / above):
+                return above
+        return None
+
+    def touched_now(self) -> set[str]:
+        """Paths changed in the worktree so far (for live overlap detection).
+
+        Read from the watcher when it can tell, else from `git status` (read-only: it never
+        takes the index lock, so the agent working here is not disturbed).
+        """
+        watcher = self._watcher
+        peeked = watcher.peek() if watcher is not None else None
+        if peeked is not None:
+            files, dirs = peeked
+            return {os.fsdecode(p) for p in files | dirs}
+        return {path for _, path in self._status("--untracked-files=all")}
+
+    def _status(self, *options: str) -> list[tuple[str, str]]:
+        """(status code, path) of `git status` (read-only: never takes the index lock)."""
+        listing = git(
+            [*NO_HOOKS, "--no-optional-locks", "status", "--porcelain=v1", "-z", *options],
+            self.path,
+        )
+        out: list[tuple[str, str]] = []
+        entries = listing.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            if len(entry) > 3:
+                out.append((entry[:2], entry[3:]))
+                if entry[0] in "RC":
+                    i += 1  # the rename's source follows
+                    if i < len(entries) and entries[i]:
+                        out.append((entry[:2], entries[i]))
+            i += 1
+        return out
+
+    def _ignored(self) -> list[str]:
+        """Ignored paths, a directory as one entry (`dir/`) only when the directory itself is
+        ignored: then nothing below it can be re-included (`!pattern`), so none of it is
+        ever committed. `build/*` with `!build/keep.md` lists `build/`'s files instead."""
+        return [
+            path
+            for code, path in self._status("--ignored=matching", "--untracked-files=all")
+            if code == "!!"
+        ]
+
+    # --- reset -----------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        repo: RepoPaths,
+        commit: str,
+        setup: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make the slot a clean, detached checkout of `commit`, running setup if needed.
+
+        Clean means: exactly `commit`, plus the ignored output of `worktree.setup`.
+        """
+        keep = self._setup_output(setup) or NOTHING_KEPT
+        if not self.exists():
+            self._create(repo, commit)
+        else:
+            try:
+                if not self._fast_reset(commit, keep):
+                    self._full_reset(commit, keep)
+            except (CommandError, OSError, _ResetFailed):
+                # A worktree git refuses to reset (a crash mid-write, someone's edits in its
+                # admin files, a directory made unreadable) is rebuilt: it holds nothing
+                # worth keeping.
+                self._create(repo, commit)
+        if setup and self._setup_output(setup) is None:
+            self._run_setup(setup, env)
+            # What setup changed in tracked or unignored files is not a ticket's to commit;
+            # its ignored output stays, and is what later resets keep.
+            kept = self._full_reset(commit, keep=None)
+            self._save_setup_output(setup, kept)
+
+    def _create(self, repo: RepoPaths, commit: str) -> None:
+        self._stop_watching()
+        self._worktree = None
+        with _create_lock:
+            self._discard()
+            record_pool_dir(self.state_dir, self.path.parent)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            run_git(
+                [*NO_HOOKS, "worktree", "add", "--detach", "--force", "-q", str(self.path), commit],
+                repo.root,
+            )
+            for stale in (self._setup_marker, self._setup_output_list):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        self._git(["update-index", "--split-index"])
+        self._start_watching(commit, ignored=())
+
+    def _discard(self) -> None:
+        """Remove the worktree and git's record of it, whatever state it is in."""
+        problem = force_remove(self.path)
+        if problem is not None:
+            raise SetupError(f"cannot rebuild {self.name}: could not remove {problem}")
+        forget_worktrees(self.common_dir, [self.path])
+        self._gitdir = None
+
+    def _remove_stale_locks(self) -> None:
+        """A killed agent or engine can leave git's lock files behind; nobody else uses
+        this worktree (the engine lock guarantees it), so they are stale."""
+        for name in ("index.lock", "HEAD.lock", "ORIG_HEAD.lock"):
+            with contextlib.suppress(OSError):
+                (self.gitdir / name).unlink()
+
+    def _full_reset(self, commit: str, keep: SetupOutput | None) -> list[str]:
+        """Checkout and clean everything; remove ignored paths `keep` does not keep (None:
+        keep them all). Returns the ignored paths left."""
+        self._remove_stale_locks()
+        self._stop_watching()
+        self._git(["checkout", "-f", "-q", "--detach", commit])
+        self._git(["clean", "-fdq"])  # untracked leftovers; ignored ones are sorted below
+        ignored = self._ignored()
+        if keep is not None:
+            leftovers = {p for p in ignored if not keep.keeps(p.rstrip("/"), p.endswith("/"))}
+            self._remove(sorted(leftovers))
+            ignored = [p for p in ignored if p not in leftovers]
+        self._start_watching(commit, ignored)
+        return ignored
+
+    def _remove(self, paths: Iterable[str]) -> None:
+        for rel in paths:
+            problem = force_remove(self.path / rel.rstrip("/"))
+            if problem is not None:
+                raise _ResetFailed(problem)
+
+    def _fast_reset(self, commit: str, keep: SetupOutput) -> bool:
+        """Reset only what changed: touched paths and the difference between the trees."""
+        known = self._untouched_since_known()
+        if known is None:
+            return False
+        touched = self._touched([known.head])
+        if touched is None:
+            return False
+        old, new = known.head, commit
+        differ: list[str] = []
+        if old != new:
+            differ = changed_paths(
+                self.objects,
+                self.trees.tree(old).id,
+                self.trees.tree(new).id,
+            )
+        paths = known.dirty | touched | set(differ)
+        if any(_is_rule_file(p) for p in paths):
+            return False  # ignore rules changed: only a full clean is sure to be right
+        tracked = sorted(
+            p for p in paths if self.trees.has_file(old, p) or self.trees.has_file(new, p)
+        )
+        # Directories either tree has are handled through the files listed in them (unless
+        # something else took their place).
+        dirs = {p for p in paths if self.trees.is_tree(old, p) or self.trees.is_tree(new, p)}
+        untracked = sorted(
+            p
+            for p in {self._symlink_above(p) or p for p in paths - set(tracked)}
+            if os.path.lexists(self.path / p) and not (p in dirs and self._is_dir(p))
+        )
+        if untracked:
+            # Leftovers nobody committed (a failed agent, validation output): `git clean`
+            # removes them unless ignored, exactly like the full reset...
+            self._git(["--literal-pathspecs", "clean", "-fdq", "--", *untracked])
+            # ...and what is left is ignored: it goes too, unless setup made it.
+            self._remove(
+                p
+                for p in untracked
+                if os.path.lexists(self.path / p) and not keep.keeps(p, self._is_dir(p))
+            )
+        if tracked:
+            self._git_paths(
+                [
+                    "checkout",
+                    "-f",
+                    "--no-overlay",
+                    "-q",
+                    new,
+                    "--pathspec-from-file=-",
+                    "--pathspec-file-nul",
+                ],
+                tracked,
+            )
+        if old != new:
+            self._set_head(new)
+        # The checkout's own writes are not an agent's changes: forget them.
+        assert self._watcher is not None
+        if self._watcher.take() is None:
+            self._stop_watching()
+            return True  # reset done; the next one will be a full one
+        self._remember(new)
+        self.fast_resets += 1
+        return True
+
+    def _start_watching(self, commit: str, ignored: Sequence[str] | None = None) -> None:
+        """Watch the worktree, except directories ignored as a whole (`ignored`: as listed
+        by `_ignored`, which is asked when None)."""
+        self._stop_watching()
+        self._known = None
+        if not watch.available():
+            return
+        try:
+            if ignored is None:
+                ignored = self._ignored()
+            skip = frozenset(os.fsencode(p.rstrip("/")) for p in ignored if p.endswith("/"))
+            self._watcher = watch.TreeWatcher(self.path, skip)
+        except (watch.WatchError, CommandError, OSError):
+            self._watcher = None
+            return
+        if self._watcher.problem is not None:
+            self._stop_watching()
+            return
+        self._remember(commit)
+
+    def _stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+        self._watcher = None
+        self._known = None
+
+    def close(self) -> None:
+        self._stop_watching()
+        self._objects = self._worktree = None
+        self.trees.clear()
+
+    # --- collect ---------------------------------------------------------------------------
+
+    def collect(self, base: str, message: str, identity: Identity) -> Collected:
+        """Commit everything the agent changed (honouring .gitignore), keeping its own commits.
+
+        Plumbing, not `git commit`: no hooks, no signing prompts, no editor. Ticket files
+        under .gitexec/ are the engine's to write, so agent edits there are not collected.
+        """
+        known = self._untouched_since_known()
+        touched = self._touched([known.head]) if known is not None else None
+        if known is not None and touched is not None:
+            mapped = {self._symlink_above(p) or p for p in touched}
+            candidates = sorted(p for p in mapped if not _engine_path(p))
+            if not any(_is_rule_file(p) for p in candidates):
+                head = known.head
+                try:
+                    added = self._add(head, candidates)
+                except CommandError:
+                    added = None  # e.g. a path git cannot read: let git's own scan decide
+                if added is not None:
+                    self.fast_collects += 1
+                    # Nothing touched: the index still equals HEAD, no need to ask git.
+                    unchanged = None if added else self._tree_id(head)
+                    return self._commit(
+                        base, head, message, identity, dirty=touched, tree=unchanged
+                    )
+        # Full scan: the agent used git itself, or the watcher cannot vouch for the tree.
+        self._git(["add", "-A", "--", ".", f":(exclude){ENGINE_DIR}"])
+        head = self._git(["rev-parse", "HEAD"]).strip()
+        return self._commit(base, head, message, identity, dirty=touched or ())
+
+    def _add(self, head: str, candidates: Sequence[str]) -> bool:
+        """`git add -A` the touched paths that still exist or were tracked; True if any.
+
+        Named explicitly, an ignored path makes `git add` list it and exit 1 after adding
+        everything else: that is the outcome `git add -A` would have had, not an error.
+        """
+        paths = [
+            p for p in candidates if os.path.lexists(self.path / p) or self.trees.has_file(head, p)
+        ]
+        if not paths:
+            return False
+        proc = run_git(
+            [
+                *SLOT_GIT,
+                "--literal-pathspecs",
+                "add",
+                "-A",
+                "--pathspec-from-file=-",
+                "--pathspec-file-nul",
+            ],
+            self.path,
+            input=b"\0".join(os.fsencode(p) for p in paths),
+            check=False,
+            env={"LC_ALL": "C", "LANGUAGE": "C"},
+        )
+        if proc.returncode == 1 and proc.stderr.startswith(_IGNORED_HEADER):
+            problems = [
+                line for line in proc.stderr.splitlines() if line.startswith(("error:", "fatal:"))
+            ]
+            if not problems:
+                return True
+        if proc.returncode != 0:
+            raise CommandError(proc.args, proc.returncode, proc.stdout, proc.stderr)
+        return True
+
+    def _tree_id(self, commit: str) -> str:
+        return str(self.trees.tree(commit).id)
+
+    def _set_head(self, commit: str) -> None:
+        """Point the slot's detached HEAD at `commit` (in process: no git to start)."""
+        if self._worktree is None:
+            self._worktree = pygit2.Repository(str(self.path))
+        self._worktree.set_head(pygit2.Oid(hex=commit))
+
+    def _commit(
+        self,
+        base: str,
+        head: str,
+        message: str,
+        identity: Identity,
+        dirty: Iterable[str],
+        tree: str | None = None,
+    ) -> Collected:
+        head_tree = self._tree_id(head)
+        if tree is None:
+            tree = self._git(["write-tree"]).strip()
+        commit = head
+        if tree != head_tree:
+            sig = identity.signature()
+            oid = self.objects.create_commit(
+                None, sig, sig, message, pygit2.Oid(hex=tree), [pygit2.Oid(hex=head)]
+            )
+            commit = str(oid)
+            self._set_head(commit)
+        own = 0
+        if head != base:
+            own = int(self._git(["rev-list", "--count", f"{base}..{head}"]).strip() or 0)
+        if self._watcher is not None:
+            # The worktree now equals HEAD except untracked files among `dirty`.
+            self._remember(commit, dirty)
+        return Collected(commit, own)
+
+    # --- setup -----------------------------------------------------------------------------
+
+    def _setup_output(self, setup: Sequence[str]) -> SetupOutput | None:
+        """What this `setup` left here (nothing without setup); None when it has to run."""
+        return setup_output(setup, self._setup_marker, self._setup_output_list)
+
+    def _save_setup_output(self, setup: Sequence[str], ignored: Sequence[str]) -> None:
+        save_setup_output(setup, ignored, self._setup_marker, self._setup_output_list)
+
+    def _run_setup(self, setup: Sequence[str], env: Mapping[str, str] | None) -> None:
+        run_setup(setup, self.path, env, self.setup_log, self.name)
