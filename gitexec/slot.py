@@ -254,6 +254,9 @@ class Slot:
                 return above
         return None
 
+    def _a_tree_in(self, path: str, *commits: str) -> bool:
+        return any(self.trees.is_tree(c, path) for c in commits)
+
     def touched_now(self) -> set[str]:
         """Paths changed in the worktree so far (for live overlap detection).
 
@@ -406,11 +409,12 @@ class Slot:
         )
         # Directories either tree has are handled through the files listed in them (unless
         # something else took their place).
-        dirs = {p for p in paths if self.trees.is_tree(old, p) or self.trees.is_tree(new, p)}
+        candidates = {self._symlink_above(p) or p for p in paths - set(tracked)}
         untracked = sorted(
             p
-            for p in {self._symlink_above(p) or p for p in paths - set(tracked)}
-            if os.path.lexists(self.path / p) and not (p in dirs and self._is_dir(p))
+            for p in candidates
+            if os.path.lexists(self.path / p)
+            and not (self._is_dir(p) and self._a_tree_in(p, old, new))
         )
         if untracked:
             # Leftovers nobody committed (a failed agent, validation output): `git clean`
