@@ -26,7 +26,7 @@ from gitexec import agents, process
 from gitexec import events as ev
 from gitexec.control import process_requests
 from gitexec.dashboard import Reporter, remaining_s
-from gitexec.errors import CommandError, UserError
+from gitexec.errors import UserError
 from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
 from gitexec.integration import Integration
@@ -419,21 +419,11 @@ class Engine:
         batch = self.merges.next_gate(others_running=bool(self._running))
         if batch is None:
             return
-        runner = self._gate_runner()
-
-        def gate() -> None:
-            try:
-                outcome = runner.batch(
-                    batch.heads,
-                    lambda head, ok: self._emit_from_worker(ev.GateRun(head=head, ok=ok)),
-                )
-            except JournalClosed:
-                return
-            except Exception as exc:  # reported as a failed gate, never lost
-                outcome = GateOutcome(False, 1, len(batch.entries) - 1, f"gate error: {exc}")
-            self._queue.put(_GateDone(batch, outcome))
-
-        threading.Thread(target=gate, name="gitexec-gate", daemon=True).start()
+        self._gate_runner().batch_in_background(
+            batch.heads,
+            on_run=lambda head, ok: self._emit_from_worker(ev.GateRun(head=head, ok=ok)),
+            done=lambda outcome: self._queue.put(_GateDone(batch, outcome)),
+        )
 
     def _gate_runner(self) -> GateRunner:
         return GateRunner(
@@ -448,17 +438,8 @@ class Engine:
         )
 
     def _detect_overlaps(self) -> None:
-        touched: dict[str, set[str]] = {}
-        for tid, job in self._running.items():
-            if self.state.tickets[tid].agent_started_at is None:
-                continue
-            try:
-                paths = job.slot.touched_now()
-            except (CommandError, OSError):
-                continue
-            touched[tid] = {p for p in paths if not p.startswith(".gitexec")}
-        bases = {tid: self._running[tid].base for tid in touched}
-        for overlap in self.overlaps.check(touched, bases, self.merges.merged_since):
+        started = [job for tid, job in self._running.items() if self.state.tickets[tid].pid]
+        for overlap in self.overlaps.check_slots(started, self.merges.merged_since):
             self.emit(overlap)
 
     def _cancel_running(self) -> None:

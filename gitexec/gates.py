@@ -90,6 +90,25 @@ class GateRunner:
                 return False, f"gate {command!r} {why}\n{_tail(self.log, start)}"
         return True, ""
 
+    def batch_in_background(
+        self,
+        heads: Sequence[str],
+        *,
+        on_run: Callable[[str, bool], None],
+        done: Callable[[GateOutcome], None],
+    ) -> None:
+        """`batch` on a thread of its own; `done` always gets an outcome (an error is a
+        failed gate, never lost)."""
+
+        def gate() -> None:
+            try:
+                outcome = self.batch(heads, on_run)
+            except Exception as exc:
+                outcome = GateOutcome(False, 1, len(heads) - 1, f"gate error: {exc}")
+            done(outcome)
+
+        threading.Thread(target=gate, name="gitexec-gate", daemon=True).start()
+
     def batch(self, heads: Sequence[str], on_run: Callable[[str, bool], None]) -> GateOutcome:
         """Gate the last head; if it fails, bisect `heads` to the first failing one.
 

@@ -7,11 +7,31 @@ cleanly whoever touches them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gitexec import events as ev
+from gitexec.errors import CommandError
 from gitexec.globs import PathSet
+from gitexec.tickets import Ticket
+
+ENGINE_DIR = ".gitexec"
+
+
+class Worktree(Protocol):
+    def touched_now(self) -> set[str]: ...
+
+
+class Running(Protocol):
+    """An attempt in flight (worker.Job)."""
+
+    @property
+    def ticket(self) -> Ticket: ...
+    @property
+    def slot(self) -> Worktree: ...
+    @property
+    def base(self) -> str: ...
 
 
 def overlapping(a: set[str], b: set[str]) -> set[str]:
@@ -28,6 +48,23 @@ def overlapping(a: set[str], b: set[str]) -> set[str]:
 class OverlapWatch:
     settled: PathSet
     _reported: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+    def check_slots(
+        self,
+        running: Iterable[Running],
+        merged_since: Callable[[str], list[tuple[str, frozenset[str]]]],
+    ) -> list[ev.Overlap]:
+        """Ask each running attempt's worktree what it changed so far, then `check`."""
+        touched: dict[str, set[str]] = {}
+        bases: dict[str, str] = {}
+        for r in running:
+            try:
+                paths = r.slot.touched_now()
+            except (CommandError, OSError):
+                continue  # a worktree mid-change: ask again next time
+            touched[r.ticket.id] = {p for p in paths if not p.startswith(ENGINE_DIR)}
+            bases[r.ticket.id] = r.base
+        return self.check(touched, bases, merged_since)
 
     def check(
         self,
