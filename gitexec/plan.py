@@ -1,31 +1,30 @@
-"""The ticket DAG and execution plans: strategies, critical path, estimates, plan files.
-
-Everything here is O(n log n) or better in the number of tickets and dependencies, so a
-plan of 100,000 tickets takes seconds, and output is deterministic so a committed plan
-diffs cleanly.
-"""
+"""The ticket DAG and execution plans: strategies, critical path, estimates, simulated schedules;
+O(n log n) or better in tickets and dependencies, so a plan of 100,000 tickets takes seconds."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import heapq
-import json
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from gitexec import fields
 from gitexec.config import Strategy
-from gitexec.findings import Finding, Locator, Reporter
 from gitexec.globs import literal_prefix, pathsets_may_overlap
+
+# The plan file format moved to gitexec.planfile; its names stay importable from here.
+from gitexec.planfile import PLAN_FILE as PLAN_FILE
+from gitexec.planfile import PLAN_VERSION as PLAN_VERSION
+from gitexec.planfile import Plan as Plan
+from gitexec.planfile import PlanGroup as PlanGroup
+from gitexec.planfile import check_plan_against as check_plan_against
+from gitexec.planfile import fingerprint as fingerprint
+from gitexec.planfile import load_plan as load_plan
+from gitexec.planfile import plan_to_dict as plan_to_dict
+from gitexec.planfile import render_json as render_json
+from gitexec.planfile import render_mermaid as render_mermaid
+from gitexec.planfile import render_yaml as render_yaml
 from gitexec.tickets import Ticket
-
-PLAN_FILE = ".gitexec/plan.yaml"
-PLAN_VERSION = 1
-
 
 # --- the graph -----------------------------------------------------------------------------
 
@@ -155,32 +154,6 @@ class Graph:
 # --- plans ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanGroup:
-    id: int
-    tickets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Plan:
-    strategy: Strategy
-    jobs: int
-    fingerprint: str
-    critical_path: tuple[str, ...]
-    makespan_s: float
-    parallelism: float
-    groups: tuple[PlanGroup, ...]
-    version: int = PLAN_VERSION
-    barrier_makespan_s: float | None = None  # group by group, as `run --barrier` goes
-
-    def group_of(self) -> dict[str, int]:
-        return {t: g.id for g in self.groups for t in g.tickets}
-
-    def order(self) -> list[str]:
-        """Tickets in plan order (group by group)."""
-        return [t for g in self.groups for t in g.tickets]
-
-
 class CycleError(Exception):
     def __init__(self, cycles: list[list[str]]) -> None:
         super().__init__("; ".join(" -> ".join(c) for c in cycles))
@@ -201,22 +174,6 @@ def positions(n: int, key: Callable[[int], tuple[float, ...]]) -> tuple[list[int
 
 def effective_estimates(graph: Graph, default_estimate_s: float) -> list[float]:
     return [t.estimate_s if t.estimate_s is not None else default_estimate_s for t in graph.tickets]
-
-
-def fingerprint(tickets: Iterable[Ticket], default_estimate_s: float) -> str:
-    """A digest of what a plan depends on: ids, dependencies, scopes, estimates, priorities.
-
-    Engine-written `status` and `result` are left out, so status write-back never makes a
-    committed plan stale.
-    """
-    h = hashlib.sha256()
-    for t in sorted(tickets, key=lambda t: t.id):
-        est = t.estimate_s if t.estimate_s is not None else default_estimate_s
-        line = "\t".join(
-            (t.id, ",".join(sorted(t.depends_on)), ",".join(t.paths), f"{est:g}", str(t.priority))
-        )
-        h.update(line.encode() + b"\n")
-    return h.hexdigest()[:16]
 
 
 def make_plan(
@@ -412,194 +369,6 @@ def barrier_makespan(
             heapq.heapreplace(slots, slots[0] + d)
         total += max(slots, default=0.0)
     return total
-
-
-# --- plan files ----------------------------------------------------------------------------
-
-_PLAIN_SCALAR = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
-_YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
-
-
-def _yaml_scalar(s: str) -> str:
-    if _PLAIN_SCALAR.fullmatch(s) and s.lower() not in _YAML_WORDS:
-        return s
-    return json.dumps(s)
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return {
-        "version": plan.version,
-        "strategy": plan.strategy.value,
-        "jobs": plan.jobs,
-        "fingerprint": plan.fingerprint,
-        "critical_path": list(plan.critical_path),
-        "estimate": _estimate(plan),
-        "groups": [{"id": g.id, "tickets": list(g.tickets)} for g in plan.groups],
-    }
-
-
-def _estimate(plan: Plan) -> dict[str, float]:
-    out = {"makespan_s": plan.makespan_s, "parallelism": plan.parallelism}
-    if plan.barrier_makespan_s is not None:
-        out["barrier_makespan_s"] = plan.barrier_makespan_s
-    return out
-
-
-def render_yaml(plan: Plan) -> str:
-    """The plan file: written by hand (fast at 100,000 tickets) in a stable layout."""
-
-    def seq(items: Iterable[str]) -> str:
-        return "[" + ", ".join(_yaml_scalar(x) for x in items) + "]"
-
-    out = [
-        "# Generated by `git exec plan`; regenerate rather than edit.",
-        f"version: {plan.version}",
-        f"strategy: {plan.strategy.value}",
-        f"jobs: {plan.jobs}",
-        f'fingerprint: "{plan.fingerprint}"',
-        f"critical_path: {seq(plan.critical_path)}",
-        "estimate: {" + ", ".join(f"{k}: {_number(v)}" for k, v in _estimate(plan).items()) + "}",
-        "groups:" if plan.groups else "groups: []",
-    ]
-    out.extend(f"  - {{id: {g.id}, tickets: {seq(g.tickets)}}}" for g in plan.groups)
-    return "\n".join(out) + "\n"
-
-
-def render_json(plan: Plan) -> str:
-    return json.dumps(plan_to_dict(plan), indent=2) + "\n"
-
-
-def _mermaid_label(text: str) -> str:
-    escaped = (
-        text.replace("&", "#amp;")
-        .replace('"', "#quot;")
-        .replace("<", "#lt;")
-        .replace(">", "#gt;")
-        .replace("\n", " ")
-    )
-    return f'"{escaped}"'
-
-
-def render_mermaid(plan: Plan, tickets: Sequence[Ticket]) -> str:
-    """A Mermaid flowchart: one subgraph per group, edges for dependencies."""
-    by_id = {t.id: t for t in tickets}
-    node = {tid: f"t{n}" for n, tid in enumerate(plan.order())}
-    out = ["flowchart LR"]
-    for g in plan.groups:
-        out.append(f'  subgraph g{g.id}["group {g.id}"]')
-        for tid in g.tickets:
-            out.append(f"    {node[tid]}[{_mermaid_label(f'{tid}: {by_id[tid].title}')}]")
-        out.append("  end")
-    for tid in plan.order():
-        for dep in by_id[tid].depends_on:
-            if dep in node:
-                out.append(f"  {node[dep]} --> {node[tid]}")
-    critical = [node[t] for t in plan.critical_path if t in node]
-    if critical:
-        out.append("  classDef critical stroke-width:3px")
-        out.append(f"  class {','.join(critical)} critical")
-    return "\n".join(out) + "\n"
-
-
-def load_plan(path: str, text: str) -> tuple[Plan | None, list[Finding]]:
-    """Read a plan file, reporting shape problems with positions."""
-    locator = Locator(text)
-    report = Reporter(path, locator)
-    loaded, data = report.load_yaml(text)
-    if not loaded:
-        return None, report.findings
-    if not isinstance(data, dict):
-        report.at((1, 1), f"a plan must be a YAML mapping, not {fields.type_name(data)}")
-        return None, report.findings
-
-    def get(key: str, read: Callable[[Any], Any]) -> Any:
-        if key not in data:
-            report.at((1, 1), f"plan: missing required key {key!r}")
-            return None
-        try:
-            return read(data[key])
-        except fields.Invalid as exc:
-            at: tuple[str | int, ...] = (key,) if exc.at is None else (key, exc.at)
-            report.error_at_value(at, f"{key}: {exc.message}")
-            return None
-
-    version = get("version", fields.integer)
-    if version is not None and version != PLAN_VERSION:
-        report.error_at_value(("version",), f"version: unsupported plan version {version}")
-    strategy = get("strategy", lambda v: Strategy(fields.choice(v, [s.value for s in Strategy])))
-    jobs = get("jobs", lambda v: fields.integer(v, minimum=1))
-    digest = get("fingerprint", fields.text)
-    critical = data.get("critical_path") or []
-    est = data.get("estimate") or {}
-
-    def group(value: Any) -> PlanGroup:
-        m = fields.mapping(value)
-        if "tickets" not in m:
-            raise fields.Invalid("a group needs 'tickets'")
-        return PlanGroup(fields.integer(m.get("id", 0)), fields.text_list(m["tickets"]))
-
-    groups = get("groups", lambda v: fields.each(v, group))
-    if report.findings or groups is None:
-        return None, report.findings
-    plan = Plan(
-        strategy=strategy,
-        jobs=jobs,
-        fingerprint=str(digest),
-        critical_path=tuple(str(c) for c in critical) if isinstance(critical, list) else (),
-        makespan_s=float(est.get("makespan_s", 0)) if isinstance(est, dict) else 0.0,
-        parallelism=float(est.get("parallelism", 1)) if isinstance(est, dict) else 1.0,
-        barrier_makespan_s=(
-            float(est["barrier_makespan_s"])
-            if isinstance(est, dict) and "barrier_makespan_s" in est
-            else None
-        ),
-        groups=groups,
-    )
-    return plan, report.findings
-
-
-def check_plan_against(
-    path: str, text: str, plan: Plan, tickets: Sequence[Ticket], default_estimate_s: float
-) -> list[Finding]:
-    """Findings for a plan that no longer matches the tickets: stale, unknown, misordered."""
-    report = Reporter(path, Locator(text))
-    fix = "regenerate it with `git exec plan -o .gitexec/plan.yaml`"
-    known = {t.id: t for t in tickets}
-    group_of: dict[str, int] = {}
-    for gi, g in enumerate(plan.groups):
-        for ti, tid in enumerate(g.tickets):
-            where = ("groups", gi, "tickets", ti)
-            if tid not in known:
-                report.error_at_value(where, f"plan names unknown ticket {tid!r}; {fix}")
-            elif tid in group_of:
-                report.error_at_value(where, f"ticket {tid!r} appears twice in the plan")
-            else:
-                group_of[tid] = gi
-    for gi, g in enumerate(plan.groups):
-        for ti, tid in enumerate(g.tickets):
-            ticket = known.get(tid)
-            if ticket is None or group_of.get(tid) != gi:
-                continue
-            for dep in ticket.depends_on:
-                if dep in group_of and group_of[dep] >= gi:
-                    report.error_at_value(
-                        ("groups", gi, "tickets", ti),
-                        f"ticket {tid!r} is planned no later than its dependency {dep!r}; {fix}",
-                    )
-    missing = sorted(set(known) - set(group_of))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        report.error_at_key(("groups",), f"plan is missing ticket(s) {shown}; {fix}")
-    current = fingerprint(tickets, default_estimate_s)
-    if not report.findings and plan.fingerprint != current:
-        report.error_at_value(
-            ("fingerprint",), f"plan is stale: the tickets changed since it was generated; {fix}"
-        )
-    return report.findings
 
 
 def pairwise_overlaps(

@@ -18,7 +18,17 @@ import psutil
 import pytest
 
 from gitexec import agents, process
-from gitexec.process import Limits, ProcessResult, Sample, kill_run, run_process, run_processes
+from gitexec.process import (
+    Limits,
+    ProcessResult,
+    Sample,
+    cgroups,
+    kill_run,
+    output,
+    run_process,
+    run_processes,
+    spawn,
+)
 from tests.project import make_project, run_ok, status, ticket_yaml, tree_without_engine_files
 
 PY = sys.executable
@@ -30,7 +40,7 @@ def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     (as on machines where cgroup v2 is not writable): the token and the group must suffice."""
     if request.param == "no-cgroup":
         monkeypatch.setattr(
-            process._Cgroup, "create", classmethod(lambda cls, token: (None, "off for the test"))
+            cgroups._Cgroup, "create", classmethod(lambda cls, token: (None, "off for the test"))
         )
     elif not cgroup_available():
         pytest.skip("cgroup v2 not writable here")
@@ -38,7 +48,7 @@ def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 def cgroup_available() -> bool:
-    cgroup, _ = process._Cgroup.create(uuid.uuid4().hex)
+    cgroup, _ = cgroups._Cgroup.create(uuid.uuid4().hex)
     if cgroup is None:
         return False
     cgroup.remove()
@@ -297,7 +307,7 @@ def test_a_secret_split_across_reads_is_redacted_in_the_log(tmp_path: Path) -> N
 def test_a_secret_on_a_very_long_line_is_redacted(tmp_path: Path) -> None:
     secret = b"SECRET-VALUE-1234"
     # No newline for 3 MiB; one secret straddles the 1 MiB point where the line is first cut.
-    edge = process._MAX_LINE - 5
+    edge = output._MAX_LINE - 5
     line = bytearray(b"x" * (3 * 1024 * 1024))
     line[edge : edge + len(secret)] = secret
     line[2_000_000 : 2_000_000 + len(secret)] = secret
@@ -399,7 +409,7 @@ def test_without_stdin_the_command_reads_dev_null(tmp_path: Path, isolation: str
         assert device == b"/dev/null"
 
 
-@pytest.mark.parametrize("shim", [process._SHIM, process._SHIM_NO_STDIN])
+@pytest.mark.parametrize("shim", [spawn._SHIM, spawn._SHIM_NO_STDIN])
 def test_a_command_never_runs_if_its_supervisor_dies_before_letting_it_go(
     tmp_path: Path, shim: str
 ) -> None:
@@ -515,7 +525,7 @@ def test_limits_without_a_cgroup_are_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        process, "_cgroup_home", lambda: (None, "cgroup v2 not writable here (read-only)")
+        cgroups, "_cgroup_home", lambda: (None, "cgroup v2 not writable here (read-only)")
     )
     result = run(tmp_path, sh("true"), limits=Limits(memory=1 << 30))
     assert result.ok
@@ -542,7 +552,7 @@ def test_machine_load() -> None:
 
 
 def test_cgroups_left_by_a_killed_engine_are_removed() -> None:
-    home, why = process._cgroup_home()
+    home, why = cgroups._cgroup_home()
     if home is None or not cgroup_available():
         pytest.skip(why or "cgroup v2 not writable here")
     dead = subprocess.Popen(["true"])
@@ -552,8 +562,8 @@ def test_cgroups_left_by_a_killed_engine_are_removed() -> None:
     stale.mkdir()
     ours.mkdir()
     try:
-        process._cgroup_home.cache_clear()
-        assert process._cgroup_home() == (home, "")
+        cgroups._cgroup_home.cache_clear()
+        assert cgroups._cgroup_home() == (home, "")
         assert not stale.exists()
         assert ours.exists()
     finally:
