@@ -28,7 +28,7 @@ def test_presets_need_no_config(tmp_path: Path) -> None:
         for name in ("claude", "codex", "gemini", "aider")
     }
     repo = make_project(tmp_path / "p", tickets)
-    assert gitexec(repo, "check") == (0, "", "")
+    assert gitexec(repo, "check") == (0, "4 tickets OK\n", "")
     assert set(builtin_agents()) == {"shell", "claude", "codex", "gemini", "aider"}
 
 
