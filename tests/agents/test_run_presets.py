@@ -33,21 +33,7 @@ def config_for(cli: str, server: ScriptedModel, bin_dir: Path) -> str:
     return f"version: 1\nagents:\n  {cli}:\n    env: {json.dumps(env)}\n"
 
 
-@pytest.mark.parametrize(
-    "cli",
-    [
-        pytest.param(
-            "claude",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the pool lives under .git/, where Claude Code refuses to write",
-            ),
-        ),
-        "codex",
-        "gemini",
-        "aider",
-    ],
-)
+@pytest.mark.parametrize("cli", CLIS_ALL)
 def test_preset_completes_a_ticket_through_git_exec_run(cli: str, tmp_path: Path) -> None:
     exe = clis.binary(cli)
     bin_dir = tmp_path / "bin"
@@ -102,20 +88,7 @@ def write_hello(cli: str) -> list[Step]:
     return [WriteFile("hello.txt", "hello\n"), Reply("Wrote hello.txt.")]
 
 
-def xfail_claude_in_git_dir(cli: str) -> Any:
-    return (
-        pytest.param(
-            cli,
-            marks=pytest.mark.xfail(
-                strict=True, reason="the pool lives under .git/, where Claude Code refuses to write"
-            ),
-        )
-        if cli == "claude"
-        else cli
-    )
-
-
-@pytest.mark.parametrize("cli", [xfail_claude_in_git_dir(c) for c in CLIS_ALL])
+@pytest.mark.parametrize("cli", CLIS_ALL)
 def test_the_ledger_records_what_each_attempt_cost(cli: str, tmp_path: Path) -> None:
     with ScriptedModel(write_hello(cli)) as server:
         repo = project_for(cli, tmp_path, server)
@@ -139,7 +112,7 @@ def test_the_ledger_records_what_each_attempt_cost(cli: str, tmp_path: Path) -> 
     assert ("cost_usd:" in recorded) == (t["cost_usd"] is not None)
 
 
-@pytest.mark.parametrize("cli", [xfail_claude_in_git_dir(c) for c in FAST])
+@pytest.mark.parametrize("cli", FAST)
 def test_throttled_then_completed_counts_no_failed_attempt(cli: str, tmp_path: Path) -> None:
     limited = HttpError(
         429, "Rate limit reached. Please try again in 1s.", retry_after_s=1, times=2
