@@ -115,6 +115,7 @@ def _run(a: argparse.Namespace, ws: Workspace) -> int:
             junit=a.junit,
             markdown=a.markdown,
             validate=a.validate,
+            budget_usd=a.budget_usd,
         ),
     )
 
@@ -172,6 +173,7 @@ def _resume(a: argparse.Namespace, ws: Workspace) -> int:
         junit=a.junit,
         markdown=a.markdown,
         onto=a.onto,
+        budget_usd=a.budget_usd,
     )
 
 
@@ -189,11 +191,35 @@ def _priority(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected ID=N, got {text!r}") from None
 
 
+def _quota(text: str) -> tuple[str, int]:
+    pool, sep, value = text.partition("=")
+    if not sep or not pool or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected POOL=N with N at least 1, got {text!r}")
+    return pool, int(value)
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0 to 1,000,000 USD)")
+    return value
+
+
 def _adjust(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import adjust
 
     delta = a.increase_parallelism - a.decrease_parallelism
-    return adjust(ws, run_id=a.run, jobs=a.jobs, delta=delta, priorities=dict(a.priority or []))
+    return adjust(
+        ws,
+        run_id=a.run,
+        jobs=a.jobs,
+        delta=delta,
+        priorities=dict(a.priority or []),
+        quotas=dict(a.quota or []),
+    )
 
 
 def _retry(a: argparse.Namespace, ws: Workspace) -> int:
@@ -342,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--into", metavar="BRANCH", help="merge the result into BRANCH at the end")
     p.add_argument(
+        "--budget-usd",
+        type=_usd,
+        metavar="USD",
+        help="stop starting tickets once agents have spent this much (config: budget.run_usd)",
+    )
+    p.add_argument(
         "--monitor",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -407,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check journal, refs and worktrees first (repairing what is safe)",
     )
     p.add_argument(
+        "--budget-usd", type=_usd, metavar="USD", help="a new budget for the run's spend"
+    )
+    p.add_argument(
         "--onto",
         choices=("journal", "current"),
         help="when someone else moved the integration branch: put it back where the run "
@@ -430,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--increase-parallelism", action="count", default=0, help="one more slot")
     p.add_argument("--decrease-parallelism", action="count", default=0, help="one slot fewer")
     p.add_argument("--priority", action="append", type=_priority, metavar="ID=N")
+    p.add_argument(
+        "--quota", action="append", type=_quota, metavar="POOL=N", help="agents of POOL at once"
+    )
 
     p = command("retry", _retry, "requeue a failed ticket and the tickets it blocked")
     p.add_argument("id", metavar="ID")

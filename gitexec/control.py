@@ -48,6 +48,7 @@ class Controlled(Protocol):
     def stop(self, *, force: bool, preserve_state: bool) -> None: ...
     def set_jobs(self, jobs: int) -> None: ...
     def set_priority(self, tid: str, priority: int) -> None: ...
+    def set_quota(self, pool: str, max_parallel: int) -> None: ...
     def retry(self, tid: str, *, agent: str | None) -> list[str]: ...
     def run_alone(self, group: int) -> list[str]: ...
 
@@ -159,6 +160,15 @@ def _adjust(engine: Controlled, args: dict[str, Any]) -> Response:
     for tid, value in priorities.items():
         engine.set_priority(str(tid), _number(value, f"priority of {tid}") or 0)
         messages.append(f"priority of {tid} = {value}")
+    quotas = args.get("quota") or {}
+    if not isinstance(quotas, dict):
+        raise UserError("quota: expected POOL=N pairs")
+    for pool, value in quotas.items():
+        limit = _number(value, f"quota {pool}")
+        if limit is None or limit < 1:
+            raise UserError(f"quota {pool}: expected at least 1")
+        engine.set_quota(str(pool), limit)
+        messages.append(f"quota {pool}: {limit} at once")
     if not messages:
         raise UserError("nothing to adjust")
     return Response(True, "; ".join(messages), {"jobs": engine.jobs})

@@ -22,13 +22,15 @@ from types import FrameType
 
 import pygit2
 
-from gitexec import agents, process
+from gitexec import agents, budget, process
 from gitexec import events as ev
+from gitexec.budget import BudgetWatch
 from gitexec.control import process_requests
 from gitexec.dashboard import Reporter, remaining_s
 from gitexec.errors import UserError
 from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
+from gitexec.handoff import dependencies_of
 from gitexec.integration import Integration
 from gitexec.journal import JOURNAL, EngineLock, Journal, JournalClosed
 from gitexec.merge_queue import (
@@ -46,7 +48,8 @@ from gitexec.pool import Pool, pool_dir
 from gitexec.refs import integration_ref
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
-from gitexec.scheduler import Refused, Scheduler
+from gitexec.scheduler import Scheduler
+from gitexec.steering import LiveControls, Steering
 from gitexec.tickets import Ticket, TicketState
 from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
 
@@ -83,6 +86,7 @@ class Engine:
         *,
         offline: bool = False,
         onto: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.paths = repo_paths
         self.spec = spec
@@ -98,7 +102,6 @@ class Engine:
         self.resuming = resume is not None
         self.offline = offline  # collecting results produced elsewhere (`git exec collect`)
         self.onto = onto  # resume: how to treat a branch someone else moved
-        self._jobs = spec.jobs
         self.tickets: dict[str, Ticket] = {t.id: t for t in spec.tickets}
 
         self.groups = spec.plan.group_of()
@@ -121,20 +124,30 @@ class Engine:
             head=spec.base,
         )
         self.pool = Pool(
-            repo_paths, self._jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
+            repo_paths, self.spec.jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
         )
-        self.places = AgentPlaces(self._jobs)
+        self.places = AgentPlaces(self.spec.jobs)
         self.overlaps = OverlapWatch(self.scheduler.policy.settled)
         self._queue: queue.Queue[ev.Event | _AttemptDone | _GateDone] = queue.Queue()
         self._journal: Journal | None = None
         self._running: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._gate_cancel = threading.Event()
-        self._paused = False
         self._branch_lost = False
-        self.stop_requested = False
-        self.force_stop = False
-        self.preserve_state = True
+        self.steering = Steering()
+        self.controls = LiveControls(
+            run_id=spec.run_id,
+            run_dir=self.run_dir,
+            steering=self.steering,
+            scheduler=self.scheduler,
+            pool=self.pool,
+            places=self.places,
+            emit=self.emit,
+            agents=list(self.config.agents),
+            groups=self.groups,
+        )
+        self.budget = BudgetWatch(self.state)
+        self.budget_override = budget_usd  # resume --budget-usd
         self._signals = 0
         self._announce = False
 
@@ -228,9 +241,11 @@ class Engine:
             self.emit,
             common_dir=self.paths.common_dir,
             worktrees=self.pool.root,
-            jobs=self._jobs,
+            jobs=self.scheduler.jobs,
             onto=self.onto,
         )
+        if self.budget_override is not None:
+            self.emit(ev.Control(action="budget", usd=self.budget_override))
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -257,10 +272,15 @@ class Engine:
                 signal.signal(s, h)
 
     def _request_stop(self, *, force: bool) -> None:
-        self.stop_requested = True
-        self.scheduler.stopping = True
-        if force:
-            self.force_stop = True
+        self.steering.request_stop(self.scheduler, force=force)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.steering.stop_requested
+
+    @property
+    def force_stop(self) -> bool:
+        return self.steering.force_stop
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -268,12 +288,12 @@ class Engine:
         last_tick = last_overlap = time.monotonic()
         while True:
             self._drain(timeout=CONTROL_POLL_S)
-            process_requests(self)
+            process_requests(self.controls)
             self._announce_stop()
             if self.force_stop:
                 self._cancel_running()
                 self._gate_cancel.set()
-            if not self.stop_requested and not self._paused:
+            if not self.stop_requested and not self.steering.paused:
                 self._merge_kept()
                 self._dispatch()
             self.merge_in_plan_order()
@@ -292,7 +312,7 @@ class Engine:
             # Results waiting for their turn in plan order do not hold up a stop.
             if self.stop_requested or (not self.merges.buffered and not self.scheduler.pending):
                 break
-            if not self._paused and self.scheduler.stalled():
+            if not self.steering.paused and self.scheduler.stalled():
                 pending = sorted(r.id for r in self.scheduler.pending)
                 raise RuntimeError(f"scheduler stalled with pending {pending}")
 
@@ -313,7 +333,9 @@ class Engine:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
+        if self.budget.run_usd is not None or self.state.ticket_budget_usd is not None:
+            self._check_budget()
 
     def _merge_kept(self) -> None:
         """Results kept from before (a crash, a stop) merge as they are when they may."""
@@ -322,17 +344,54 @@ class Engine:
 
     def _dispatch(self) -> None:
         for tid in self.scheduler.select(time.monotonic(), self.pool.free):
-            slot = self.pool.acquire()
+            ts = self.state.tickets[tid]
+            slot = self.pool.acquire(prefer=ts.last_slot)  # where its agent's session lives
             if slot is None:
                 return
             attempt = self.scheduler.start(tid, slot.index, self.merges.head)
-            job = Job(attempt, self.tickets[tid], self.config.agents[attempt.agent], slot)
+            resumable = (
+                self.config.resume_sessions
+                and ts.session_agent == attempt.agent
+                and ts.last_slot == slot.index
+            )
+            job = Job(
+                attempt,
+                self.tickets[tid],
+                self.config.agents[attempt.agent],
+                slot,
+                budget_left=self.budget.ticket_left(tid),
+                dependencies=dependencies_of(self.tickets[tid], self.state),
+                session_id=ts.session_id if resumable else None,
+            )
             self._running[tid] = job
             thread = threading.Thread(
                 target=self._work, args=(job,), name=f"gitexec-{tid}", daemon=True
             )
             self._threads[tid] = thread
             thread.start()
+
+    def _may_start(self, job: Job) -> str | None:
+        """(worker threads) Whether a prepared attempt may start its agent now."""
+        if self.scheduler.hold == budget.REASON:
+            return "stopped: the run's budget is spent"
+        pool = self.scheduler.pool_of(self.scheduler[job.ticket.id])
+        if self.scheduler.quotas.paused(pool):
+            return f"waiting: quota {pool} was throttled"
+        return None
+
+    def _check_budget(self) -> None:
+        """Once the run's spend reaches its budget, nothing new starts; the run ends
+        stopped (resumable with a larger budget). With `hard`, running agents stop too."""
+        for warning in self.budget.unknown_costs():
+            self.emit(ev.RunWarning(message=warning))
+        if self.scheduler.hold is not None:
+            return
+        reached = self.budget.reached()
+        if reached is not None:
+            self.scheduler.hold = self.steering.reason = budget.REASON
+            self.emit(reached)
+            self.reporter.notice(budget.notice(reached))
+            self._request_stop(force=reached.hard)
 
     def _work(self, job: Job) -> None:
         # JournalClosed: the engine died of an error and stopped listening.
@@ -350,6 +409,7 @@ class Engine:
             identity=self.identity,
             places=self.places,
             emit=self._emit_from_worker,
+            may_start=self._may_start,
         )
 
     def _attempt_done(self, done: _AttemptDone) -> None:
@@ -359,8 +419,10 @@ class Engine:
         self._threads.pop(tid, None)
         del self._running[tid]
         if outcome.cancelled or (self.force_stop and not outcome.ok):
-            self.scheduler.stopped(tid)
+            self.scheduler.stopped(tid, outcome.reason or "stopped")
             return
+        if not outcome.throttled:
+            self.scheduler.answered(tid)
         if outcome.throttled:
             self.scheduler.throttled(
                 tid,
@@ -489,7 +551,7 @@ class Engine:
             self.scheduler.stopped(tid, "stopped before its turn to merge", keep_result=True)
         pending = [r.id for r in self.scheduler.pending]
         stopped = self.stop_requested and bool(pending)
-        if stopped and not self.preserve_state:
+        if stopped and not self.steering.preserve_state:
             for tid in sorted(pending):
                 self.scheduler.finish(tid, TicketState.CANCELLED, "run stopped")
         self.merges.record_unmerged()
@@ -503,7 +565,8 @@ class Engine:
             final = RunStatus.COMPLETED
         else:
             final = RunStatus.FAILED
-        self.emit(ev.RunFinished(state=final, head=self.merges.head))
+        reason = self.steering.reason if final is RunStatus.STOPPED else None
+        self.emit(ev.RunFinished(state=final, head=self.merges.head, reason=reason))
 
     def _final_validation(self) -> bool:
         """`run --validate`: every ticket file on the integration head records what the
@@ -523,10 +586,10 @@ class Engine:
 
     @property
     def jobs(self) -> int:
-        return self._jobs
+        return self.scheduler.jobs
 
     def eta_s(self) -> float | None:
-        return remaining_s(self.state, self._jobs, self.progress)
+        return remaining_s(self.state, self.scheduler.jobs, self.progress)
 
     def progress(self, tid: str) -> float | None:
         return agents.read_progress(self.run_dir / "progress" / tid)
@@ -535,65 +598,3 @@ class Engine:
     def interrupted(self) -> bool:
         """Stopped by SIGINT/SIGTERM (exit 130) rather than by a control request."""
         return self._signals > 0
-
-    # --- live control (control.Controlled) -----------------------------------------------------
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def running(self) -> list[str]:
-        return sorted(self._running)
-
-    def agent_names(self) -> list[str]:
-        return list(self.config.agents)
-
-    def pause(self) -> None:
-        self._paused = True
-        self.emit(ev.Control(action="pause"))
-
-    def unpause(self) -> None:
-        self._paused = False
-        self.emit(ev.Control(action="resume"))
-
-    def stop(self, *, force: bool, preserve_state: bool) -> None:
-        self._request_stop(force=force)
-        self.preserve_state = preserve_state
-        self.emit(ev.Control(action="stop", force=force, preserve_state=preserve_state))
-
-    def set_jobs(self, jobs: int) -> None:
-        old = self._jobs
-        self._jobs = jobs
-        self.scheduler.set_jobs(jobs)
-        self.places.set_limit(jobs)
-        self.pool.resize(jobs + 1)
-        self.emit(ev.Control(action="adjust", jobs=jobs, previous=old))
-
-    def set_priority(self, tid: str, priority: int) -> None:
-        with _refusals():
-            self.scheduler.set_priority(tid, priority)
-        self.emit(ev.Control(action="priority", ticket=tid, priority=priority))
-
-    def retry(self, tid: str, *, agent: str | None) -> list[str]:
-        with _refusals():
-            return self.scheduler.retry(tid, agent=agent)
-
-    def run_alone(self, group: int) -> list[str]:
-        members = [t for t, g in self.groups.items() if g == group and t in self.tickets]
-        if not members:
-            raise UserError(f"no group {group} in run {self.run_id}")
-        changed = self.scheduler.make_sequential(members)
-        self.emit(ev.Control(action="fallback-sequential", group=group, tickets=tuple(changed)))
-        return changed
-
-
-@contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    try:
-        yield
-    except Refused as exc:
-        raise UserError(str(exc)) from None

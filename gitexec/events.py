@@ -74,6 +74,7 @@ class TicketInfo:
     estimate_s: float = 0.0
     priority: int = 0
     paths: tuple[str, ...] = ()
+    budget_usd: float | None = None
 
 
 @_kind("run-started")
@@ -95,6 +96,9 @@ class RunStarted(Event):
     skipped: tuple[str, ...] = ()
     groups: tuple[tuple[str, ...], ...] = ()
     critical_path: tuple[str, ...] = ()
+    budget_usd: float | None = None  # the run's budget (None: no limit)
+    ticket_budget_usd: float | None = None  # each ticket's, unless the ticket sets one
+    budget_hard: bool = False
 
 
 @_kind("run-resumed")
@@ -131,6 +135,9 @@ class Control(Event):
     preserve_state: bool = False
     group: int | None = None
     tickets: tuple[str, ...] = ()
+    usd: float | None = None  # a new run budget (resume --budget-usd)
+    pool: str | None = None
+    max_parallel: int | None = None
 
 
 @_kind("warning")
@@ -362,6 +369,47 @@ class TicketFinished(TicketEvent):
 
     state: TicketState
     reason: str | None = None
+
+
+@_kind("budget-reached")
+@dataclass(frozen=True)
+class BudgetReached(Event):
+    """The run's spend reached its budget: nothing new starts (with `hard`, running agents
+    are stopped); the run ends stopped, resumable with a larger budget."""
+
+    spent_usd: float
+    budget_usd: float
+    hard: bool = False
+
+
+# --- quota pools -------------------------------------------------------------------------------
+
+
+@_kind("quota-paused")
+@dataclass(frozen=True)
+class QuotaPaused(Event):
+    """A provider throttled an agent of this pool: nothing of the pool starts for a while."""
+
+    pool: str
+    delay_s: float
+    reason: str = ""
+    ticket: str | None = None  # the attempt that was throttled
+
+
+@_kind("quota-probing")
+@dataclass(frozen=True)
+class QuotaProbing(Event):
+    """The pause is over: one ticket of the pool goes first to see whether it passes."""
+
+    pool: str
+
+
+@_kind("quota-opened")
+@dataclass(frozen=True)
+class QuotaOpened(Event):
+    """The provider answers again: the pool runs as many as it may."""
+
+    pool: str
 
 
 # --- integration gates -----------------------------------------------------------------------

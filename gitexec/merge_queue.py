@@ -26,6 +26,7 @@ from gitexec.config import Config, MergeOrder, Scope
 from gitexec.errors import UserError
 from gitexec.gates import GateOutcome
 from gitexec.globs import PathSet
+from gitexec.hunks import conflict_hunks
 from gitexec.integration import Integration, RefMoved
 from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.refs import ticket_ref
@@ -205,7 +206,7 @@ class MergeQueue:
                         tid,
                         paths,
                         tuple(self.collided_with(base, paths)),
-                        {c.path: c.text or c.message for c in result.conflicts},
+                        conflict_hunks({c.path: c.text or c.message for c in result.conflicts}),
                     )
                 ]
             assert result.tree is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,10 @@ def take_over(
         )
     )
     scheduler.restore(state.tickets)
+    now, wall = time.monotonic(), time.time()
+    for name, q in state.quotas.items():  # a pause still in force is honoured
+        remaining = None if q.until is None else q.until - wall
+        scheduler.quotas.restore(name, q.state, remaining, now)
     merges.restore()
 
 

@@ -11,6 +11,7 @@ from gitexec import events as ev
 from gitexec.config import Config
 from gitexec.globs import PathSet
 from gitexec.plan import Graph, Plan, effective_estimates
+from gitexec.quotas import PoolPolicy
 from gitexec.refs import integration_ref
 from gitexec.scheduler import AgentPolicy, Policy
 from gitexec.tickets import Ticket
@@ -31,6 +32,7 @@ class RunSpec:
     barrier: bool = False
     allow_overlap: bool = False
     validate: bool = False  # check the final result: registry in sync, gates pass
+    budget_usd: float | None = None  # the run's budget (config budget.run_usd, or --budget-usd)
 
     def agent_of(self, ticket: Ticket) -> str:
         return ticket.agent or self.config.default_agent
@@ -65,6 +67,8 @@ def policy_for(spec: RunSpec, *, offline: bool = False) -> Policy:
         barrier=spec.barrier,
         allow_overlap=spec.allow_overlap,
         offline=offline,
+        pool_of={name: a.quota or name for name, a in cfg.agents.items()},
+        pools={name: PoolPolicy(q.max_parallel, q.max_wait_s) for name, q in cfg.quotas.items()},
     )
 
 
@@ -88,6 +92,9 @@ def start_event(spec: RunSpec, pid: int) -> ev.RunStarted:
         skipped=spec.skipped,
         groups=tuple(tuple(t for t in g.tickets if t in ids) for g in spec.plan.groups),
         critical_path=spec.plan.critical_path,
+        budget_usd=spec.budget_usd,
+        ticket_budget_usd=cfg.budget.ticket_usd,
+        budget_hard=cfg.budget.hard,
         tickets={
             t.id: ev.TicketInfo(
                 title=t.title,
@@ -98,6 +105,7 @@ def start_event(spec: RunSpec, pid: int) -> ev.RunStarted:
                 estimate_s=t.estimate_s or cfg.default_estimate_s,
                 priority=t.priority,
                 paths=t.paths,
+                budget_usd=t.budget_usd,
             )
             for t in spec.tickets
         },

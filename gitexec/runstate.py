@@ -26,6 +26,22 @@ _ACTIVE = (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
 
 
 @dataclass
+class QuotaView:
+    """A quota pool as status shows it: open, paused (until when) or probing."""
+
+    state: str = "open"
+    until: float | None = None
+    throttled_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "until": iso(self.until),
+            "throttled_count": self.throttled_count,
+        }
+
+
+@dataclass
 class RunState:
     run_id: str
     base: str = ""
@@ -60,6 +76,10 @@ class RunState:
     validation: dict[str, Any] | None = None  # `run --validate`: {"ok": ..., "problems": [...]}
     gating: list[str] = field(default_factory=list)  # tickets of the last gate started
     stop_reason: str | None = None
+    budget_usd: float | None = None
+    ticket_budget_usd: float | None = None
+    budget_hard: bool = False
+    quotas: dict[str, QuotaView] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
@@ -195,6 +215,12 @@ class RunState:
             ],
             "validation": self.validation,
             "reason": self.stop_reason,
+            "budget": {
+                "run_usd": self.budget_usd,
+                "ticket_usd": self.ticket_budget_usd,
+                "hard": self.budget_hard,
+            },
+            "quotas": {name: q.to_json() for name, q in sorted(self.quotas.items())},
             "warnings": self.warnings,
         }
 
@@ -239,6 +265,9 @@ def _run_started(s: RunState, e: ev.RunStarted) -> None:
     s.skipped = list(e.skipped)
     s.groups = [list(g) for g in e.groups]
     s.critical_path = list(e.critical_path)
+    s.budget_usd = e.budget_usd
+    s.ticket_budget_usd = e.ticket_budget_usd
+    s.budget_hard = e.budget_hard
     s.status = RunStatus.RUNNING
     for tid, info in e.tickets.items():
         s.tickets[tid] = TicketRun(
@@ -251,6 +280,7 @@ def _run_started(s: RunState, e: ev.RunStarted) -> None:
             estimate_s=info.estimate_s,
             priority=info.priority,
             paths=info.paths,
+            budget_usd=info.budget_usd,
             agents_tried=[info.agent],
         )
 
@@ -281,7 +311,7 @@ def _dispatched(s: RunState, t: TicketRun, e: ev.TicketDispatched) -> None:
     t.status = TicketState.RUNNING
     t.attempts = e.attempt
     t.agent = e.agent
-    t.slot = e.slot
+    t.slot = t.last_slot = e.slot
     t.base = e.base
     t.attempt_started_at = e.t
     t.result_ready = False
@@ -321,7 +351,8 @@ def _reported(s: RunState, t: TicketRun, e: ev.AgentReported) -> None:
     elif e.usage is not None and (e.usage.input_tokens or e.usage.output_tokens):
         t.cost_unknown = True
     t.model = e.model or t.model
-    t.session_id = e.session_id or t.session_id
+    if e.session_id:
+        t.session_id, t.session_agent = e.session_id, t.agent
     t.summary = e.summary or t.summary
     t.cpu_s += e.cpu_s or 0.0
     if e.peak_rss_mb is not None:
@@ -538,10 +569,33 @@ def _control(s: RunState, e: ev.Control) -> None:
         s.jobs = e.jobs
     elif e.action == "priority" and e.ticket in s.tickets and e.priority is not None:
         s.tickets[e.ticket].priority = e.priority
+    elif e.action == "budget":
+        s.budget_usd = e.usd
+    elif e.action == "quota" and e.pool is not None:
+        s.quotas.setdefault(e.pool, QuotaView())
     elif e.action == "fallback-sequential":
         for tid in e.tickets:
             if tid in s.tickets:
                 s.tickets[tid].sequential = True
+
+
+@_on_run(ev.QuotaPaused)
+def _quota_paused(s: RunState, e: ev.QuotaPaused) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "paused", e.t + e.delay_s
+    q.throttled_count += 1
+
+
+@_on_run(ev.QuotaProbing)
+def _quota_probing(s: RunState, e: ev.QuotaProbing) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "probing", None
+
+
+@_on_run(ev.QuotaOpened)
+def _quota_opened(s: RunState, e: ev.QuotaOpened) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "open", None
 
 
 @_on_run(ev.RunWarning)

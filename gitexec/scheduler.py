@@ -17,6 +17,7 @@ from typing import Protocol
 
 from gitexec import events as ev
 from gitexec.globs import PathSet, pathsets_may_overlap
+from gitexec.quotas import PoolPolicy, QuotaPools
 from gitexec.tickets import ConflictStep, Ticket, TicketState
 
 
@@ -48,6 +49,8 @@ class Replayed(Protocol):
     def sequential(self) -> bool: ...
     @property
     def conflicts(self) -> list[str]: ...
+    @property
+    def conflict_text(self) -> dict[str, str]: ...
     @property
     def awaiting_gate(self) -> bool: ...
     @property
@@ -83,7 +86,11 @@ class Policy:
     allow_overlap: bool = False
     offline: bool = False  # results come from elsewhere (`collect`): nothing can run again
     max_backoff_s: float = 300.0  # the longest wait after a throttle without a retry-after
-    max_throttle_wait_s: float = 3600.0  # a ticket throttled longer than this in all fails
+    max_throttle_wait_s: float = 3600.0  # a pool throttled this long in one stretch gives up
+    pool_of: Mapping[str, str] = field(
+        default_factory=dict
+    )  # agent -> quota pool (default: itself)
+    pools: Mapping[str, PoolPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Attempt:
     base: str
     sequential: bool
     conflicts: tuple[str, ...]
+    conflict_hunks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,10 +123,10 @@ class Record:
     failures: int = 0  # failed attempts on the current agent
     agents_tried: list[str] = field(default_factory=list)
     reruns: int = 0
-    throttles: int = 0  # in a row: the backoff doubles with each
-    throttled_s: float = 0.0  # waited for providers in all
+    throttles: int = 0  # in a row
     sequential: bool = False
     conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
+    conflict_hunks: Mapping[str, str] = field(default_factory=dict)  # and how
     not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
     slot: int | None = None
     kept: tuple[str, str] | None = None  # (base, commit): a result to merge, not to redo
@@ -151,6 +159,14 @@ class Scheduler:
         self.jobs = jobs
         self.emit = emit
         self.stopping = False  # nothing new starts, failures are not retried
+        self.hold: str | None = None  # why nothing new starts for now (e.g. "budget")
+        self.quotas = QuotaPools(
+            policy.pools,
+            emit,
+            backoff_s=policy.retry_backoff_s,
+            max_backoff_s=policy.max_backoff_s,
+            default=PoolPolicy(max_wait_s=policy.max_throttle_wait_s),
+        )
         ranks = ranks or {}
         groups = groups or {}
         self.records: dict[str, Record] = {}
@@ -222,6 +238,9 @@ class Scheduler:
         agents (it waits for an agent place before its agent starts). A ticket deferred to
         run alone starts only when nothing else runs, and nothing starts beside it.
         """
+        if self.hold is not None:
+            return []
+        self.quotas.tick(now)
         running = self.running
         if any(r.sequential for r in running):
             return []
@@ -243,6 +262,9 @@ class Scheduler:
         same_agent = sum(1 for b in busy if b.agent == r.agent)
         if agent.max_parallel is not None and same_agent >= agent.max_parallel:
             return False
+        pool = self.pool_of(r)
+        if not self.quotas.room(pool, sum(1 for b in busy if self.pool_of(b) == pool)):
+            return False
         paths = r.ticket.paths
         if paths and not self.policy.allow_overlap:
             for b in busy:
@@ -263,8 +285,10 @@ class Scheduler:
         r.phase = Phase.RUNNING
         r.attempts += 1
         r.slot = slot
-        attempt = Attempt(tid, r.agent, r.attempts, slot, base, r.sequential, r.conflicts)
-        r.conflicts = ()
+        attempt = Attempt(
+            tid, r.agent, r.attempts, slot, base, r.sequential, r.conflicts, r.conflict_hunks
+        )
+        r.conflicts, r.conflict_hunks = (), {}
         self.emit(
             ev.TicketDispatched(
                 ticket=tid,
@@ -315,7 +339,6 @@ class Scheduler:
         )
         retryable = retryable and not self.policy.offline and not self.stopping
         r.failures += 1
-        r.throttles = 0
         self.emit(ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable))
         if retryable and r.failures <= retries:
             delay = min(
@@ -341,26 +364,35 @@ class Scheduler:
             return
         self.finish(tid, TicketState.FAILED, reason)
 
+    def pool_of(self, r: Record) -> str:
+        """The quota pool the ticket's agent draws on."""
+        return self.policy.pool_of.get(r.agent, r.agent)
+
     def throttled(
         self, tid: str, reason: str, now: float, *, retry_after_s: float | None = None
     ) -> None:
         """The provider asked to wait (rate limit, overload): not a failed attempt. The
-        ticket runs again after the wait it named, or a backoff; one waiting longer in all
-        than `max_throttle_wait_s` fails."""
+        whole quota pool waits (see quotas.py), then the ticket runs again; a pool that
+        stays throttled past its `max_wait` fails its waiting tickets."""
         r = self.records[tid]
         r.slot = None
         r.throttles += 1
-        if retry_after_s is not None:
-            delay = max(retry_after_s, 0.0)
-        else:
-            delay = min(
-                self.policy.retry_backoff_s * 2 ** (r.throttles - 1), self.policy.max_backoff_s
+        pool = self.pool_of(r)
+        delay = None
+        if not self.stopping:
+            delay = self.quotas.throttled(
+                pool, now, retry_after_s=retry_after_s, reason=reason, ticket=tid
             )
-        if self.stopping or r.throttled_s + delay > self.policy.max_throttle_wait_s:
-            waited = f"after waiting {r.throttled_s:.0f}s in all" if r.throttled_s else ""
-            self.failed(tid, f"throttled: {reason} {waited}".strip(), now, retryable=False)
+        if delay is None:
+            why = f"throttled: {reason}"
+            if not self.stopping:
+                why += f" (quota {pool} waited longer than its max_wait)"
+            self.failed(tid, why, now, retryable=False)
+            if not self.stopping:
+                for waiting in self.pending:
+                    if self.pool_of(waiting) == pool and waiting.deps_left == 0:
+                        self.failed(waiting.id, why, now, retryable=False)
             return
-        r.throttled_s += delay
         r.not_before = now + delay
         r.phase = Phase.PENDING
         self.emit(
@@ -368,6 +400,12 @@ class Scheduler:
                 ticket=tid, reason=reason, delay_s=delay, retry_after_s=retry_after_s
             )
         )
+
+    def answered(self, tid: str) -> None:
+        """The provider answered an attempt (success or a failure of its own): its pool
+        is open again."""
+        self.records[tid].throttles = 0
+        self.quotas.answered(self.pool_of(self.records[tid]))
 
     def conflicted(
         self,
@@ -399,9 +437,16 @@ class Scheduler:
             else:
                 continue
             r.conflicts = tuple(paths)
+            r.conflict_hunks = dict(text or {})
             r.phase = Phase.PENDING
             self.emit(
-                ev.Conflict(ticket=tid, step=step, paths=tuple(paths), collided_with=collided)
+                ev.Conflict(
+                    ticket=tid,
+                    step=step,
+                    paths=tuple(paths),
+                    collided_with=collided,
+                    text=r.conflict_hunks,
+                )
             )
             self.emit(ev.TicketRequeued(ticket=tid, reason=reason))
             return step
@@ -457,6 +502,9 @@ class Scheduler:
 
     def set_jobs(self, jobs: int) -> None:
         self.jobs = jobs
+
+    def set_quota(self, pool: str, max_parallel: int | None) -> None:
+        self.quotas.set_max_parallel(pool, max_parallel)
 
     def set_priority(self, tid: str, priority: int) -> None:
         self._known(tid).priority = priority
@@ -538,6 +586,7 @@ class Scheduler:
             r.sequential = t.sequential
             r.agents_tried = list(dict.fromkeys([*t.agents_tried, r.agent]))
             r.conflicts = tuple(t.conflicts) if t.reruns or t.sequential else ()
+            r.conflict_hunks = dict(t.conflict_text) if r.conflicts else {}
             if t.status.terminal:
                 r.phase = Phase.DONE
                 r.outcome = t.status

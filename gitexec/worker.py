@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gitexec import agents, dialects, secrets
+from gitexec import agents, budget, dialects, handoff, secrets
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
@@ -85,6 +85,9 @@ class WorkerContext:
     identity: Identity
     places: AgentPlaces
     emit: Callable[[ev.Event], object]  # journals from any thread
+    # Why an attempt whose slot is ready must not start its agent now (the run's budget
+    # is spent, its quota pool is paused), or None.
+    may_start: Callable[[Job], str | None] = lambda job: None
 
     def log(self, tid: str) -> Path:
         return self.run_dir / "logs" / f"{tid}.log"
@@ -103,6 +106,10 @@ class Job:
     slot: Slot
     cancel: threading.Event = field(default_factory=threading.Event)
     waited_s: float = 0.0  # time spent waiting for an agent place (not engine overhead)
+    budget_left: float | None = None  # what this attempt may cost (None: no limit)
+    dependencies: tuple[handoff.Dependency, ...] = ()  # what it builds on, for its prompt
+    session_id: str | None = None  # the agent session this attempt continues
+    stopped_for: str | None = None  # why it was stopped while running (over budget)
 
     @property
     def base(self) -> str:
@@ -170,12 +177,15 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     log = ctx.log(t.id)
     timeout = timeout_for(ctx.config, t, job.agent)
     reader = dialects.Reader(job.agent.dialect, argv=argv)
-    live = _LiveUsage(ctx, t.id, reader)
+    live = _LiveUsage(ctx, job, reader)
     to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
 
     with _admitted(ctx, job) as admitted:
         if not admitted:
             return Outcome(False, reason="stopped before the agent started", cancelled=True)
+        refused = ctx.may_start(job)
+        if refused is not None:  # decided while this slot was being prepared
+            return Outcome(False, reason=refused, cancelled=True)
         result = agents.run_process(
             argv,
             cwd=slot.path,
@@ -200,6 +210,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             duration_s=round(result.duration_s, 6),
         )
     )
+    if result.cancelled and job.stopped_for is not None:
+        return Outcome(False, reason=job.stopped_for, retryable=False)
     if result.cancelled:
         return Outcome(False, reason="stopped", cancelled=True)
     if result.timed_out:
@@ -214,6 +226,9 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         redactor,
     )
     ctx.emit(_reported(t.id, report, result))
+    over = budget.over_ticket_budget(report.cost_usd or 0.0, job.budget_left)
+    if over is not None:
+        return Outcome(False, reason=over, retryable=False)
     if report.status is dialects.Status.THROTTLED:
         return Outcome(
             False,
@@ -261,12 +276,13 @@ def _reported(tid: str, report: dialects.Report, result: agents.ProcessResult) -
 
 
 class _LiveUsage:
-    """Feeds the agent's output to its dialect reader as it comes, and journals the
-    tokens reported so far now and then (the dashboard and budgets read them)."""
+    """Feeds the agent's output to its dialect reader as it comes: journals the tokens
+    reported so far now and then (dashboard, run budget), and stops an attempt that goes
+    over its ticket's budget."""
 
-    def __init__(self, ctx: WorkerContext, tid: str, reader: dialects.Reader) -> None:
+    def __init__(self, ctx: WorkerContext, job: Job, reader: dialects.Reader) -> None:
         self.ctx = ctx
-        self.tid = tid
+        self.job = job
         self.reader = reader
         self._last: dialects.Usage | None = None
         self._at = 0.0
@@ -274,12 +290,18 @@ class _LiveUsage:
     def feed(self, chunk: bytes) -> None:
         self.reader.feed(chunk)
         usage = self.reader.usage()
+        if usage is None or usage == self._last:
+            return
+        cost = self.reader.cost_usd(self.ctx.config.pricing)
+        over = budget.over_ticket_budget(cost or 0.0, self.job.budget_left)
+        if over is not None and self.job.stopped_for is None:
+            self.job.stopped_for = over
+            self.job.cancel.set()
         now = time.monotonic()
-        if usage is None or usage == self._last or now - self._at < LIVE_USAGE_EVERY_S:
+        if now - self._at < LIVE_USAGE_EVERY_S and over is None:
             return
         self._last, self._at = usage, now
-        cost = self.reader.cost_usd(self.ctx.config.pricing)
-        self.ctx.emit(ev.AgentUsage(ticket=self.tid, usage=usage, cost_usd=cost))
+        self.ctx.emit(ev.AgentUsage(ticket=self.job.ticket.id, usage=usage, cost_usd=cost))
 
 
 def _started(ctx: WorkerContext, job: Job, pid: int, pgid: int) -> None:
@@ -371,6 +393,8 @@ def prompt_for(ctx: WorkerContext, job: Job) -> str | None:
         conflicts=job.attempt.conflicts,
         template_file=template,
         root=job.slot.path,  # templates are repository files, read from the worktree
+        dependencies=handoff.describe(job.slot.objects, job.dependencies),
+        conflict_hunks=job.attempt.conflict_hunks,
     )
 
 
@@ -395,8 +419,12 @@ def command_for(ctx: WorkerContext, job: Job, prompt: str | None) -> tuple[str, 
         "base": job.base,
         "run_id": ctx.run_id,
         "conflicts": list(job.attempt.conflicts),
+        "session_id": job.session_id or "",
     }
-    return agents.render_command(job.agent, context)
+    agent = job.agent
+    if job.session_id and agent.resume_command:  # continue where the last attempt was
+        agent = replace(agent, command=agent.resume_command)
+    return agents.render_command(agent, context)
 
 
 def redacted(report: dialects.Report, redactor: secrets.Redactor) -> dialects.Report:

@@ -66,13 +66,14 @@ def adjust(
     jobs: int | None,
     delta: int,
     priorities: dict[str, int],
+    quotas: dict[str, int] | None = None,
 ) -> int:
-    if jobs is None and not delta and not priorities:
+    if jobs is None and not delta and not priorities and not quotas:
         raise UserError(
             "nothing to adjust: give --jobs N, --increase-parallelism, "
-            "--decrease-parallelism or --priority ID=N"
+            "--decrease-parallelism, --priority ID=N or --quota POOL=N"
         )
-    send(ws, run_id, "adjust", jobs=jobs, delta=delta, priority=priorities)
+    send(ws, run_id, "adjust", jobs=jobs, delta=delta, priority=priorities, quota=quotas or {})
     return EXIT_OK
 
 
@@ -100,6 +101,7 @@ def resume(
     junit: str | None = None,
     markdown: str | None = None,
     onto: str | None = None,
+    budget_usd: float | None = None,
 ) -> int:
     """Resume a paused live run, or restart a crashed or stopped one from its journal."""
     holder = lock_holder(ws.state_dir)
@@ -117,6 +119,7 @@ def resume(
         junit=junit,
         markdown=markdown,
         onto=onto,
+        budget_usd=budget_usd,
     )
 
 

@@ -55,6 +55,7 @@ class RunRequest:
     junit: str | None = None
     markdown: str | None = None
     validate: bool = False
+    budget_usd: float | None = None
 
 
 def resolve_base(ws: Workspace, repo: pygit2.Repository, requested: str | None) -> tuple[str, str]:
@@ -148,6 +149,7 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
         barrier=request.barrier,
         allow_overlap=request.allow_overlap,
         validate=request.validate,
+        budget_usd=request.budget_usd if request.budget_usd is not None else config.budget.run_usd,
     )
 
 
@@ -421,6 +423,7 @@ def resume_run(
     junit: str | None = None,
     markdown: str | None = None,
     onto: str | None = None,
+    budget_usd: float | None = None,
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.commands.report import report_targets
@@ -495,7 +498,9 @@ def resume_run(
         if not report.ok:
             raise UserError(f"run {run_id} cannot be resumed safely (see the problems above)")
         print(f"state of run {run_id} is consistent")
-    engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto)
+    engine = Engine(
+        ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto, budget_usd=budget_usd
+    )
     final = engine.run()
     print(summary(final, engine.run_dir))
     reported = publish_reports(ws, run_id, junit=junit, markdown=markdown)
