@@ -286,6 +286,7 @@ class Engine:
 
     def _loop(self) -> None:
         last_tick = last_overlap = time.monotonic()
+        self._check_budget()  # a resumed run may have spent its budget already
         while True:
             self._drain(timeout=CONTROL_POLL_S)
             process_requests(self.controls)

@@ -210,9 +210,7 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             duration_s=round(result.duration_s, 6),
         )
     )
-    if result.cancelled and job.stopped_for is not None:
-        return Outcome(False, reason=job.stopped_for, retryable=False)
-    if result.cancelled:
+    if result.cancelled and job.stopped_for is None:
         return Outcome(False, reason="stopped", cancelled=True)
     if result.timed_out:
         return Outcome(False, reason=f"agent timed out after {timeout:g}s")
@@ -226,6 +224,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         redactor,
     )
     ctx.emit(_reported(t.id, report, result))
+    if job.stopped_for is not None:  # stopped while it ran: what it spent is recorded above
+        return Outcome(False, reason=job.stopped_for, retryable=False)
     over = budget.over_ticket_budget(report.cost_usd or 0.0, job.budget_left)
     if over is not None:
         return Outcome(False, reason=over, retryable=False)
