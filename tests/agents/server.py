@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import random
 import re
 import threading
 from collections.abc import Iterable
@@ -94,8 +95,20 @@ class ScriptedModel:
     in `exhausted`, so a test sees a CLI asking more than it was scripted to.
     """
 
-    def __init__(self, script: Iterable[Step] = (), *, model: str = "scripted-model") -> None:
+    def __init__(
+        self,
+        script: Iterable[Step] = (),
+        *,
+        model: str = "scripted-model",
+        flaky: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self.model = model
+        # With `flaky`, that share of agent turns is answered with a 429 and a retry-after
+        # of 1 s instead (the script is not consumed): a provider under load.
+        self.flaky = flaky
+        self._random = random.Random(seed)
+        self.throttled = 0
         self._lock = threading.Lock()
         self._script: list[Step] = []
         self._repeats: dict[int, int] = {}
@@ -137,6 +150,9 @@ class ScriptedModel:
     def take(self) -> Step | None:
         """The next step of the script (an HttpError stays while it has `times` left)."""
         with self._lock:
+            if self.flaky and self._random.random() < self.flaky:
+                self.throttled += 1
+                return HttpError(429, "Rate limit reached. Please try again in 1s.", 1.0)
             if not self._script:
                 self.exhausted += 1
                 return None
