@@ -1,4 +1,5 @@
-"""JUnit XML for CI: one <testsuite> per plan group, one <testcase> per ticket (DESIGN.md §8).
+"""JUnit XML for CI: one <testsuite> per plan group, one <testcase> per ticket, its
+usage and cost as <properties> of the test case.
 
 Built with junit-xml's model, with its gaps closed here: every string is cleaned before it
 goes in (junit-xml writes lone surrogates as invalid character references), every
@@ -31,6 +32,7 @@ def junit_xml(report: RunReport) -> str:
         element = suite.build_xml_doc()
         for case, node in zip(suite.test_cases, element.iter("testcase"), strict=True):
             node.set("time", _seconds(case.elapsed_sec))
+            _case_properties(report, node)
         suite_s = sum(c.elapsed_sec or 0.0 for c in suite.test_cases)
         element.set("time", _seconds(suite_s))
         element.set("skipped", str(sum(1 for c in suite.test_cases if c.is_skipped())))
@@ -47,6 +49,31 @@ def junit_xml(report: RunReport) -> str:
     body = ET.tostring(root, encoding="unicode")
     # Belt and braces: nothing outside XML 1.0 can have slipped past the cleaning above.
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + clean_text(body) + "\n"
+
+
+def _case_properties(report: RunReport, node: ET.Element) -> None:
+    """Usage and cost of a test case's ticket, as <properties> (first child, as JUnit
+    readers that support test-case properties expect)."""
+    tid = (node.get("name") or "").split(":", 1)[0]
+    t = report.state.tickets.get(tid)
+    if t is None:
+        return
+    values = {
+        "gitexec.agent": t.agent,
+        "gitexec.attempts": str(t.attempts),
+        "gitexec.failed_attempts": str(t.failed_attempts),
+        "gitexec.throttled": str(t.throttles),
+        "gitexec.model": t.model,
+        "gitexec.cost_usd": None if t.total_cost_usd is None else f"{t.total_cost_usd:.6f}",
+        "gitexec.input_tokens": str(t.usage.input_tokens) if t.usage else None,
+        "gitexec.output_tokens": str(t.usage.output_tokens) if t.usage else None,
+        "gitexec.session_id": t.session_id,
+    }
+    properties = ET.Element("properties")
+    for name, value in values.items():
+        if value is not None:
+            ET.SubElement(properties, "property", {"name": name, "value": report.text(value)})
+    node.insert(0, properties)
 
 
 def write_junit(report: RunReport, path: Path) -> Path:

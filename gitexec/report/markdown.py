@@ -207,6 +207,7 @@ class _Context:
             "metrics": m,
             "analytics": _analytics(report, m),
             "warnings": [text(w) for w in state.warnings[:20]],
+            "spend": _spend(m),
         }
 
     def build(self, budget: Budget) -> dict[str, Any]:
@@ -299,12 +300,30 @@ def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
         "icon": STATUS_ICONS[t.status],
         "attempts": t.attempts,
         "duration": format_duration(t.agent_s),
+        "cost": _cost(t.total_cost_usd, t.usage is not None, t.cost_unknown),
         "commit": commit[:10] if _HEX.fullmatch(commit) else "",
         "group": t.group,
         "file": report.text(t.file),
         "reason": report.text(t.reason),
         "outcome": outcome(t).value,
     }
+
+
+def _cost(cost_usd: float | None, used_tokens: bool, unknown: bool) -> str:
+    if unknown or (cost_usd is None and used_tokens):
+        return "unknown"
+    if cost_usd is None:
+        return "-"
+    return f"${cost_usd:.4f}"
+
+
+def _spend(m: dict[str, Any]) -> str:
+    """The run's spend for the report's summary ("" when no agent reported any)."""
+    tokens = int(m["input_tokens"]) + int(m["output_tokens"])
+    if not tokens and not m["cost_usd"]:
+        return ""
+    money = "unknown" if m["cost_usd"] is None else f"${float(m['cost_usd']):.4f}"
+    return f"{money} ({m['input_tokens']:,} input and {m['output_tokens']:,} output tokens)"
 
 
 def _problem(report: RunReport, t: TicketRun, budget: Budget) -> dict[str, Any]:
