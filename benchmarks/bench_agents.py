@@ -7,10 +7,13 @@
     branch, `git worktree remove` (worktree adds, removes and merges serialized: git's own
     locks refuse them concurrently). Reported: wall times, and gitexec's overhead per
     ticket beyond the agents' own time.
-(b) 40 tickets with `claude`, jobs 4, the server answering 30 % of agent turns with HTTP
-    429 (retry-after 1 s): one quota pool shared by all tickets (the default for agents of
+(b) 40 tickets with `claude`, jobs 4, against a provider with a rate limit (the scripted
+    server's token bucket: beyond `--rate` agent turns per second, HTTP 429 with the
+    retry-after until the next one is allowed; about 30 % of requests are refused when
+    nothing holds back): one quota pool shared by all tickets (the default for agents of
     one account) against per-ticket waits (each ticket its own agent and pool, the way
-    plain retries behave). Reported: tickets completed, wall time, requests sent.
+    plain retries behave). Reported: tickets completed, wall time, requests sent and
+    refused.
 
 Run: python benchmarks/bench_agents.py [--only a,b] [--tickets 12] [--json out.json]
 Needs the CLIs from tests/agents/install-clis.
@@ -148,10 +151,10 @@ def bench_a(work: Path, n: int, jobs: int) -> dict[str, Any]:
 # --- (b) rate limits: one shared pool vs per-ticket waits --------------------------------------
 
 
-def bench_b(work: Path, n: int, jobs: int, seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"tickets": n, "jobs": jobs, "throttled_share": 0.3}
+def bench_b(work: Path, n: int, jobs: int, rate: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"tickets": n, "jobs": jobs, "rate_per_s": rate}
     for mode in ("pool", "per-ticket"):
-        with ScriptedModel([], flaky=0.3, seed=seed) as server:
+        with ScriptedModel([], rate=rate) as server:
             env = claude_env(server, work / f"home-{mode}")
             if mode == "pool":
                 agents = f"  claude:\n    env: {json.dumps(env)}\n"
@@ -186,7 +189,7 @@ def main() -> int:
     parser.add_argument("--only", default="a,b")
     parser.add_argument("--tickets", type=int, default=12)
     parser.add_argument("--jobs", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=0.5, help="agent turns per second")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {}
@@ -197,7 +200,7 @@ def main() -> int:
             results["a"] = bench_a(work / "a", args.tickets, args.jobs)
             print(json.dumps({"a": results["a"]}))
         if "b" in args.only:
-            results["b"] = bench_b(work / "b", 40, args.jobs, args.seed)
+            results["b"] = bench_b(work / "b", 40, args.jobs, args.rate)
             print(json.dumps({"b": results["b"]}))
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

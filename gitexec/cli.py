@@ -198,6 +198,17 @@ def _quota(text: str) -> tuple[str, int]:
     return pool, int(value)
 
 
+def _capacity(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value) if sep and name else -1.0
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=N with N above 0, got {text!r}")
+    return name, number
+
+
 def _usd(text: str) -> float:
     try:
         value = float(text)
@@ -219,13 +230,27 @@ def _adjust(a: argparse.Namespace, ws: Workspace) -> int:
         delta=delta,
         priorities=dict(a.priority or []),
         quotas=dict(a.quota or []),
+        resources=dict(a.resource or []),
+        agents=dict(a.agent or []),
     )
+
+
+def _enqueue(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.replan import enqueue
+
+    return enqueue(ws, run_id=a.run, items=a.tickets, rev=a.rev)
+
+
+def _cancel(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.replan import cancel
+
+    return cancel(ws, run_id=a.run, tickets=a.ids, force=a.force)
 
 
 def _retry(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import retry
 
-    return retry(ws, run_id=a.run, ticket=a.id)
+    return retry(ws, run_id=a.run, ticket=a.id, keep_worktree=a.keep_worktree)
 
 
 def _reassign(a: argparse.Namespace, ws: Workspace) -> int:
@@ -468,10 +493,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quota", action="append", type=_quota, metavar="POOL=N", help="agents of POOL at once"
     )
+    p.add_argument(
+        "--resource",
+        action="append",
+        type=_capacity,
+        metavar="NAME=N",
+        help="a resource's capacity",
+    )
+    p.add_argument(
+        "--agent", action="append", type=_quota, metavar="NAME=N", help="an agent's max_parallel"
+    )
 
     p = command("retry", _retry, "requeue a failed ticket and the tickets it blocked")
     p.add_argument("id", metavar="ID")
     p.add_argument("--run", metavar="ID")
+    p.add_argument(
+        "--keep-worktree",
+        action="store_true",
+        help="start from what the failed attempt left in its worktree, not afresh",
+    )
+
+    p = command("enqueue", _enqueue, "add tickets to a live, paused or resumable run")
+    p.add_argument("tickets", nargs="+", metavar="FILE|ID")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--rev", metavar="REV", help="read the tickets from this revision")
+
+    p = command("cancel", _cancel, "cancel pending tickets of a run (running ones with --force)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--force", action="store_true", help="also stop running tickets' agents")
 
     p = command("reassign", _reassign, "run a ticket with another agent")
     p.add_argument("id", metavar="ID")

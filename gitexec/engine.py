@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType
 
 import pygit2
 
@@ -27,6 +25,7 @@ from gitexec import events as ev
 from gitexec.budget import BudgetWatch
 from gitexec.control import process_requests
 from gitexec.dashboard import Reporter, remaining_s
+from gitexec.enqueue import add_to_run
 from gitexec.errors import UserError
 from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
@@ -45,7 +44,7 @@ from gitexec.merge_queue import (
 )
 from gitexec.overlaps import OverlapWatch
 from gitexec.pool import Pool, pool_dir
-from gitexec.refs import integration_ref
+from gitexec.refs import integration_ref, left_ref
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.scheduler import Scheduler
@@ -56,9 +55,6 @@ from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
 CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
-# Signals this close together are one interrupt: a terminal's Ctrl-C reaches both git's
-# wrapper and the engine, and git forwards it too.
-SAME_INTERRUPT_S = 0.25
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 
@@ -134,6 +130,7 @@ class Engine:
         self._threads: dict[str, threading.Thread] = {}
         self._gate_cancel = threading.Event()
         self._branch_lost = False
+        self._cancelling: set[str] = set()  # running tickets cancelled by request
         self.steering = Steering()
         self.controls = LiveControls(
             run_id=spec.run_id,
@@ -145,11 +142,22 @@ class Engine:
             emit=self.emit,
             agents=list(self.config.agents),
             groups=self.groups,
+            enqueue=lambda items: add_to_run(
+                items,
+                state=self.state,
+                tickets=self.tickets,
+                groups=self.groups,
+                skipped=self.spec.skipped,
+                config=self.config,
+                scheduler=self.scheduler,
+                merges=self.merges,
+                emit=self.emit,
+            ),
+            stop_attempts=self._stop_attempts,
+            left_of=lambda tid: self.state.tickets[tid].left,
         )
         self.budget = BudgetWatch(self.state)
         self.budget_override = budget_usd  # resume --budget-usd
-        self._signals = 0
-        self._announce = False
 
     # --- the journal ---------------------------------------------------------------------------
 
@@ -171,7 +179,7 @@ class Engine:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> RunState:
-        with self.session(), self._signal_handlers():
+        with self.session(), self.steering.signals(self.scheduler):
             try:
                 self._loop()
                 self._finish()
@@ -246,30 +254,6 @@ class Engine:
         )
         if self.budget_override is not None:
             self.emit(ev.Control(action="budget", usd=self.budget_override))
-
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        last = [-SAME_INTERRUPT_S]
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            now = time.monotonic()
-            if now - last[0] < SAME_INTERRUPT_S:
-                return  # one Ctrl-C arrives twice under `git exec`: the terminal's, git's
-            last[0] = now
-            self._signals += 1
-            self._request_stop(force=self._signals > 1)
-            self._announce = True
-
-        saved = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in saved.items():
-                signal.signal(s, h)
 
     def _request_stop(self, *, force: bool) -> None:
         self.steering.request_stop(self.scheduler, force=force)
@@ -419,6 +403,10 @@ class Engine:
         self.pool.release(job.slot)
         self._threads.pop(tid, None)
         del self._running[tid]
+        if tid in self._cancelling:
+            self._cancelling.discard(tid)
+            self.scheduler.finish(tid, TicketState.CANCELLED, "cancelled while running")
+            return
         if outcome.cancelled or (self.force_stop and not outcome.ok):
             self.scheduler.stopped(tid, outcome.reason or "stopped")
             return
@@ -434,7 +422,13 @@ class Engine:
             return
         if not outcome.ok:
             reason = outcome.reason or "failed"
-            self.scheduler.failed(tid, reason, time.monotonic(), retryable=outcome.retryable)
+            self.scheduler.failed(
+                tid, reason, time.monotonic(), retryable=outcome.retryable, left=outcome.left
+            )
+            if outcome.left is not None:  # kept for `retry --keep-worktree`
+                self.repo.references.create(
+                    left_ref(self.spec.run_id, tid), pygit2.Oid(hex=outcome.left[1]), force=True
+                )
             return
         assert outcome.commit is not None
         self.merges.keep(tid, outcome.commit, job.attempt.attempt)
@@ -505,6 +499,12 @@ class Engine:
         for overlap in self.overlaps.check_slots(started, self.merges.merged_since):
             self.emit(overlap)
 
+    def _stop_attempts(self, tids: Sequence[str]) -> None:
+        """Cancelled while running: their agents stop, then they end cancelled."""
+        for tid in tids:
+            self._cancelling.add(tid)
+            self._running[tid].cancel.set()
+
     def _cancel_running(self) -> None:
         for job in self._running.values():
             job.cancel.set()
@@ -519,17 +519,10 @@ class Engine:
 
     def _announce_stop(self) -> None:
         """Say what an interrupt did (from the loop: signal handlers must not print)."""
-        if not self._announce:
-            return
-        self._announce = False
-        self.emit(ev.Control(action="interrupt", force=self.force_stop, preserve_state=True))
-        if self.force_stop:
-            self.reporter.notice("stopping now: killing running agents")
-        else:
-            self.reporter.notice(
-                "stopping: running tickets finish, nothing new starts, the run stays "
-                "resumable (`git exec resume`); interrupt again to kill the agents"
-            )
+        said = self.steering.announcement()
+        if said is not None:
+            self.emit(said[0])
+            self.reporter.notice(said[1])
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -598,4 +591,4 @@ class Engine:
     @property
     def interrupted(self) -> bool:
         """Stopped by SIGINT/SIGTERM (exit 130) rather than by a control request."""
-        return self._signals > 0
+        return self.steering.interrupts > 0

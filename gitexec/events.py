@@ -112,6 +112,17 @@ class RunResumed(Event):
     killed: tuple[int, ...] = ()  # process groups of the dead engine's agents
 
 
+@_kind("ticket-enqueued")
+@dataclass(frozen=True)
+class TicketEnqueued(TicketEvent):
+    """A ticket added to a live or resumable run (`git exec enqueue`); its file's text
+    rides along, since the run's base commit does not have it."""
+
+    info: TicketInfo
+    file: str
+    text: str
+
+
 @_kind("run-finished")
 @dataclass(frozen=True)
 class RunFinished(Event):
@@ -138,6 +149,9 @@ class Control(Event):
     usd: float | None = None  # a new run budget (resume --budget-usd)
     pool: str | None = None
     max_parallel: int | None = None
+    resource: str | None = None
+    capacity: float | None = None
+    agent: str | None = None
 
 
 @_kind("warning")
@@ -333,6 +347,8 @@ class AttemptFailed(TicketEvent):
 
     reason: str
     retryable: bool = True
+    base: str | None = None  # where the attempt started
+    kept: str | None = None  # a commit of what it left in its worktree (retry --keep-worktree)
 
 
 @_kind("ticket-throttled")
@@ -360,6 +376,7 @@ class TicketRequeued(TicketEvent):
     agent: str | None = None  # the agent the next attempt uses, when it changed
     keep_result: bool = False  # the result stays ready to merge (no agent run needed)
     reset_attempts: bool = False
+    keep_worktree: bool = False  # the next attempt starts from what the failed one left
 
 
 @_kind("ticket-finished")

@@ -32,7 +32,7 @@ from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.refs import ticket_ref
 from gitexec.registry import write_status
 from gitexec.runstate import RunState, TicketRun, iso
-from gitexec.tickets import ConflictStep, Ticket, TicketState, split_front_matter
+from gitexec.tickets import TICKETS_DIR, ConflictStep, Ticket, TicketState, split_front_matter
 
 ENGINE_DIR = ".gitexec"
 
@@ -382,11 +382,30 @@ class MergeQueue:
             if text is not None:
                 files[self.tickets[tid].file] = text
                 done.append(tid)
-        if not files:
-            return
-        summary = f"gitexec: record status of {len(files)} unmerged ticket(s)"
+        if files:
+            summary = f"gitexec: record status of {len(files)} unmerged ticket(s)"
+            self.commit_files(files, summary, tickets=done)
+
+    def ticket_ids(self) -> list[str]:
+        """Ids of the ticket files on the integration head."""
+        tree = self.repo[self.integration.tree_of(self.head)]
+        assert isinstance(tree, pygit2.Tree)
+        try:
+            folder = tree[TICKETS_DIR]
+        except KeyError:
+            return []
+        if not isinstance(folder, pygit2.Tree):
+            return []
+        return [(e.name or "").rsplit(".", 1)[0] for e in folder]
+
+    def commit_files(
+        self, files: Mapping[str, bytes], summary: str, *, tickets: Sequence[str] = ()
+    ) -> None:
+        """One commit on the head writing `files` (journaled, then the branch moves);
+        `tickets`: those whose status it records."""
+        head = self.head
         new = self.integration.commit_files(head, files, summary)
-        self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(done)))
+        self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(tickets)))
         self._move(head, new, summary)
 
     def recorded_problems(self) -> list[str]:

@@ -80,6 +80,9 @@ class RunState:
     ticket_budget_usd: float | None = None
     budget_hard: bool = False
     quotas: dict[str, QuotaView] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)  # capacities set live
+    agent_limits: dict[str, int] = field(default_factory=dict)  # max_parallel set live
+    enqueued: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (file, text)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
@@ -87,6 +90,10 @@ class RunState:
 
     def apply(self, e: Event) -> None:
         self.last_event_at = max(self.last_event_at, e.t)
+        if isinstance(e, ev.TicketEnqueued) and e.ticket not in self.tickets:
+            self.tickets[e.ticket] = _ticket_run(e.ticket, e.info)
+            self.enqueued[e.ticket] = (e.file, e.text)
+            return
         if isinstance(e, ev.TicketEvent):
             on_ticket = _TICKET_HANDLERS.get(type(e))
             t = self.tickets.get(e.ticket)
@@ -270,19 +277,23 @@ def _run_started(s: RunState, e: ev.RunStarted) -> None:
     s.budget_hard = e.budget_hard
     s.status = RunStatus.RUNNING
     for tid, info in e.tickets.items():
-        s.tickets[tid] = TicketRun(
-            id=tid,
-            title=info.title,
-            file=info.file,
-            agent=info.agent,
-            depends_on=info.depends_on,
-            group=info.group,
-            estimate_s=info.estimate_s,
-            priority=info.priority,
-            paths=info.paths,
-            budget_usd=info.budget_usd,
-            agents_tried=[info.agent],
-        )
+        s.tickets[tid] = _ticket_run(tid, info)
+
+
+def _ticket_run(tid: str, info: ev.TicketInfo) -> TicketRun:
+    return TicketRun(
+        id=tid,
+        title=info.title,
+        file=info.file,
+        agent=info.agent,
+        depends_on=info.depends_on,
+        group=info.group,
+        estimate_s=info.estimate_s,
+        priority=info.priority,
+        paths=info.paths,
+        budget_usd=info.budget_usd,
+        agents_tried=[info.agent],
+    )
 
 
 @_on_run(ev.RunResumed)
@@ -368,6 +379,8 @@ def _live_usage(s: RunState, t: TicketRun, e: ev.AgentUsage) -> None:
 def _attempt_failed(s: RunState, t: TicketRun, e: ev.AttemptFailed) -> None:
     t.failed_attempts += 1
     t.failures += 1
+    if e.kept and e.base:
+        t.left = (e.base, e.kept)
 
 
 @_on_ticket(ev.TicketThrottled)
@@ -507,6 +520,7 @@ def _requeued(s: RunState, t: TicketRun, e: ev.TicketRequeued) -> None:
         t.attempts = 0
         t.failures = 0
         t.reruns = 0
+    t.keep_worktree = e.keep_worktree
 
 
 @_on_run(ev.HeadMoved)
@@ -573,6 +587,10 @@ def _control(s: RunState, e: ev.Control) -> None:
         s.budget_usd = e.usd
     elif e.action == "quota" and e.pool is not None:
         s.quotas.setdefault(e.pool, QuotaView())
+    elif e.action == "resource" and e.resource is not None and e.capacity is not None:
+        s.resources[e.resource] = e.capacity
+    elif e.action == "agent" and e.agent is not None and e.max_parallel is not None:
+        s.agent_limits[e.agent] = e.max_parallel
     elif e.action == "fallback-sequential":
         for tid in e.tickets:
             if tid in s.tickets:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from gitexec import events as ev
 from gitexec.globs import PathSet, pathsets_may_overlap
@@ -26,39 +25,6 @@ class Phase(enum.Enum):
     RUNNING = "running"  # an attempt holds a slot
     MERGING = "merging"  # its result is with the merge queue (to merge, or to be gated)
     DONE = "done"  # merged and gated, or ended without merging
-
-
-class Replayed(Protocol):
-    """A ticket as the journal left it (runstate.TicketRun)."""
-
-    @property
-    def status(self) -> TicketState: ...
-    @property
-    def agent(self) -> str: ...
-    @property
-    def agents_tried(self) -> list[str]: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def failures(self) -> int: ...
-    @property
-    def reruns(self) -> int: ...
-    @property
-    def sequential(self) -> bool: ...
-    @property
-    def conflicts(self) -> list[str]: ...
-    @property
-    def conflict_text(self) -> dict[str, str]: ...
-    @property
-    def awaiting_gate(self) -> bool: ...
-    @property
-    def result_ready(self) -> bool: ...
-    @property
-    def commit(self) -> str | None: ...
-    @property
-    def base(self) -> str | None: ...
 
 
 class Refused(Exception):
@@ -105,6 +71,7 @@ class Attempt:
     sequential: bool
     conflicts: tuple[str, ...]
     conflict_hunks: Mapping[str, str] = field(default_factory=dict)
+    start_from: tuple[str, str] | None = None  # (base, commit) to carry on from
 
 
 @dataclass
@@ -127,6 +94,7 @@ class Record:
     sequential: bool = False
     conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
     conflict_hunks: Mapping[str, str] = field(default_factory=dict)  # and how
+    start_from: tuple[str, str] | None = None  # (base, commit) a failed attempt left to go on
     not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
     slot: int | None = None
     kept: tuple[str, str] | None = None  # (base, commit): a result to merge, not to redo
@@ -157,9 +125,12 @@ class Scheduler:
     ) -> None:
         self.policy = policy
         self.jobs = jobs
+        self.default_agent = default_agent
         self.emit = emit
         self.stopping = False  # nothing new starts, failures are not retried
         self.hold: str | None = None  # why nothing new starts for now (e.g. "budget")
+        self.capacities: dict[str, float] = {}  # resources given a capacity (else `jobs`)
+        self.agent_limits: dict[str, int] = {}  # max_parallel set live, over the policy's
         self.quotas = QuotaPools(
             policy.pools,
             emit,
@@ -259,8 +230,8 @@ class Scheduler:
 
     def _fits(self, r: Record, busy: Sequence[Record]) -> bool:
         agent = self.policy.agents.get(r.agent, AgentPolicy())
-        same_agent = sum(1 for b in busy if b.agent == r.agent)
-        if agent.max_parallel is not None and same_agent >= agent.max_parallel:
+        limit = self.agent_limits.get(r.agent, agent.max_parallel)
+        if limit is not None and sum(1 for b in busy if b.agent == r.agent) >= limit:
             return False
         pool = self.pool_of(r)
         if not self.quotas.room(pool, sum(1 for b in busy if self.pool_of(b) == pool)):
@@ -272,8 +243,8 @@ class Scheduler:
                     paths, b.ticket.paths, self.policy.settled
                 ):
                     return False
-        capacity = float(self.jobs)
         for name, weight in r.ticket.resources:
+            capacity = self.capacities.get(name, float(self.jobs))
             used = sum(b.ticket.resource(name) for b in busy)
             if used > 0 and used + min(weight, capacity) > capacity:
                 return False
@@ -286,9 +257,17 @@ class Scheduler:
         r.attempts += 1
         r.slot = slot
         attempt = Attempt(
-            tid, r.agent, r.attempts, slot, base, r.sequential, r.conflicts, r.conflict_hunks
+            tid,
+            r.agent,
+            r.attempts,
+            slot,
+            base,
+            r.sequential,
+            r.conflicts,
+            r.conflict_hunks,
+            r.start_from,
         )
-        r.conflicts, r.conflict_hunks = (), {}
+        r.conflicts, r.conflict_hunks, r.start_from = (), {}, None
         self.emit(
             ev.TicketDispatched(
                 ticket=tid,
@@ -329,7 +308,15 @@ class Scheduler:
         r.slot = None
         self.emit(ev.TicketRequeued(ticket=tid, reason=reason, keep_result=keep_result))
 
-    def failed(self, tid: str, reason: str, now: float, *, retryable: bool = True) -> None:
+    def failed(
+        self,
+        tid: str,
+        reason: str,
+        now: float,
+        *,
+        retryable: bool = True,
+        left: tuple[str, str] | None = None,
+    ) -> None:
         """Retry with backoff, then the fallback agent, then `failed` (dependents blocked)."""
         r = self.records[tid]
         r.slot = None
@@ -339,7 +326,10 @@ class Scheduler:
         )
         retryable = retryable and not self.policy.offline and not self.stopping
         r.failures += 1
-        self.emit(ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable))
+        base, kept = left or (None, None)
+        self.emit(
+            ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable, base=base, kept=kept)
+        )
         if retryable and r.failures <= retries:
             delay = min(
                 self.policy.retry_backoff_s * 2 ** (r.failures - 1), self.policy.max_backoff_s
@@ -491,115 +481,21 @@ class Scheduler:
                     self._end(dep, TicketState.BLOCKED, f"dependency {current} {state_of.value}")
                     stack.append(dep)
 
+    def set_jobs(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def known(self, tid: str) -> Record:
+        r = self.records.get(tid)
+        if r is None:
+            raise Refused(f"no ticket {tid!r} in this run")
+        return r
+
     def _end(self, tid: str, state: TicketState, reason: str) -> None:
         r = self.records[tid]
         r.phase = Phase.DONE
         r.outcome = state
         r.slot = None
         self.emit(ev.TicketFinished(ticket=tid, state=state, reason=reason))
-
-    # --- live changes ----------------------------------------------------------------------------
-
-    def set_jobs(self, jobs: int) -> None:
-        self.jobs = jobs
-
-    def set_quota(self, pool: str, max_parallel: int | None) -> None:
-        self.quotas.set_max_parallel(pool, max_parallel)
-
-    def set_priority(self, tid: str, priority: int) -> None:
-        self._known(tid).priority = priority
-
-    def make_sequential(self, tids: Iterable[str]) -> list[str]:
-        """Run these tickets one at a time (those not yet completed); returns them."""
-        changed = []
-        for tid in tids:
-            r = self._known(tid)
-            if r.phase is not Phase.DONE or r.outcome in (TicketState.FAILED, TicketState.CONFLICT):
-                r.sequential = True
-                changed.append(tid)
-        return changed
-
-    def retry(self, tid: str, *, agent: str | None = None) -> list[str]:
-        """Put a failed ticket (and the dependents it blocked) back in the queue; or, for a
-        pending ticket and an agent, reassign it. Returns the tickets requeued."""
-        r = self._known(tid)
-        if agent is not None and r.phase is Phase.PENDING:
-            r.agent = agent
-            if agent not in r.agents_tried:
-                r.agents_tried.append(agent)
-            self.emit(ev.TicketRequeued(ticket=tid, agent=agent, reason="reassigned"))
-            return [tid]
-        retriable = (TicketState.FAILED, TicketState.CONFLICT, TicketState.CANCELLED)
-        if r.phase is not Phase.DONE or r.outcome not in retriable:
-            state = r.outcome.value if r.outcome is not None else r.phase.value
-            raise Refused(
-                f"{tid} is {state}; only failed, conflict or cancelled tickets can be "
-                "retried" + (" (or pending ones reassigned)" if agent else "")
-            )
-        requeued = [tid]
-        stack = [tid]
-        while stack:
-            for dep in self.dependents[stack.pop()]:
-                if self.records[dep].outcome is TicketState.BLOCKED:
-                    requeued.append(dep)
-                    stack.append(dep)
-        for t in requeued:
-            x = self.records[t]
-            if t == tid and agent is not None:
-                x.agent = agent
-            x.phase = Phase.PENDING
-            x.outcome = None
-            x.failures = x.reruns = x.attempts = 0
-            x.not_before = 0.0
-            self.emit(
-                ev.TicketRequeued(
-                    ticket=t,
-                    agent=x.agent,
-                    reset_attempts=True,
-                    reason="retry requested" if t == tid else f"unblocked by retry of {tid}",
-                )
-            )
-        return requeued
-
-    def _known(self, tid: str) -> Record:
-        r = self.records.get(tid)
-        if r is None:
-            raise Refused(f"no ticket {tid!r} in this run")
-        return r
-
-    # --- after a crash ---------------------------------------------------------------------------
-
-    def restore(self, tickets: Mapping[str, Replayed]) -> None:
-        """Take over a replayed run: what ended stays ended, merged work unlocks its
-        dependents, merges waiting for their gate stay with the merge queue, finished
-        results merge (without running again) once their dependencies have, and
-        everything else waits to run."""
-        for tid, t in tickets.items():
-            r = self.records.get(tid)
-            if r is None:
-                continue
-            r.agent = t.agent or r.agent
-            r.priority = t.priority
-            r.attempts = t.attempts
-            r.failures = t.failures
-            r.reruns = t.reruns
-            r.sequential = t.sequential
-            r.agents_tried = list(dict.fromkeys([*t.agents_tried, r.agent]))
-            r.conflicts = tuple(t.conflicts) if t.reruns or t.sequential else ()
-            r.conflict_hunks = dict(t.conflict_text) if r.conflicts else {}
-            if t.status.terminal:
-                r.phase = Phase.DONE
-                r.outcome = t.status
-            elif t.awaiting_gate:
-                r.phase = Phase.MERGING
-            else:
-                r.phase = Phase.PENDING
-                if t.result_ready and t.commit and t.base:
-                    r.kept = (t.base, t.commit)
-        for tid, r in self.records.items():
-            if r.outcome is TicketState.COMPLETED:
-                for dep in self.dependents[tid]:
-                    self.records[dep].deps_left -= 1
 
     def take_kept(self) -> list[tuple[str, str, str]]:
         """Kept results whose dependencies have merged: (ticket, base, commit) to merge

@@ -63,6 +63,8 @@ class TicketRun:
     session_id: str | None = None
     session_agent: str | None = None  # the agent whose session that is
     last_slot: int | None = None  # where its last attempt ran (sessions live in a worktree)
+    left: tuple[str, str] | None = None  # (base, commit) a failed attempt left behind
+    keep_worktree: bool = False  # the next attempt starts from `left`
     summary: str | None = None
     cpu_s: float = 0.0
     peak_rss_mb: float | None = None

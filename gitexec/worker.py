@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pygit2
+
 from gitexec import agents, budget, dialects, handoff, secrets
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
 from gitexec.gitutil import Identity, RepoPaths
 from gitexec.integration import ticket_message
+from gitexec.merge import merge_trees
 from gitexec.scheduler import Attempt
 from gitexec.slot import Slot
 from gitexec.slotsetup import SetupError
@@ -110,6 +113,7 @@ class Job:
     dependencies: tuple[handoff.Dependency, ...] = ()  # what it builds on, for its prompt
     session_id: str | None = None  # the agent session this attempt continues
     stopped_for: str | None = None  # why it was stopped while running (over budget)
+    agent_ran: bool = False
 
     @property
     def base(self) -> str:
@@ -125,6 +129,7 @@ class Outcome:
     cancelled: bool = False
     throttled: bool = False  # the provider asked to wait: not a failed attempt
     retry_after_s: float | None = None
+    left: tuple[str, str] | None = None  # (base, commit) of what a failed attempt left
 
 
 def work(ctx: WorkerContext, job: Job) -> Outcome:
@@ -138,6 +143,8 @@ def work(ctx: WorkerContext, job: Job) -> Outcome:
         outcome = Outcome(False, reason=f"git failed in {job.slot.name}:\n{exc}")
     except Exception as exc:
         outcome = Outcome(False, reason=f"internal error: {type(exc).__name__}: {exc}")
+    if job.agent_ran and not (outcome.ok or outcome.cancelled or outcome.throttled):
+        outcome = replace(outcome, left=_left_behind(ctx, job))
     ctx.emit(
         ev.WorkDone(
             ticket=job.ticket.id,
@@ -172,6 +179,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     # reads a log or a report later, wherever, sees no secret of this environment.
     redactor = secrets.Redactor.from_environ({**os.environ, **env})
     slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
+    if job.attempt.start_from is not None:
+        _carry_on(ctx, job, *job.attempt.start_from)
     prompt = prompt_for(ctx, job)
     argv = command_for(ctx, job, prompt)
     log = ctx.log(t.id)
@@ -210,6 +219,7 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             duration_s=round(result.duration_s, 6),
         )
     )
+    job.agent_ran = result.start_error is None
     if result.cancelled and job.stopped_for is None:
         return Outcome(False, reason="stopped", cancelled=True)
     if result.timed_out:
@@ -256,6 +266,38 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         if failed is not None:
             return failed
     return Outcome(True, commit=collected.commit)
+
+
+def _left_behind(ctx: WorkerContext, job: Job) -> tuple[str, str] | None:
+    """What a failed attempt left in its worktree, as a commit on its base (for `retry
+    --keep-worktree`); None when it left nothing, or the worktree cannot be read."""
+    t = job.ticket
+    message = ticket_message(t.id, f"left by attempt {job.attempt.attempt}", ctx.run_id)
+    try:
+        left = job.slot.collect(job.base, message, ctx.identity)
+    except (CommandError, OSError):
+        return None
+    return None if left.empty(job.base) else (job.base, left.commit)
+
+
+def _carry_on(ctx: WorkerContext, job: Job, old_base: str, left: str) -> None:
+    """Start from what a failed attempt left: its changes, carried onto this attempt's
+    base (a 3-way merge), as uncommitted work in the worktree. When they no longer apply,
+    the attempt starts fresh and its log says so."""
+    repo = job.slot.objects
+    trees = [repo[pygit2.Oid(hex=c)].peel(pygit2.Tree).id for c in (old_base, job.base, left)]
+    merged = merge_trees(repo, *trees)
+    note = f"=== {job.ticket.id}: carrying on from what attempt left ({left[:12]})"
+    if not merged.clean or merged.tree is None:
+        note = f"=== {job.ticket.id}: what the failed attempt left no longer applies; fresh start"
+    else:
+        sig = ctx.identity.signature()
+        carried = repo.create_commit(None, sig, sig, "carry on", merged.tree, [job.base])
+        job.slot.carry(ctx.paths, job.base, str(carried))
+    log = ctx.log(job.ticket.id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as f:
+        f.write(note + "\n")
 
 
 def _reported(tid: str, report: dialects.Report, result: agents.ProcessResult) -> ev.AgentReported:

@@ -11,6 +11,7 @@ import pygit2
 
 from gitexec.config import Strategy
 from gitexec.engine import Engine
+from gitexec.enqueue import replayed_tickets
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
 from gitexec.fields import format_duration
 from gitexec.gitutil import git, run_git
@@ -460,7 +461,8 @@ def resume_run(
     repo = pygit2.Repository(str(ws.repo.common_dir))
     project = load_at(ws, repo, state.base)
     wanted = set(state.tickets)
-    tickets = tuple(t for t in project.tickets if t.id in wanted)
+    tickets = tuple(t for t in project.tickets if t.id in wanted and t.id not in state.enqueued)
+    tickets += tuple(replayed_tickets(state.enqueued))
     missing = wanted - {t.id for t in tickets}
     if missing:
         raise UserError(f"tickets {', '.join(sorted(missing))} are gone from {state.base[:12]}")
