@@ -59,7 +59,7 @@ def test_plan_estimate_improves_after_a_run(tmp_path: Path) -> None:
     assert after["groups"] == before["groups"]  # ... nor changes what a run merges in
     assert plan_json(repo, "--no-history")["estimate"] == before["estimate"]
     code, out, _ = gitexec(repo, "plan")
-    assert "measured: [A, B]" in out
+    assert code == 0 and "measured: [A, B]" in out
 
 
 def test_the_committed_plan_never_takes_estimates_from_history(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_history_shows_conflict_hot_spots(tmp_path: Path) -> None:
     spots = history_json(repo)["conflict_hot_spots"]
     assert len(spots) == 1 and spots[0]["path"] == "shared.txt" and spots[0]["conflicts"] == 1
     code, out, _ = gitexec(repo, "history")
-    assert "Conflict hot spots:\n  shared.txt" in out
+    assert code == 0 and "Conflict hot spots:\n  shared.txt" in out
 
 
 def test_a_torn_line_is_skipped_and_the_next_run_starts_its_own(tmp_path: Path) -> None:
