@@ -81,6 +81,7 @@ class RunState:
     budget_hard: bool = False
     quotas: dict[str, QuotaView] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
+    samples: dict[str, ev.AgentSample] = field(default_factory=dict)  # running agents' latest
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
     # --- replay ----------------------------------------------------------------------------
@@ -339,6 +340,12 @@ def _agent_exited(s: RunState, t: TicketRun, e: ev.AgentExited) -> None:
     t.agent_s += e.duration_s
     t.pid = t.pgid = None
     t.agent_started_at = None
+    s.samples.pop(t.id, None)
+
+
+@_on_ticket(ev.AgentSample)
+def _sample(s: RunState, t: TicketRun, e: ev.AgentSample) -> None:
+    s.samples[t.id] = e
 
 
 @_on_ticket(ev.AgentReported)

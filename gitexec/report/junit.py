@@ -23,14 +23,17 @@ CONFLICT_CHARS = 16_000
 
 def junit_xml(report: RunReport) -> str:
     """The whole report as a well-formed XML 1.0 document (a str; write it as UTF-8)."""
-    suites = [_suite(report, group, tickets) for group, tickets in report.by_group()]
+    groups = report.by_group()
+    suites = [_suite(report, group, tickets) for group, tickets in groups]
     root = ET.Element("testsuites", {"name": f"gitexec run {report.text(report.run_id)}"})
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "disabled": 0}
     seconds = 0.0
-    for suite in suites:
+    for suite, (_, tickets) in zip(suites, groups, strict=True):
         element = suite.build_xml_doc()
-        for case, node in zip(suite.test_cases, element.iter("testcase"), strict=True):
+        cases = zip(suite.test_cases, tickets, element.iter("testcase"), strict=True)
+        for case, ticket, node in cases:
             node.set("time", _seconds(case.elapsed_sec))
+            _add_properties(node, ticket)
         suite_s = sum(c.elapsed_sec or 0.0 for c in suite.test_cases)
         element.set("time", _seconds(suite_s))
         element.set("skipped", str(sum(1 for c in suite.test_cases if c.is_skipped())))
@@ -53,6 +56,21 @@ def write_junit(report: RunReport, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(junit_xml(report), encoding="utf-8")
     return path
+
+
+def _add_properties(node: ET.Element, t: TicketRun) -> None:
+    """What the ticket's agent used, as <properties> of its testcase (as pytest's
+    record_property writes them)."""
+    values = {"gitexec.cpu_s": f"{t.cpu_s:.3f}" if t.cpu_s > 0 else None}
+    if t.peak_rss_mb is not None:
+        values["gitexec.peak_rss_mb"] = f"{t.peak_rss_mb:.1f}"
+    shown = {k: v for k, v in values.items() if v is not None}
+    if not shown:
+        return
+    properties = ET.Element("properties")
+    for name, value in shown.items():
+        ET.SubElement(properties, "property", {"name": name, "value": value})
+    node.insert(0, properties)
 
 
 def _seconds(value: float | None) -> str:

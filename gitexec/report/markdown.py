@@ -22,6 +22,7 @@ import jinja2.loaders
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
 from gitexec.report import Outcome, RunReport, Span, kind, outcome
+from gitexec.resources import cpu_text, memory_text
 from gitexec.runstate import RunStatus, TicketRun, iso
 from gitexec.templating import (
     BoundedEnvironment,
@@ -52,15 +53,16 @@ class Budget:
     conflict_chars: int
     diagram_items: int  # Gantt bars and graph nodes (0: no diagrams)
     title_chars: int  # titles in the table
+    resources: bool = True  # the table's CPU and memory columns
 
 
 BUDGETS = (
     Budget(60, 8_000, 50, 8_000, 300, 120),
     Budget(25, 3_000, 30, 3_000, 200, 100),
     Budget(10, 1_000, 20, 1_000, 120, 80),
-    Budget(0, 0, 10, 400, 60, 60),
-    Budget(0, 0, 0, 0, 0, 40),
-    Budget(0, 0, 0, 0, 0, 16),
+    Budget(0, 0, 10, 400, 60, 60, resources=False),
+    Budget(0, 0, 0, 0, 0, 40, resources=False),
+    Budget(0, 0, 0, 0, 0, 16, resources=False),
 )
 
 STATUS_ICONS = {
@@ -187,6 +189,7 @@ class _Context:
         self.tickets = report.ordered()
         self.rows = [_row(report, t) for t in self.tickets]
         self.problems = [t for t in self.tickets if outcome(t) in (Outcome.FAILURE, Outcome.ERROR)]
+        self.measured = any(t.cpu_s > 0 or t.peak_rss_mb for t in self.tickets)
         self.fixed = {
             "run": {
                 "id": text(state.run_id),
@@ -220,6 +223,7 @@ class _Context:
             "problems": [_problem(report, t, budget) for t in shown],
             "more_problems": [report.text(t.id) for t in self.problems[len(shown) :]],
             "shortened": budget != BUDGETS[0],
+            "resources": self.measured and budget.resources,
         }
 
 
@@ -286,7 +290,21 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
             "target": f"critical path {format_duration(m['critical_path_s'])}",
             "ok": None,
         },
+        *_resources(report),
     ]
+
+
+def _resources(report: RunReport) -> list[dict[str, Any]]:
+    """The agents' CPU time and the largest memory one of them took, when measured."""
+    tickets = report.state.tickets.values()
+    cpu = sum(t.cpu_s for t in tickets)
+    peak = max(tickets, key=lambda t: t.peak_rss_mb or 0.0, default=None)
+    if cpu <= 0 and (peak is None or not peak.peak_rss_mb):
+        return []
+    value = f"{cpu_text(cpu)} CPU"
+    if peak is not None and peak.peak_rss_mb:
+        value += f"; peak memory {memory_text(peak.peak_rss_mb)} ({report.text(peak.id)})"
+    return [{"name": "Agent resources", "value": value, "target": "", "ok": None}]
 
 
 def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
@@ -300,6 +318,8 @@ def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
         "attempts": t.attempts,
         "duration": format_duration(t.agent_s),
         "commit": commit[:10] if _HEX.fullmatch(commit) else "",
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "group": t.group,
         "file": report.text(t.file),
         "reason": report.text(t.reason),
@@ -330,6 +350,8 @@ def _problem(report: RunReport, t: TicketRun, budget: Budget) -> dict[str, Any]:
         "file": report.text(t.file),
         "agent": report.text(t.agent),
         "attempts": t.attempts,
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "conflicts": conflicts,
         "log": report.log_tail(t.id, max_lines=budget.log_lines, max_chars=budget.log_chars),
     }
