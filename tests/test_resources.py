@@ -189,7 +189,7 @@ def test_samples_are_journaled_every_few_seconds_per_agent() -> None:
     clock = Clock()
     gate = SampleGate(every_s=5.0, clock=clock)
     sample = Sample(1.0, 0.5, 50.0, 100.0, 120.0, 3)
-    got = []
+    got: list[ev.AgentSample] = []
     for step in range(25):  # the supervisor samples every 0.5s
         clock.now = step * 0.5
         got.extend(e for tid in ("A", "B") if (e := gate.event(tid, sample)) is not None)
