@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,14 +18,14 @@ from gitexec import events as ev
 from gitexec.agentspec import AgentLimits
 from gitexec.config import parse_config
 from gitexec.dashboard import render, snapshot
-from gitexec.journal import JOURNAL, Journal, load_events
+from gitexec.journal import JOURNAL, Journal, load_events, read_records
 from gitexec.process import Limits, MachineLoad, Sample
 from gitexec.report import RunReport
 from gitexec.report.markdown import SUMMARY_LIMIT, render_markdown
 from gitexec.resources import OvercommitWatch, SampleGate, process_limits
 from gitexec.runstate import RUNS_DIR, replay
 from gitexec.secrets import Redactor
-from tests.helpers import init_repo
+from tests.helpers import init_repo, wait_for
 from tests.project import gitexec, make_project, run_ok, ticket_yaml
 from tests.test_report import synth_state, ticket_table
 
@@ -244,3 +246,27 @@ def test_agent_limit_errors_name_file_line_and_column(
     code, out, err = gitexec(repo, "check")
     assert code == 1, out + err
     assert out.splitlines()[0].startswith(f".gitexec/config.yaml:{expected}")
+
+
+@pytest.mark.xfail(strict=True, reason="the worker does not journal AgentSample events yet")
+def test_a_run_journals_its_agents_samples(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", run=f"{BURN}; while [ ! -e {gate} ]; do sleep 0.05; done")},
+    )
+    journal = repo / ".git" / "gitexec" / RUNS_DIR / "s" / JOURNAL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "s"], cwd=repo
+    )
+    try:
+        wait_for(lambda: any(r["event"] == "agent-started" for r in read_records(journal)))
+        # The first sample is journaled at once, the supervisor takes one every 0.5s.
+        wait_for(
+            lambda: any(r["event"] == "agent-sample" for r in read_records(journal)), timeout=10
+        )
+        code, out, _ = gitexec(repo, "status", "--run", "s", "--format", "json")
+        assert code == 0 and json.loads(out)["tickets"]["A"]["rss_mb"] > 0
+    finally:
+        gate.touch()
+        assert proc.wait(timeout=60) == 0
