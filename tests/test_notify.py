@@ -4,11 +4,13 @@ processes, whatever they do (fail, hang, be missing, be flooded)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from gitexec import events as ev
+from gitexec.config import parse_config
 from gitexec.notify import Notifier, notification
 from gitexec.notifyspec import NotifySpec
 from gitexec.runstate import RunStatus
@@ -264,3 +266,43 @@ def test_a_run_notifies_and_a_failing_notifier_is_only_a_warning(tmp_path: Path)
     }
     warnings = status(repo, "n")["warnings"]
     assert any("notify 'sh' on run-finished exited with status 4" in w for w in warnings)
+
+
+def test_the_readme_examples_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's desktop and webhook notifications, with stand-ins for notify-send and
+    curl that record their arguments."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = next(b for b in readme.split("```yaml\n")[1:] if b.startswith("notify:"))
+    parsed = parse_config(".gitexec/config.yaml", block.split("```", 1)[0])
+    assert parsed.findings == ()
+    desktop, webhook = parsed.config.notify
+    assert desktop.on == ("ticket-failed", "run-finished")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("notify-send", "curl"):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" -- >> {tmp_path}/{name}\n')
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CHAT_WEBHOOK_URL", "https://chat.example/hooks/T0K3N")
+    # The webhook on failures too, to see a message full of shell syntax arrive intact.
+    on_failure = NotifySpec(webhook.command, on=("ticket-failed",))
+    notifier, warnings = make([desktop, webhook, on_failure], tmp_path)
+    tricky = 'it\'s "quoted" $(touch pwned) `touch pwned` \\ done'
+    notifier.observe(ev.TicketFinished(ticket="A", state=TicketState.FAILED, reason=tricky))
+    notifier.observe(ev.RunFinished(state=RunStatus.FAILED, head="abc"))
+    notifier.close()
+    assert warnings == []
+    calls = (tmp_path / "notify-send").read_text().split("--\n")[:-1]
+    assert [c.splitlines() for c in calls] == [
+        ["--app-name=gitexec", "gitexec", f"gitexec run r1: A failed: {tricky}"],
+        ["--app-name=gitexec", "gitexec", "gitexec run r1: failed"],
+    ]
+    posts = [c.splitlines() for c in (tmp_path / "curl").read_text().split("--\n")[:-1]]
+    assert [p[-1] for p in posts] == ["https://chat.example/hooks/T0K3N"] * 2
+    bodies = [json.loads(p[p.index("--data-binary") + 1]) for p in posts]
+    assert bodies == [
+        {"text": f"gitexec run r1: A failed: {tricky}"},
+        {"text": "gitexec run r1: failed"},
+    ]
+    assert not (tmp_path / "pwned").exists()
