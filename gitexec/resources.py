@@ -5,7 +5,7 @@ the per-agent limits handed to the process supervisor."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gitexec import events as ev
@@ -147,3 +147,17 @@ def cpu_text(seconds: float) -> str:
     if seconds <= 0:
         return "-"
     return f"{seconds:.2f}s" if seconds < 10 else format_duration(seconds)
+
+
+def resource_summary(tickets: Iterable[TicketRun]) -> str | None:
+    """The agents' CPU time and the most memory one took ("12.5s CPU; peak memory 2.0G (A)"),
+    or None when nothing was measured."""
+    ts = list(tickets)
+    cpu = sum(t.cpu_s for t in ts)
+    peak = max(ts, key=lambda t: t.peak_rss_mb or 0.0, default=None)
+    if cpu <= 0 and (peak is None or not peak.peak_rss_mb):
+        return None
+    text = f"{cpu_text(cpu)} CPU"
+    if peak is not None and peak.peak_rss_mb:
+        text += f"; peak memory {memory_text(peak.peak_rss_mb)} ({peak.id})"
+    return text

@@ -22,7 +22,7 @@ import jinja2.loaders
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
 from gitexec.report import Outcome, RunReport, Span, kind, outcome
-from gitexec.resources import cpu_text, memory_text
+from gitexec.resources import cpu_text, memory_text, resource_summary
 from gitexec.runstate import RunStatus, TicketRun, iso
 from gitexec.templating import (
     BoundedEnvironment,
@@ -290,21 +290,12 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
             "target": f"critical path {format_duration(m['critical_path_s'])}",
             "ok": None,
         },
-        *_resources(report),
+        *(
+            [{"name": "Agent resources", "value": report.text(used), "target": "", "ok": None}]
+            if (used := resource_summary(report.state.tickets.values()))
+            else []
+        ),
     ]
-
-
-def _resources(report: RunReport) -> list[dict[str, Any]]:
-    """The agents' CPU time and the largest memory one of them took, when measured."""
-    tickets = report.state.tickets.values()
-    cpu = sum(t.cpu_s for t in tickets)
-    peak = max(tickets, key=lambda t: t.peak_rss_mb or 0.0, default=None)
-    if cpu <= 0 and (peak is None or not peak.peak_rss_mb):
-        return []
-    value = f"{cpu_text(cpu)} CPU"
-    if peak is not None and peak.peak_rss_mb:
-        value += f"; peak memory {memory_text(peak.peak_rss_mb)} ({report.text(peak.id)})"
-    return [{"name": "Agent resources", "value": value, "target": "", "ok": None}]
 
 
 def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
