@@ -60,8 +60,10 @@ def notification(event: ev.Event, run_id: str, state: RunState | None) -> Notifi
             kind = "conflict"
         case ev.TicketThrottled():
             kind = "throttled"
+        case ev.BudgetReached():
+            kind = "budget-reached"
         case _:
-            kind = event.kind if event.kind == "budget-reached" else None
+            kind = None
     if kind is None:
         return None
     record = to_record(event)
@@ -102,7 +104,7 @@ def _describe(kind: str, p: Mapping[str, Any]) -> str:
         return f"{ticket} ended in a conflict on {', '.join(p.get('paths') or []) or '?'}"
     if kind == "throttled":
         return f"{ticket} throttled, waits {p.get('delay_s', 0):g}s: {p.get('reason')}"
-    return str(p.get("reason") or kind)
+    return f"budget reached: ${p['spent_usd']:.4f} of ${p['budget_usd']:.4f} spent"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def events() -> list[ev.Event]:
         ev.Conflict(ticket="C", step=ConflictStep.RERUN, paths=("x",)),
         ev.Conflict(ticket="C", step=ConflictStep.FAIL, paths=("x",), text={"x": "<<<<<<<"}),
         ev.TicketThrottled(ticket="D", reason="rate limited", delay_s=30.0),
+        ev.BudgetReached(spent_usd=5.25, budget_usd=5.0),
         ev.RunFinished(state=RunStatus.FAILED, head="abc", t=2.0),
     ]
 
@@ -80,6 +81,7 @@ def test_commands_get_the_event_on_stdin_and_in_the_environment(tmp_path: Path) 
         "ticket-failed",
         "conflict",
         "throttled",
+        "budget-reached",
         "run-finished",
     ]
     _, message, payload = got[0]
@@ -88,6 +90,7 @@ def test_commands_get_the_event_on_stdin_and_in_the_environment(tmp_path: Path) 
     assert payload["ticket"] == "A" and payload["reason"] == "agent exited with 1"
     assert got[1][2]["paths"] == ["x"] and "text" not in got[1][2]  # hunks stay in reports
     assert got[2][2]["delay_s"] == 30.0
+    assert got[3][1] == "gitexec run r1: budget reached: $5.2500 of $5.0000 spent"
     assert [(k, m) for k, m, _ in read(only_end)] == [("run-finished", "failed")]
 
 
@@ -146,7 +149,7 @@ def test_a_template_that_fails_is_a_warning(tmp_path: Path) -> None:
 
 def test_only_the_events_users_care_about_notify() -> None:
     kinds = [n.kind for e in events() if (n := notification(e, "r", None)) is not None]
-    assert kinds == ["ticket-failed", "conflict", "throttled", "run-finished"]
+    assert kinds == ["ticket-failed", "conflict", "throttled", "budget-reached", "run-finished"]
 
 
 def test_warnings_after_the_journal_closed_are_not_errors(tmp_path: Path) -> None:
