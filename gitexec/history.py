@@ -209,7 +209,8 @@ def record_run(
 
 @contextlib.contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
-    """Writers take turns (another clone's engine, a `collect` finishing at the same time)."""
+    """Writers take turns: runs record after letting go of the engine lock, so the next
+    run or a `collect` may be finishing at the same moment."""
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
