@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,7 +126,8 @@ def test_reports_show_what_agents_used(tmp_path: Path) -> None:
     by_id = {r[0]: r for r in rows[1:]}
     assert by_id["A"][-2].endswith("s") and by_id["A"][-1].endswith("M")
     assert "| Agent resources | " in text
-    assert "· CPU " in text  # B's failure details
+    # B's failure details, a paragraph of their own.
+    assert re.search(r"· 1 attempt\(s\) · CPU [0-9.]+s · peak memory [0-9.]+[MG]\n\n", text)
     root = etree.parse(str(repo / "j.xml")).getroot()
     case = next(c for c in root.iter("testcase") if c.get("name", "").startswith("A:"))
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
