@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gitexec.plan import Measured
 from gitexec.runstate import RunState, TicketRun
@@ -25,13 +25,16 @@ HISTORY_FILE = "history.jsonl"
 LOCK_FILE = "history.lock"
 VERSION = 1
 MAX_RUNS = 200  # the newest runs kept ...
-MAX_BYTES = 8 * 1024 * 1024  # ... within this many bytes (the newest run is always kept)
+MAX_BYTES = 4 * 1024 * 1024  # ... within this many bytes (the newest run is always kept)
 RECENT = 5  # a ticket's measured estimate: the median of its last RECENT completed runs
 
 
-@dataclass(frozen=True)
-class TicketFacts:
-    """One ticket in one finished run: how it ended, what it took and cost."""
+_STATES = {s.value: s for s in TicketState}
+
+
+class TicketFacts(NamedTuple):
+    """One ticket in one finished run: how it ended, what it took and cost (a NamedTuple:
+    a history holds tens of thousands, read at every `plan`)."""
 
     ticket: str
     outcome: TicketState
@@ -91,9 +94,8 @@ class TicketFacts:
         """The facts of a record, or None when it does not read as one."""
         if not isinstance(raw, dict):
             return None
-        try:
-            outcome = TicketState(raw.get("outcome"))
-        except ValueError:
+        outcome = _STATES.get(raw.get("outcome"))  # type: ignore[arg-type]
+        if outcome is None:
             return None
         conflicts = raw.get("conflicts", [])
         return cls(
@@ -313,6 +315,7 @@ class History:
             if t.outcome is TicketState.COMPLETED and t.duration_s > 0:
                 own.setdefault(t.ticket, []).append(t.duration_s)
                 by_agent.setdefault(t.agent, []).append(t.duration_s)
+        agent_mean = {a: round(statistics.fmean(d), 3) for a, d in by_agent.items()}
         seconds: dict[str, float] = {}
         from_agent: set[str] = set()
         for ticket in tickets:
@@ -321,9 +324,9 @@ class History:
             if ticket.id in own:
                 seconds[ticket.id] = round(statistics.median(own[ticket.id][-RECENT:]), 3)
                 continue
-            agent = by_agent.get(ticket.agent or default_agent)
-            if agent:
-                seconds[ticket.id] = round(statistics.fmean(agent), 3)
+            mean = agent_mean.get(ticket.agent or default_agent)
+            if mean is not None:
+                seconds[ticket.id] = mean
                 from_agent.add(ticket.id)
         return Measured(seconds, frozenset(from_agent))
 
