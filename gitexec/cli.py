@@ -54,7 +54,14 @@ def _plan(a: argparse.Namespace, ws: Workspace) -> int:
 
     if a.update:
         return plan.update(ws, strategy=a.strategy, jobs=a.jobs)
-    return plan.plan(ws, strategy=a.strategy, jobs=a.jobs, output=a.output, fmt=a.format)
+    return plan.plan(
+        ws,
+        strategy=a.strategy,
+        jobs=a.jobs,
+        output=a.output,
+        fmt=a.format,
+        history=a.history,
+    )
 
 
 def _diagnose(a: argparse.Namespace, ws: Workspace) -> int:
@@ -136,6 +143,12 @@ def _runs(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.runs import runs
 
     return runs(ws, fmt=a.format)
+
+
+def _history(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.history import history
+
+    return history(ws, fmt=a.format, ticket=a.ticket, limit=a.limit)
 
 
 def _agents(a: argparse.Namespace, ws: Workspace) -> int:
@@ -376,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=".gitexec/plan.yaml: regenerate it if present; exit 1 when it changed (hook mode)",
     )
+    p.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="estimate tickets without an `estimate` from past runs (default; never for "
+        "the committed .gitexec/plan.yaml)",
+    )
 
     p = command("run", _run, "run tickets in pooled worktrees and merge their results")
     p.add_argument("plan", nargs="?", metavar="PLAN", help="a plan file (default: plan now)")
@@ -429,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("runs", _runs, "list the runs of this repository: state, age, tickets, branch")
     p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command(
+        "history", _history, "what past runs tell: slowest, flaky, conflict hot spots, agents"
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--ticket", metavar="ID", help="this ticket's past runs")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the newest N runs")
 
     p = command("agents", _agents, "agent status matrix of a run")
     p.add_argument("--run", metavar="ID")

@@ -14,11 +14,13 @@ from typing import Any
 
 from gitexec import fields
 from gitexec.agentspec import SHELL_AGENT as SHELL_AGENT
+from gitexec.agentspec import AgentLimits
 from gitexec.agentspec import AgentSpec as AgentSpec
 from gitexec.dialects import Dialect, Price
 from gitexec.errors import UserError
 from gitexec.fields import MAX_JOBS, MAX_RETRIES
 from gitexec.findings import Finding, Locator, Reporter
+from gitexec.notifyspec import NotifySpec, parse_notify
 from gitexec.presets import PRESETS
 from gitexec.repopath import path_problem
 from gitexec.spending import Budget, QuotaPolicy, parse_budget, parse_pricing, parse_quotas
@@ -104,6 +106,7 @@ class Config:
     quotas: Mapping[str, QuotaPolicy] = field(default_factory=dict)  # pool -> its limits
     budget: Budget = field(default_factory=Budget)
     resume_sessions: bool = True  # retries and reruns continue the agent's session
+    notify: tuple[NotifySpec, ...] = ()  # commands run on run-finished, ticket-failed, ...
 
     def agent(self, name: str | None) -> AgentSpec:
         return self.agents[name or self.default_agent]
@@ -192,6 +195,7 @@ _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dialect": ("dialect", _dialect),
     "quota": ("quota", fields.text),
     "resume_command": ("resume_command", _optional_command),
+    "limits": ("limits", AgentLimits.read),
 }
 
 
@@ -261,7 +265,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "report": {"template": ("report_template", _repository_path)},
     "logs": {"max_size": ("log_max_bytes", lambda v: fields.size(v, minimum=64 * 1024))},
 }
-CONFIG_KEYS = (*_TOP, "agents", "pricing", "quotas", "budget", *_SECTIONS)
+CONFIG_KEYS = (*_TOP, "agents", "pricing", "quotas", "budget", "notify", *_SECTIONS)
 
 
 def parse_config(path: str, text: str) -> ParsedConfig:
@@ -310,6 +314,8 @@ def parse_config(path: str, text: str) -> ParsedConfig:
             values["quotas"] = parse_quotas(raw, report)
         elif key == "budget":
             values["budget"] = parse_budget(raw, report)
+        elif key == "notify":
+            values["notify"] = parse_notify(raw, report, _command)
         else:
             unknown_key(report, (str(key),), str(key), CONFIG_KEYS, CONFIG_KEYS)
 

@@ -257,6 +257,18 @@ class AgentUsage(TicketEvent):
     cost_usd: float | None = None
 
 
+@_kind("agent-sample")
+@dataclass(frozen=True)
+class AgentSample(TicketEvent):
+    """A running agent's resource use (its whole process tree), journaled every few seconds."""
+
+    cpu_s: float  # user + system so far
+    cpu_percent: float  # since the previous sample; 100 = one core
+    rss_mb: float
+    peak_rss_mb: float = 0.0
+    processes: int = 0
+
+
 @_kind("ticket-committed")
 @dataclass(frozen=True)
 class TicketCommitted(TicketEvent):

@@ -84,6 +84,7 @@ class RunState:
     agent_limits: dict[str, int] = field(default_factory=dict)  # max_parallel set live
     enqueued: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (file, text)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
+    samples: dict[str, ev.AgentSample] = field(default_factory=dict)  # running agents' latest
     _conflict_started: dict[str, float] = field(default_factory=dict)
 
     # --- replay ----------------------------------------------------------------------------
@@ -350,6 +351,12 @@ def _agent_exited(s: RunState, t: TicketRun, e: ev.AgentExited) -> None:
     t.agent_s += e.duration_s
     t.pid = t.pgid = None
     t.agent_started_at = None
+    s.samples.pop(t.id, None)
+
+
+@_on_ticket(ev.AgentSample)
+def _sample(s: RunState, t: TicketRun, e: ev.AgentSample) -> None:
+    s.samples[t.id] = e
 
 
 @_on_ticket(ev.AgentReported)

@@ -6,13 +6,16 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from gitexec.config import Strategy
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.fields import format_duration
 from gitexec.plan import (
+    NOT_MEASURED,
     PLAN_FILE,
+    Measured,
     Plan,
     load_plan,
     make_plan,
@@ -21,16 +24,36 @@ from gitexec.plan import (
     render_yaml,
 )
 from gitexec.project import Project
+from gitexec.tickets import Ticket
 from gitexec.workspace import Workspace
 
 
 def build_plan(
-    ws: Workspace, project: Project, strategy: Strategy | None = None, jobs: int | None = None
+    ws: Workspace,
+    project: Project,
+    strategy: Strategy | None = None,
+    jobs: int | None = None,
+    *,
+    measured: Measured | None = None,
 ) -> Plan:
-    """A fresh plan of a valid project with flag/env/git-config/config settings applied."""
+    """A fresh plan of a valid project with flag/env/git-config/config settings applied;
+    tickets without an `estimate` are estimated from `measured` (default: past runs)."""
     project.require_valid()
     config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
-    return make_plan(project.tickets, config.strategy, config.jobs, config.default_estimate_s)
+    if measured is None:
+        measured = measured_estimates(ws, project.tickets, config.default_agent)
+    return make_plan(
+        project.tickets, config.strategy, config.jobs, config.default_estimate_s, measured
+    )
+
+
+def measured_estimates(ws: Workspace, tickets: Sequence[Ticket], default_agent: str) -> Measured:
+    """Estimates this repository's run history gives the tickets that declare none."""
+    from gitexec.history import History
+
+    if all(t.estimate_s is not None for t in tickets):
+        return NOT_MEASURED
+    return History.load(ws.state_dir).estimates(tickets, default_agent)
 
 
 def render(plan: Plan, project: Project, fmt: str) -> str:
@@ -74,10 +97,12 @@ def write_atomic(path: Path, text: str) -> None:
 def summary(plan: Plan) -> str:
     n = sum(len(g.tickets) for g in plan.groups)
     path = " -> ".join(plan.critical_path[:6]) + (" -> ..." if len(plan.critical_path) > 6 else "")
+    learned = len(plan.measured) + len(plan.agent_average)
     return (
         f"{n} ticket(s) in {len(plan.groups)} group(s) ({plan.strategy.value}, jobs {plan.jobs}); "
-        f"estimated {format_duration(plan.makespan_s)} at {plan.parallelism:g}x parallelism; "
-        f"critical path {path}"
+        f"estimated {format_duration(plan.makespan_s)} at {plan.parallelism:g}x parallelism"
+        + (f" ({learned} estimate(s) measured in past runs)" if learned else "")
+        + f"; critical path {path}"
     )
 
 
@@ -88,9 +113,14 @@ def plan(
     jobs: int | None,
     output: str | None,
     fmt: str | None,
+    history: bool = True,
 ) -> int:
+    """Print or write a plan. The committed plan (.gitexec/plan.yaml) never takes estimates
+    from this clone's history: it must come out the same wherever it is regenerated."""
     project = ws.load(check_plan=False)
-    result = build_plan(ws, project, strategy, jobs)
+    committed = output not in (None, "-") and _is_committed_plan(ws, str(output))
+    measured = None if history and not committed else NOT_MEASURED
+    result = build_plan(ws, project, strategy, jobs, measured=measured)
     if fmt is None:
         fmt = "json" if output and output.endswith(".json") else "yaml"
     text = render(result, project, fmt)
@@ -100,6 +130,13 @@ def plan(
         write_atomic(ws.cwd / output, text)
         print(f"wrote {output}: {summary(result)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _is_committed_plan(ws: Workspace, output: str) -> bool:
+    try:
+        return (ws.cwd / output).resolve() == (ws.root / PLAN_FILE).resolve()
+    except OSError:
+        return False
 
 
 def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int:
@@ -117,7 +154,7 @@ def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int
         strategy = strategy or committed.strategy
         jobs = jobs or committed.jobs
     project = ws.load(check_plan=False)
-    new = render_yaml(build_plan(ws, project, strategy, jobs))
+    new = render_yaml(build_plan(ws, project, strategy, jobs, measured=NOT_MEASURED))
     if new == old:
         return EXIT_OK
     write_atomic(path, new)

@@ -16,7 +16,9 @@ from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError,
 from gitexec.fields import format_duration
 from gitexec.gitutil import git, run_git
 from gitexec.plan import (
+    NOT_MEASURED,
     Graph,
+    Measured,
     Plan,
     check_plan_against,
     effective_estimates,
@@ -178,9 +180,9 @@ def _plan_for(
     return plan
 
 
-def dry_run(spec: RunSpec) -> int:
+def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
     graph = Graph(spec.tickets)
-    est = effective_estimates(graph, spec.config.default_estimate_s)
+    est = effective_estimates(graph, spec.config.default_estimate_s, measured)
     order = graph.topological_order() or []
     rank = graph.bottom_levels(order, est)
     prio = [t.priority for t in graph.tickets]
@@ -202,6 +204,13 @@ def dry_run(spec: RunSpec) -> int:
             f"{format_duration(s.end_s):>7}  {deps}"
         )
     makespan = max((s.end_s for s in slots), default=0.0)
+    ids = {t.id for t in spec.tickets if t.estimate_s is None}
+    own = sorted(t for t in measured.seconds if t in ids and t not in measured.from_agent)
+    agent = sorted(t for t in measured.from_agent if t in ids)
+    if own:
+        print(f"estimates measured in past runs: {', '.join(own)}")
+    if agent:
+        print(f"estimates from their agent's past tickets: {', '.join(agent)}")
     print(f"estimated wall time {format_duration(makespan)}; nothing was executed")
     return EXIT_OK
 
@@ -328,12 +337,15 @@ def run(ws: Workspace, request: RunRequest) -> int:
     into = check_into(ws, request.into) if request.into else None
     _warn_uncommitted_tickets(ws, spec.base_rev)
     if request.dry_run:
-        return dry_run(spec)
+        from gitexec.commands.plan import measured_estimates
+
+        return dry_run(spec, measured_estimates(ws, spec.tickets, spec.config.default_agent))
     if not spec.tickets:
         print(f"nothing to run: all {len(spec.skipped)} ticket(s) are completed at {spec.base_rev}")
         return EXIT_OK
     engine = Engine(ws.repo, spec, choose_reporter(request.monitor))
     state = engine.run()
+    remember(ws, state)
     print(summary(state, engine.run_dir))
     landed = True
     if into is not None and state.status in (RunStatus.COMPLETED, RunStatus.FAILED):
@@ -344,6 +356,15 @@ def run(ws: Workspace, request: RunRequest) -> int:
             landed = False
     reported = publish_reports(ws, spec.run_id, junit=request.junit, markdown=request.markdown)
     return exit_code(state, engine.interrupted, reported and landed)
+
+
+def remember(ws: Workspace, state: RunState) -> None:
+    """Add the run's ticket facts to the run history (plans learn their estimates there)."""
+    from gitexec.history import record_run
+
+    problem = record_run(ws.state_dir, state)
+    if problem is not None:
+        print(f"gitexec: warning: {problem}", file=sys.stderr)
 
 
 def exit_code(state: RunState, interrupted: bool, finished_cleanly: bool = True) -> int:
@@ -504,6 +525,7 @@ def resume_run(
         ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto, budget_usd=budget_usd
     )
     final = engine.run()
+    remember(ws, final)
     print(summary(final, engine.run_dir))
     reported = publish_reports(ws, run_id, junit=junit, markdown=markdown)
     return exit_code(final, engine.interrupted, reported)

@@ -24,15 +24,17 @@ CONFLICT_CHARS = 16_000
 
 def junit_xml(report: RunReport) -> str:
     """The whole report as a well-formed XML 1.0 document (a str; write it as UTF-8)."""
-    suites = [_suite(report, group, tickets) for group, tickets in report.by_group()]
+    groups = report.by_group()
+    suites = [_suite(report, group, tickets) for group, tickets in groups]
     root = ET.Element("testsuites", {"name": f"gitexec run {report.text(report.run_id)}"})
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "disabled": 0}
     seconds = 0.0
-    for suite in suites:
+    for suite, (_, tickets) in zip(suites, groups, strict=True):
         element = suite.build_xml_doc()
-        for case, node in zip(suite.test_cases, element.iter("testcase"), strict=True):
+        cases = zip(suite.test_cases, tickets, element.iter("testcase"), strict=True)
+        for case, ticket, node in cases:
             node.set("time", _seconds(case.elapsed_sec))
-            _case_properties(report, node)
+            _case_properties(report, node, ticket)
         suite_s = sum(c.elapsed_sec or 0.0 for c in suite.test_cases)
         element.set("time", _seconds(suite_s))
         element.set("skipped", str(sum(1 for c in suite.test_cases if c.is_skipped())))
@@ -51,13 +53,9 @@ def junit_xml(report: RunReport) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + clean_text(body) + "\n"
 
 
-def _case_properties(report: RunReport, node: ET.Element) -> None:
-    """Usage and cost of a test case's ticket, as <properties> (first child, as JUnit
-    readers that support test-case properties expect)."""
-    tid = (node.get("name") or "").split(":", 1)[0]
-    t = report.state.tickets.get(tid)
-    if t is None:
-        return
+def _case_properties(report: RunReport, node: ET.Element, t: TicketRun) -> None:
+    """What the ticket's agent used and cost, as <properties> of its testcase (the first
+    child, as pytest's record_property writes them)."""
     values = {
         "gitexec.agent": t.agent,
         "gitexec.attempts": str(t.attempts),
@@ -68,6 +66,8 @@ def _case_properties(report: RunReport, node: ET.Element) -> None:
         "gitexec.input_tokens": str(t.usage.input_tokens) if t.usage else None,
         "gitexec.output_tokens": str(t.usage.output_tokens) if t.usage else None,
         "gitexec.session_id": t.session_id,
+        "gitexec.cpu_s": f"{t.cpu_s:.3f}" if t.cpu_s > 0 else None,
+        "gitexec.peak_rss_mb": None if t.peak_rss_mb is None else f"{t.peak_rss_mb:.1f}",
     }
     properties = ET.Element("properties")
     for name, value in values.items():

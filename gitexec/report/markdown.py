@@ -22,6 +22,7 @@ import jinja2.loaders
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
 from gitexec.report import Outcome, RunReport, Span, kind, outcome
+from gitexec.resources import cpu_text, memory_text, resource_summary
 from gitexec.runstate import RunStatus, TicketRun, iso
 from gitexec.templating import (
     BoundedEnvironment,
@@ -52,15 +53,16 @@ class Budget:
     conflict_chars: int
     diagram_items: int  # Gantt bars and graph nodes (0: no diagrams)
     title_chars: int  # titles in the table
+    resources: bool = True  # the table's CPU and memory columns
 
 
 BUDGETS = (
     Budget(60, 8_000, 50, 8_000, 300, 120),
     Budget(25, 3_000, 30, 3_000, 200, 100),
     Budget(10, 1_000, 20, 1_000, 120, 80),
-    Budget(0, 0, 10, 400, 60, 60),
-    Budget(0, 0, 0, 0, 0, 40),
-    Budget(0, 0, 0, 0, 0, 16),
+    Budget(0, 0, 10, 400, 60, 60, resources=False),
+    Budget(0, 0, 0, 0, 0, 40, resources=False),
+    Budget(0, 0, 0, 0, 0, 16, resources=False),
 )
 
 STATUS_ICONS = {
@@ -187,6 +189,7 @@ class _Context:
         self.tickets = report.ordered()
         self.rows = [_row(report, t) for t in self.tickets]
         self.problems = [t for t in self.tickets if outcome(t) in (Outcome.FAILURE, Outcome.ERROR)]
+        self.measured = any(t.cpu_s > 0 or t.peak_rss_mb for t in self.tickets)
         self.fixed = {
             "run": {
                 "id": text(state.run_id),
@@ -221,6 +224,7 @@ class _Context:
             "problems": [_problem(report, t, budget) for t in shown],
             "more_problems": [report.text(t.id) for t in self.problems[len(shown) :]],
             "shortened": budget != BUDGETS[0],
+            "resources": self.measured and budget.resources,
         }
 
 
@@ -287,6 +291,11 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
             "target": f"critical path {format_duration(m['critical_path_s'])}",
             "ok": None,
         },
+        *(
+            [{"name": "Agent resources", "value": report.text(used), "target": "", "ok": None}]
+            if (used := resource_summary(report.state.tickets.values()))
+            else []
+        ),
     ]
 
 
@@ -302,6 +311,8 @@ def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
         "duration": format_duration(t.agent_s),
         "cost": _cost(t.total_cost_usd, t.usage is not None, t.cost_unknown),
         "commit": commit[:10] if _HEX.fullmatch(commit) else "",
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "group": t.group,
         "file": report.text(t.file),
         "reason": report.text(t.reason),
@@ -349,6 +360,8 @@ def _problem(report: RunReport, t: TicketRun, budget: Budget) -> dict[str, Any]:
         "file": report.text(t.file),
         "agent": report.text(t.agent),
         "attempts": t.attempts,
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "conflicts": conflicts,
         "log": report.log_tail(t.id, max_lines=budget.log_lines, max_chars=budget.log_chars),
     }
