@@ -24,6 +24,7 @@ from gitexec import agents, budget, process
 from gitexec import events as ev
 from gitexec.budget import BudgetWatch
 from gitexec.control import process_requests
+from gitexec.crew import Crew
 from gitexec.dashboard import Reporter, remaining_s
 from gitexec.enqueue import add_to_run
 from gitexec.errors import UserError
@@ -31,7 +32,7 @@ from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
 from gitexec.handoff import dependencies_of
 from gitexec.integration import Integration
-from gitexec.journal import JOURNAL, EngineLock, Journal, JournalClosed
+from gitexec.journal import JOURNAL, EngineLock, Journal
 from gitexec.merge_queue import (
     BranchMoved,
     Conflicted,
@@ -42,15 +43,17 @@ from gitexec.merge_queue import (
     Rejected,
     Verdict,
 )
+from gitexec.notify import Notifier
 from gitexec.overlaps import OverlapWatch
 from gitexec.pool import Pool, pool_dir
 from gitexec.refs import integration_ref, left_ref
+from gitexec.resources import LOAD_EVERY_S, OvercommitWatch
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.scheduler import Scheduler
 from gitexec.steering import LiveControls, Steering
 from gitexec.tickets import Ticket, TicketState
-from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
+from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext
 
 CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
@@ -95,6 +98,14 @@ class Engine:
             self.repo, integration_ref(spec.run_id), self.identity, spec.run_id
         )
         self.state = resume or RunState(spec.run_id)
+        self.notifier = Notifier(
+            self.config.notify,
+            run_id=spec.run_id,
+            cwd=repo_paths.root,
+            state=self.state,
+            log=self.run_dir / "logs" / "notify.log",
+            warn=self._warn_from_worker,
+        )
         self.resuming = resume is not None
         self.offline = offline  # collecting results produced elsewhere (`git exec collect`)
         self.onto = onto  # resume: how to treat a branch someone else moved
@@ -124,13 +135,12 @@ class Engine:
         )
         self.places = AgentPlaces(self.spec.jobs)
         self.overlaps = OverlapWatch(self.scheduler.policy.settled)
+        self.overcommit = OvercommitWatch()
         self._queue: queue.Queue[ev.Event | _AttemptDone | _GateDone] = queue.Queue()
         self._journal: Journal | None = None
-        self._running: dict[str, Job] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self.crew = Crew(lambda job, outcome: self._queue.put(_AttemptDone(job, outcome)))
         self._gate_cancel = threading.Event()
         self._branch_lost = False
-        self._cancelling: set[str] = set()  # running tickets cancelled by request
         self.steering = Steering()
         self.controls = LiveControls(
             run_id=spec.run_id,
@@ -153,7 +163,7 @@ class Engine:
                 merges=self.merges,
                 emit=self.emit,
             ),
-            stop_attempts=self._stop_attempts,
+            stop_attempts=self.crew.cancel,
             left_of=lambda tid: self.state.tickets[tid].left,
         )
         self.budget = BudgetWatch(self.state)
@@ -171,10 +181,14 @@ class Engine:
     def _show(self, event: ev.Event) -> None:
         self.state.apply(event)
         self.reporter.event(event, self)
+        self.notifier.observe(event)
 
     def _emit_from_worker(self, event: ev.Event) -> None:
         assert self._journal is not None
         self._queue.put(self._journal.append(event))
+
+    def _warn_from_worker(self, message: str) -> None:
+        self._emit_from_worker(ev.RunWarning(message=message))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -194,8 +208,8 @@ class Engine:
         self._branch_lost = True
         self._request_stop(force=True)
         self._gate_cancel.set()
-        self._cancel_running()
-        while self._running or self.merges.gating is not None:
+        self.crew.stop_all()
+        while self.crew or self.merges.gating is not None:
             self._drain(timeout=CONTROL_POLL_S)
         self.emit(ev.RunFinished(state=RunStatus.STOPPED, head=self.merges.head, reason=reason))
 
@@ -224,7 +238,9 @@ class Engine:
                 self.reporter.start(self)
                 yield
             except BaseException:
-                self._abandon_workers()
+                # The engine is failing: stop agents (the run stays resumable), then let go.
+                self._gate_cancel.set()
+                self.crew.abandon()
                 raise
             finally:
                 # Whatever the run's commands left behind (a daemon, a setup's server) ends
@@ -232,6 +248,7 @@ class Engine:
                 leftovers = process.kill_run(self.spec.run_id, within=self.pool.root)
                 if leftovers:
                     self.reporter.notice(f"killed {len(leftovers)} process(es) left running")
+                self.notifier.close()
                 if self._journal is not None:
                     self._journal.close()
                 self.pool.close()
@@ -269,14 +286,14 @@ class Engine:
     # --- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        last_tick = last_overlap = time.monotonic()
+        last_tick = last_overlap = last_load = time.monotonic()
         self._check_budget()  # a resumed run may have spent its budget already
         while True:
             self._drain(timeout=CONTROL_POLL_S)
             process_requests(self.controls)
             self._announce_stop()
             if self.force_stop:
-                self._cancel_running()
+                self.crew.stop_all()
                 self._gate_cancel.set()
             if not self.stop_requested and not self.steering.paused:
                 self._merge_kept()
@@ -287,10 +304,15 @@ class Engine:
             if now - last_overlap >= OVERLAP_EVERY_S:
                 last_overlap = now
                 self._detect_overlaps()
+            if now - last_load >= LOAD_EVERY_S:
+                last_load = now
+                warning = self.overcommit.feed(process.machine_load(), self.scheduler.jobs)
+                if warning is not None:
+                    self.emit(ev.RunWarning(message=warning))
             if now - last_tick >= TICK_EVERY_S:
                 self.reporter.tick(self)
                 last_tick = now
-            if self._running or self.merges.gating is not None:
+            if self.crew or self.merges.gating is not None:
                 continue
             if self.merges.awaiting_gate and not self.force_stop:
                 continue  # merged work counts once its gate passed
@@ -348,12 +370,7 @@ class Engine:
                 dependencies=dependencies_of(self.tickets[tid], self.state),
                 session_id=ts.session_id if resumable else None,
             )
-            self._running[tid] = job
-            thread = threading.Thread(
-                target=self._work, args=(job,), name=f"gitexec-{tid}", daemon=True
-            )
-            self._threads[tid] = thread
-            thread.start()
+            self.crew.start(self._worker_context, job)
 
     def _may_start(self, job: Job) -> str | None:
         """(worker threads) Whether a prepared attempt may start its agent now."""
@@ -378,12 +395,6 @@ class Engine:
             self.reporter.notice(budget.notice(reached))
             self._request_stop(force=reached.hard)
 
-    def _work(self, job: Job) -> None:
-        # JournalClosed: the engine died of an error and stopped listening.
-        with contextlib.suppress(JournalClosed):
-            outcome = work(self._worker_context, job)
-            self._queue.put(_AttemptDone(job, outcome))
-
     @property
     def _worker_context(self) -> WorkerContext:
         return WorkerContext(
@@ -401,10 +412,7 @@ class Engine:
         job, outcome = done.job, done.outcome
         tid = job.ticket.id
         self.pool.release(job.slot)
-        self._threads.pop(tid, None)
-        del self._running[tid]
-        if tid in self._cancelling:
-            self._cancelling.discard(tid)
+        if self.crew.finished(tid):
             self.scheduler.finish(tid, TicketState.CANCELLED, "cancelled while running")
             return
         if outcome.cancelled or (self.force_stop and not outcome.ok):
@@ -473,7 +481,7 @@ class Engine:
     def _maybe_gate(self) -> None:
         if self.force_stop:
             return
-        batch = self.merges.next_gate(others_running=bool(self._running))
+        batch = self.merges.next_gate(others_running=bool(self.crew))
         if batch is None:
             return
         self._gate_runner().batch_in_background(
@@ -495,27 +503,9 @@ class Engine:
         )
 
     def _detect_overlaps(self) -> None:
-        started = [job for tid, job in self._running.items() if self.state.tickets[tid].pid]
+        started = [job for job in self.crew if self.state.tickets[job.ticket.id].pid]
         for overlap in self.overlaps.check_slots(started, self.merges.merged_since):
             self.emit(overlap)
-
-    def _stop_attempts(self, tids: Sequence[str]) -> None:
-        """Cancelled while running: their agents stop, then they end cancelled."""
-        for tid in tids:
-            self._cancelling.add(tid)
-            self._running[tid].cancel.set()
-
-    def _cancel_running(self) -> None:
-        for job in self._running.values():
-            job.cancel.set()
-
-    def _abandon_workers(self) -> None:
-        """The engine is failing: stop agents (the run stays resumable) before letting go."""
-        self._gate_cancel.set()
-        self._cancel_running()
-        deadline = time.monotonic() + agents.KILL_GRACE_S + 5
-        for thread in list(self._threads.values()):
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _announce_stop(self) -> None:
         """Say what an interrupt did (from the loop: signal handlers must not print)."""
@@ -529,11 +519,11 @@ class Engine:
     def _finish(self) -> None:
         # Wait for workers still running (a stop lets them finish; a force stop kills them),
         # and for merged work to pass its gate.
-        while self._running or self.merges.gating is not None or self.merges.awaiting_gate:
+        while self.crew or self.merges.gating is not None or self.merges.awaiting_gate:
             self._announce_stop()
             if self.force_stop:
                 self._gate_cancel.set()
-                self._cancel_running()
+                self.crew.stop_all()
                 for tid in self.merges.stop_unverified():
                     self.scheduler.stopped(tid, "stopped before its gate passed", keep_result=True)
             self._drain(timeout=CONTROL_POLL_S)
@@ -563,18 +553,13 @@ class Engine:
         self.emit(ev.RunFinished(state=final, head=self.merges.head, reason=reason))
 
     def _final_validation(self) -> bool:
-        """`run --validate`: every ticket file on the integration head records what the
-        journal says happened to it, and the integration gates pass on the final head."""
-        problems = self.merges.recorded_problems()
-        head = self.merges.head
-        if self.config.gates.integration and not problems:
-            ok, output = self._gate_runner().check(head)
-            if not ok:
-                problems.append(f"the final result fails its gate: {output.strip()}")
-        self.emit(ev.Validation(head=head, ok=not problems, problems=tuple(problems)))
-        if problems:
-            self.reporter.notice("validation failed:\n  " + "\n  ".join(problems))
-        return not problems
+        """`run --validate`: the ticket files and the integration gates agree with the journal."""
+        check = self._gate_runner().check if self.config.gates.integration else None
+        validation = self.emit(self.merges.validation(check))
+        assert isinstance(validation, ev.Validation)
+        if validation.problems:
+            self.reporter.notice("validation failed:\n  " + "\n  ".join(validation.problems))
+        return validation.ok
 
     # --- a read-only view for reporters (dashboard.RunView) -------------------------------------
 

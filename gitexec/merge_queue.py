@@ -408,6 +408,16 @@ class MergeQueue:
         self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(tickets)))
         self._move(head, new, summary)
 
+    def validation(self, check: Callable[[str], tuple[bool, str]] | None) -> ev.Validation:
+        """`run --validate`: every ticket file on the head records what the journal says
+        happened to it, and the integration gate (`check`) passes on the final head."""
+        problems = self.recorded_problems()
+        if check is not None and not problems:
+            ok, output = check(self.head)
+            if not ok:
+                problems.append(f"the final result fails its gate: {output.strip()}")
+        return ev.Validation(head=self.head, ok=not problems, problems=tuple(problems))
+
     def recorded_problems(self) -> list[str]:
         """`run --validate`: ticket files on the head that do not say what the journal says."""
         from ruamel.yaml import YAML

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec import events as ev
+from gitexec.dialects import Status
 from gitexec.events import Event
 from gitexec.events import RunStatus as RunStatus  # re-exported: readers know it from here
 from gitexec.journal import JOURNAL, load_events, lock_holder
@@ -369,7 +370,7 @@ def _reported(s: RunState, t: TicketRun, e: ev.AgentReported) -> None:
     elif e.usage is not None and (e.usage.input_tokens or e.usage.output_tokens):
         t.cost_unknown = True
     t.model = e.model or t.model
-    if e.session_id:
+    if e.session_id and e.status is not Status.THROTTLED:  # a throttled one saved nothing
         t.session_id, t.session_agent = e.session_id, t.agent
     t.summary = e.summary or t.summary
     t.cpu_s += e.cpu_s or 0.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitexec import agents, budget, dialects, handoff, secrets
+from gitexec import agents, budget, dialects, handoff, process, resources, secrets
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
@@ -188,6 +188,12 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     reader = dialects.Reader(job.agent.dialect, argv=argv)
     live = _LiveUsage(ctx, job, reader)
     to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
+    samples = resources.SampleGate()
+
+    def sampled(sample: process.Sample) -> None:
+        event = samples.event(t.id, sample)
+        if event is not None:
+            ctx.emit(event)
 
     with _admitted(ctx, job) as admitted:
         if not admitted:
@@ -207,6 +213,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             stdin=to_stdin,
             redact=redactor.redact_bytes,
             log_cap=ctx.config.log_max_bytes,
+            on_sample=sampled,
+            limits=resources.process_limits(job.agent),
             header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
             f"in {slot.name} ===\n",
         )

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gitexec.history import HISTORY_FILE, History, record_run
 from gitexec.runstate import RunState, RunStatus, TicketRun
 from gitexec.tickets import TicketState
@@ -261,7 +259,6 @@ def test_concurrent_writers_never_tear_a_line(tmp_path: Path) -> None:
     assert all(len(r.tickets) == 50 for r in past.runs)
 
 
-@pytest.mark.xfail(strict=True, reason="RunSpec does not carry measured estimates yet")
 def test_a_run_journals_measured_estimates_for_its_eta(tmp_path: Path) -> None:
     """The ETA, progress and dispatch order read the estimates the run journaled first."""
     from gitexec.journal import read_records

@@ -230,9 +230,6 @@ def test_a_valid_notify_section_checks_clean(tmp_path: Path) -> None:
     assert code == 0, out + err
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the engine does not hold a Notifier yet (its emit calls observe)"
-)
 def test_a_run_notifies_and_a_failing_notifier_is_only_a_warning(tmp_path: Path) -> None:
     from tests.project import make_project, run_ok, status, ticket_yaml
 

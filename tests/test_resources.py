@@ -250,7 +250,6 @@ def test_agent_limit_errors_name_file_line_and_column(
     assert out.splitlines()[0].startswith(f".gitexec/config.yaml:{expected}")
 
 
-@pytest.mark.xfail(strict=True, reason="the worker does not journal AgentSample events yet")
 def test_a_run_journals_its_agents_samples(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     repo = make_project(

@@ -140,7 +140,10 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
 
     tickets, skipped = select(project, request.only, request.with_deps)
     plan = _plan_for(ws, project, tickets, request, config.strategy, config.jobs)
+    from gitexec.commands.plan import measured_estimates
+
     return RunSpec(
+        measured=measured_estimates(ws, tickets, config.default_agent),
         run_id=run_id,
         base=base,
         base_rev=base_rev,
