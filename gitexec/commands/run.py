@@ -15,10 +15,9 @@ from gitexec.enqueue import replayed_tickets
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
 from gitexec.fields import format_duration
 from gitexec.gitutil import git, run_git
+from gitexec.history import CostRange
 from gitexec.plan import (
-    NOT_MEASURED,
     Graph,
-    Measured,
     Plan,
     check_plan_against,
     effective_estimates,
@@ -183,7 +182,8 @@ def _plan_for(
     return plan
 
 
-def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
+def dry_run(spec: RunSpec, cost: CostRange | None = None) -> int:
+    measured = spec.measured
     graph = Graph(spec.tickets)
     est = effective_estimates(graph, spec.config.default_estimate_s, measured)
     order = graph.topological_order() or []
@@ -214,6 +214,8 @@ def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
         print(f"estimates measured in past runs: {', '.join(own)}")
     if agent:
         print(f"estimates from their agent's past tickets: {', '.join(agent)}")
+    if cost is not None:
+        print(cost.describe())
     print(f"estimated wall time {format_duration(makespan)}; nothing was executed")
     return EXIT_OK
 
@@ -340,9 +342,10 @@ def run(ws: Workspace, request: RunRequest) -> int:
     into = check_into(ws, request.into) if request.into else None
     _warn_uncommitted_tickets(ws, spec.base_rev)
     if request.dry_run:
-        from gitexec.commands.plan import measured_estimates
+        from gitexec.history import History
 
-        return dry_run(spec, measured_estimates(ws, spec.tickets, spec.config.default_agent))
+        history = History.load(ws.state_dir)
+        return dry_run(spec, history.expected_cost(spec.tickets, spec.config.default_agent))
     if not spec.tickets:
         print(f"nothing to run: all {len(spec.skipped)} ticket(s) are completed at {spec.base_rev}")
         return EXIT_OK
