@@ -15,13 +15,13 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec.errors import UserError
-from gitexec.events import Event
-from gitexec.records import Loaded, parse_lines, to_record
+from gitexec.events import Event, RunStarted, TicketEvent
+from gitexec.records import InvalidEvent, Loaded, from_record, to_record
 
 E = TypeVar("E", bound=Event)
 
@@ -130,13 +130,37 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def load_events(path: Path) -> Loaded:
-    """The journal's typed events, and the lines that did not fit their schema."""
-    return parse_lines(read_lines(path))
+    """The journal's typed events, and the lines skipped, each named by its line number:
+    lines that do not fit their event's schema, a second run-started record, and events
+    about a ticket the run-started record does not name."""
+    events: list[Event] = []
+    problems: list[str] = []
+    tickets: Mapping[str, object] = {}
+    started = False
+    for number, record in read_lines(path):
+        try:
+            event = from_record(record)
+        except InvalidEvent as exc:
+            problems.append(f"line {number}: {exc}; skipped")
+            continue
+        if isinstance(event, RunStarted):
+            if started:
+                problems.append(f"line {number}: a second run-started record; skipped")
+                continue
+            started, tickets = True, event.tickets
+        elif isinstance(event, TicketEvent) and event.ticket not in tickets:
+            problems.append(
+                f"line {number}: {event.kind} names unknown ticket {event.ticket!r}; skipped"
+            )
+            continue
+        events.append(event)
+    return Loaded(events, problems)
 
 
 def _last_seq(path: Path) -> int:
-    seqs = [r.get("seq") for r in read_records(path)]
-    return max((s for s in seqs if isinstance(s, int)), default=0)
+    """The highest sequence number of the journal's valid events (a damaged line's number,
+    however large, must not push the next events out of range)."""
+    return max((e.seq for e in load_events(path).events), default=0)
 
 
 class EngineLock:

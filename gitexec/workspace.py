@@ -56,6 +56,14 @@ class Workspace:
         except ValueError:
             return name
 
+    def shown(self, path: Path) -> str:
+        """A path as a message shows it: relative to where the command started when it is
+        below it (like git), else absolute."""
+        try:
+            return path.relative_to(self.cwd).as_posix()
+        except ValueError:
+            return str(path)
+
     @property
     def root(self) -> Path:
         return self.repo.root

@@ -12,8 +12,10 @@ import pygit2
 from gitexec.config import Strategy
 from gitexec.engine import Engine
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
-from gitexec.fields import format_duration
+from gitexec.events import RunStarted
+from gitexec.fields import MAX_JOBS, format_duration
 from gitexec.gitutil import git, run_git
+from gitexec.journal import JOURNAL, load_events
 from gitexec.plan import (
     Graph,
     Plan,
@@ -24,9 +26,9 @@ from gitexec.plan import (
     schedule,
 )
 from gitexec.project import Project, TreeSource, load_project
-from gitexec.refs import branch_name, integration_branch
+from gitexec.refs import branch_name, integration_branch, integration_ref
 from gitexec.runspec import RunSpec, new_run_id
-from gitexec.runstate import RunState, RunStatus
+from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.tickets import TICKETS_DIR, Ticket, TicketState, id_problem
 from gitexec.workspace import Workspace
 
@@ -412,6 +414,44 @@ def resumable(state: RunState) -> bool:
     )
 
 
+def _continuable(
+    ws: Workspace, repo: pygit2.Repository, run_id: str, state: RunState
+) -> RunStarted:
+    """The run's first record, if what its journal says can be continued safely: a start
+    of this run on its own branch, from a commit this repository has, with a head it has.
+    A journal damaged past that is refused, never guessed at."""
+    refuse = f"run {run_id} cannot be resumed"
+    loaded = load_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL)
+    started = next((e for e in loaded.events if isinstance(e, RunStarted)), None)
+    if started is None:
+        why = f" ({loaded.problems[0]})" if loaded.problems else ""
+        raise UserError(
+            f"{refuse}: its journal has no usable run-started record{why}; "
+            f"remove the run with `git exec clean --run {run_id}`"
+        )
+    if started.integration != integration_ref(run_id):
+        raise UserError(
+            f"{refuse}: its journal names the branch {started.integration}, not "
+            f"{integration_ref(run_id)}"
+        )
+    if started.run != run_id:
+        raise UserError(f"{refuse}: its journal is the journal of run {started.run!r}")
+    for what, commit in (("base commit", state.base), ("last head", state.head)):
+        if commit and not _is_commit(repo, commit):
+            raise UserError(f"{refuse}: its {what} {commit} is not in this repository")
+    if not 1 <= state.jobs <= MAX_JOBS:
+        raise UserError(f"{refuse}: its journal says jobs {state.jobs} (1 to {MAX_JOBS})")
+    return started
+
+
+def _is_commit(repo: pygit2.Repository, rev: str) -> bool:
+    try:
+        obj = repo.get(pygit2.Oid(hex=rev))
+    except (ValueError, TypeError):
+        return False
+    return obj is not None and obj.type == pygit2.enums.ObjectType.COMMIT
+
+
 def resume_run(
     ws: Workspace,
     run_id: str,
@@ -424,20 +464,18 @@ def resume_run(
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.commands.report import report_targets
-
-    report_targets(ws, junit=junit, markdown=markdown)
-    from gitexec.config import Strategy
+    from gitexec.commands.status import journal_warnings
     from gitexec.dashboard import choose_reporter
     from gitexec.integration import Integration
     from gitexec.plan import PlanGroup
     from gitexec.recovery import validate_state as check_state
     from gitexec.runstate import load_run
 
+    report_targets(ws, junit=junit, markdown=markdown)
     state = load_run(ws.state_dir, run_id)
-    if not state.tickets:
-        raise UserError(
-            f"run {run_id} has no usable journal; remove it with `git exec clean --run {run_id}`"
-        )
+    journal_warnings(ws, run_id, state.problems)
+    repo = pygit2.Repository(str(ws.repo.common_dir))
+    started = _continuable(ws, repo, run_id, state)
     if not resumable(state):
         raise UserError(
             f"run {run_id} is {state.status.value}: nothing left to resume "
@@ -445,22 +483,15 @@ def resume_run(
         )
     if ws.repo.shallow:
         raise UserError(SHALLOW_MESSAGE)
-    from gitexec.events import RunStarted
-    from gitexec.journal import JOURNAL, load_events
-    from gitexec.runstate import RUNS_DIR
-
-    started = next(
-        e
-        for e in load_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL).events
-        if isinstance(e, RunStarted)
-    )
-    repo = pygit2.Repository(str(ws.repo.common_dir))
     project = load_at(ws, repo, state.base)
     wanted = set(state.tickets)
     tickets = tuple(t for t in project.tickets if t.id in wanted)
     missing = wanted - {t.id for t in tickets}
     if missing:
-        raise UserError(f"tickets {', '.join(sorted(missing))} are gone from {state.base[:12]}")
+        raise UserError(
+            f"run {run_id} cannot be resumed: its journal names ticket(s) "
+            f"{', '.join(sorted(missing))}, which its base commit {state.base[:12]} does not have"
+        )
     config = ws.settings(project.config, {"jobs": state.jobs})
     plan = Plan(
         strategy=Strategy(started.strategy or "balanced"),

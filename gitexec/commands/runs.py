@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -18,6 +19,12 @@ def run_rows(ws: Workspace, now: float) -> list[dict[str, Any]]:
     rows = []
     for run_id in list_runs(ws.state_dir):
         state = load_run(ws.state_dir, run_id)
+        if state.problems:
+            print(
+                f"gitexec: warning: run {run_id}: {len(state.problems)} line(s) of its journal "
+                f"do not fit and are skipped (`git exec status --run {run_id}` names them)",
+                file=sys.stderr,
+            )
         started = state.started_at or None
         rows.append(
             {
