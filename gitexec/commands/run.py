@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,7 +400,41 @@ def summary(state: RunState, run_dir: Path) -> str:
     for tid, t in sorted(state.tickets.items()):
         if t.status.terminal and t.status is not TicketState.COMPLETED:
             lines.append(f"  {t.status.value:>9}  {tid}: {t.reason}")
+    if state.validation is not None:
+        problems = state.validation["problems"]
+        if state.validation["ok"]:
+            lines.append(
+                "  validation: ok (the ticket files on the branch record every outcome; "
+                "the integration gates pass on the result)"
+            )
+        else:
+            lines.append(f"  validation: {len(problems)} problem(s)")
+            lines.extend(f"    - {p}" for p in problems)
     return "\n".join(lines)
+
+
+def resume_header(state: RunState, now: float) -> str:
+    """What `resume` is about to continue: the run, its state and age, what is left."""
+    left = [t for t in state.tickets.values() if not t.status.terminal]
+    kinds = {
+        "interrupted": sum(
+            1
+            for t in left
+            if t.status in (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
+            and not t.awaiting_gate
+        ),
+        "awaiting their gate": sum(1 for t in left if t.awaiting_gate),
+    }
+    kinds["waiting to start"] = len(left) - sum(kinds.values())
+    detail = ", ".join(f"{n} {what}" for what, n in kinds.items() if n)
+    return (
+        f"resuming run {state.run_id} ({state.status.value}, started {run_age(state, now)} ago): "
+        f"{len(left)} of {len(state.tickets)} ticket(s) left" + (f" ({detail})" if detail else "")
+    )
+
+
+def run_age(state: RunState, now: float) -> str:
+    return format_duration(max(0.0, now - state.started_at)) if state.started_at else "?"
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -514,6 +549,7 @@ def resume_run(
         barrier=started.barrier,
         allow_overlap=started.allow_overlap,
     )
+    print(resume_header(state, time.time()), flush=True)
     if validate_state:
         from gitexec.gitutil import committer_identity
 
