@@ -208,6 +208,11 @@ def lock_holder(state_dir: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise UserError(
+            f"cannot read {path}: permission denied (it says whether a gitexec engine runs "
+            "in this repository); make it readable, or run gitexec as the user who owns it"
+        ) from None
     try:
         if not _lock(fd, fcntl.LOCK_SH):
             return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"

@@ -332,6 +332,7 @@ def run(ws: Workspace, request: RunRequest) -> int:
     if not spec.tickets:
         print(f"nothing to run: all {len(spec.skipped)} ticket(s) are completed at {spec.base_rev}")
         return EXIT_OK
+    ws.require_writable(ws.run_paths(spec.run_id))
     engine = Engine(ws.repo, spec, choose_reporter(request.monitor))
     state = engine.run()
     print(summary(state, engine.run_dir))
@@ -549,6 +550,7 @@ def resume_run(
         barrier=started.barrier,
         allow_overlap=started.allow_overlap,
     )
+    ws.require_writable(ws.run_paths(run_id))
     print(resume_header(state, time.time()), flush=True)
     if validate_state:
         from gitexec.gitutil import committer_identity

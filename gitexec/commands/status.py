@@ -21,6 +21,7 @@ from gitexec.workspace import Workspace
 
 def pick_run(ws: Workspace, run_id: str | None) -> str:
     """The run named, else the live one, else the newest."""
+    ws.require_readable(ws.state_dir / RUNS_DIR)
     runs = list_runs(ws.state_dir)
     if run_id is not None:
         if run_id not in runs:
