@@ -393,7 +393,9 @@ def summary(state: RunState, run_dir: Path) -> str:
     lines = [
         f"run {state.run_id} {state.status.value}: {m['completed']}/{m['total']} completed"
         + "".join(f", {m[k]} {k}" for k in ("failed", "conflict", "blocked", "cancelled") if m[k])
-        + f" in {format_duration(m['wall_s'])} (parallelism {m['parallelism_factor']:g}x)",
+        + f" in {format_duration(m['wall_s'])} (parallelism {m['parallelism_factor']:g}x"
+        + (f"; gates {format_duration(m['gate_s'])}" if m["gate_s"] else "")
+        + ")",
         f"  integration branch: {branch_name(state.integration)} at {state.head[:12]}",
         f"  journal: {run_dir / 'journal.jsonl'}",
         f"  logs:    {run_dir / 'logs'}",

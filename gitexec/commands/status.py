@@ -84,6 +84,7 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
         f"  {m['completed']}/{m['total']} completed, {m['running']} running, {m['pending']} pending"
         + "".join(f", {m[k]} {k}" for k in ("failed", "conflict", "blocked", "cancelled") if m[k])
         + f"; wall {format_duration(m['wall_s'])}, parallelism {m['parallelism_factor']:g}x"
+        + (f", gates {format_duration(m['gate_s'])}" if m["gate_s"] else "")
         + (f"; spent {spend_text(m)}" if spend_text(m) != "-" else "")
     )
     if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
