@@ -135,6 +135,53 @@ class Record:
 Emit = Callable[[ev.Event], object]
 
 
+class Placed(Protocol):
+    """A ticket with the agent that runs it (a Record, or a ticket in a simulated run)."""
+
+    @property
+    def agent(self) -> str: ...
+    @property
+    def ticket(self) -> Ticket: ...
+
+
+Overlap = Callable[[tuple[str, ...], tuple[str, ...]], object]
+
+
+def fits(
+    candidate: Placed,
+    busy: Sequence[Placed],
+    policy: Policy,
+    jobs: int,
+    overlap: Overlap | None = None,
+) -> bool:
+    """Whether `candidate` may start beside `busy` (what runs already): its agent's
+    `max_parallel`, declared paths that overlap (but for paths merge rules settle, and
+    unless overlaps are allowed), and resource weights (together at most `jobs` of each).
+
+    The scheduler's one rule; plan estimates and `run --dry-run` simulate runs with it.
+    `overlap(a, b)` may stand in for the path check with the same answers (a memo).
+    """
+    agent = policy.agents.get(candidate.agent, AgentPolicy())
+    same_agent = sum(1 for b in busy if b.agent == candidate.agent)
+    if agent.max_parallel is not None and same_agent >= agent.max_parallel:
+        return False
+    paths = candidate.ticket.paths
+    if paths and not policy.allow_overlap:
+        for b in busy:
+            if b.ticket.paths and (
+                overlap(paths, b.ticket.paths)
+                if overlap is not None
+                else pathsets_may_overlap(paths, b.ticket.paths, policy.settled)
+            ):
+                return False
+    capacity = float(jobs)
+    for name, weight in candidate.ticket.resources:
+        used = sum(b.ticket.resource(name) for b in busy)
+        if used > 0 and used + min(weight, capacity) > capacity:
+            return False
+    return True
+
+
 class Scheduler:
     def __init__(
         self,
@@ -239,23 +286,7 @@ class Scheduler:
         return [r.id for r in chosen]
 
     def _fits(self, r: Record, busy: Sequence[Record]) -> bool:
-        agent = self.policy.agents.get(r.agent, AgentPolicy())
-        same_agent = sum(1 for b in busy if b.agent == r.agent)
-        if agent.max_parallel is not None and same_agent >= agent.max_parallel:
-            return False
-        paths = r.ticket.paths
-        if paths and not self.policy.allow_overlap:
-            for b in busy:
-                if b.ticket.paths and pathsets_may_overlap(
-                    paths, b.ticket.paths, self.policy.settled
-                ):
-                    return False
-        capacity = float(self.jobs)
-        for name, weight in r.ticket.resources:
-            used = sum(b.ticket.resource(name) for b in busy)
-            if used > 0 and used + min(weight, capacity) > capacity:
-                return False
-        return True
+        return fits(r, busy, self.policy, self.jobs)
 
     def start(self, tid: str, slot: int, base: str) -> Attempt:
         """Record that `tid` starts on `slot` from `base` (journaled as dispatched)."""

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
 import tempfile
 from pathlib import Path
 
-from gitexec.config import Strategy
+from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.fields import format_duration
 from gitexec.plan import (
     PLAN_FILE,
+    Constraints,
     Plan,
     load_plan,
     make_plan,
@@ -21,16 +23,41 @@ from gitexec.plan import (
     render_yaml,
 )
 from gitexec.project import Project
+from gitexec.runspec import RunSpec, policy_for
 from gitexec.workspace import Workspace
 
 
 def build_plan(
     ws: Workspace, project: Project, strategy: Strategy | None = None, jobs: int | None = None
 ) -> Plan:
-    """A fresh plan of a valid project with flag/env/git-config/config settings applied."""
+    """A fresh plan of a valid project with flag/env/git-config/config settings applied;
+    its estimate follows what a run's scheduler would enforce, and skips completed tickets."""
     project.require_valid()
     config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
-    return make_plan(project.tickets, config.strategy, config.jobs, config.default_estimate_s)
+    return make_plan(
+        project.tickets,
+        config.strategy,
+        config.jobs,
+        config.default_estimate_s,
+        constraints_for(config),
+    )
+
+
+def constraints_for(config: Config, *, allow_overlap: bool = False) -> Constraints:
+    """What the scheduler of a run with these settings enforces: the run's own policy
+    (runspec.policy_for), so plans and runs cannot disagree about it."""
+    probe = RunSpec(
+        run_id="plan",
+        base="",
+        base_rev="",
+        tickets=(),
+        skipped=(),
+        plan=Plan(config.strategy, config.jobs, "", (), 0.0, 1.0, ()),
+        config=config,
+        jobs=config.jobs,
+        allow_overlap=allow_overlap,
+    )
+    return Constraints(policy_for(probe), config.default_agent)
 
 
 def render(plan: Plan, project: Project, fmt: str) -> str:
@@ -102,6 +129,20 @@ def plan(
     return EXIT_OK
 
 
+def _same_but_estimates(a: Plan, b: Plan) -> bool:
+    """Whether two plans differ at most in their estimates, which move with ticket status
+    (completed tickets take no time): no reason for the hook to rewrite a committed plan."""
+    return (
+        dataclasses.replace(
+            a,
+            makespan_s=b.makespan_s,
+            parallelism=b.parallelism,
+            barrier_makespan_s=b.barrier_makespan_s,
+        )
+        == b
+    )
+
+
 def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int:
     """Regenerate the committed plan if there is one; exit 1 when that changed it.
 
@@ -117,8 +158,9 @@ def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int
         strategy = strategy or committed.strategy
         jobs = jobs or committed.jobs
     project = ws.load(check_plan=False)
-    new = render_yaml(build_plan(ws, project, strategy, jobs))
-    if new == old:
+    fresh = build_plan(ws, project, strategy, jobs)
+    new = render_yaml(fresh)
+    if new == old or (committed is not None and _same_but_estimates(committed, fresh)):
         return EXIT_OK
     write_atomic(path, new)
     print(f"gitexec: {PLAN_FILE} was out of date and has been regenerated; add it to the commit")

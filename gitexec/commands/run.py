@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitexec.config import Strategy
+from gitexec.config import Config, Strategy
 from gitexec.engine import Engine
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
 from gitexec.events import RunStarted
@@ -18,17 +18,19 @@ from gitexec.fields import MAX_JOBS, format_duration
 from gitexec.gitutil import git, run_git
 from gitexec.journal import JOURNAL, load_events
 from gitexec.plan import (
+    Constraints,
     Graph,
     Plan,
     check_plan_against,
     effective_estimates,
+    fit_rule,
     load_plan,
     make_plan,
     schedule,
 )
 from gitexec.project import Project, TreeSource, load_project
 from gitexec.refs import branch_name, integration_branch, integration_ref
-from gitexec.runspec import RunSpec, new_run_id
+from gitexec.runspec import RunSpec, new_run_id, policy_for
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.tickets import TICKETS_DIR, Ticket, TicketState, id_problem
 from gitexec.workspace import Workspace
@@ -138,7 +140,7 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
         raise UserError(f"--run-id: {problem}")
 
     tickets, skipped = select(project, request.only, request.with_deps)
-    plan = _plan_for(ws, project, tickets, request, config.strategy, config.jobs)
+    plan = _plan_for(ws, project, tickets, request, config)
     return RunSpec(
         run_id=run_id,
         base=base,
@@ -159,12 +161,14 @@ def _plan_for(
     project: Project,
     tickets: Sequence[Ticket],
     request: RunRequest,
-    strategy: Strategy,
-    jobs: int,
+    config: Config,
 ) -> Plan:
+    from gitexec.commands.plan import constraints_for
+
     estimate = project.config.default_estimate_s
     if request.plan_file is None:
-        return make_plan(tickets, strategy, jobs, estimate)
+        constraints = constraints_for(config, allow_overlap=request.allow_overlap)
+        return make_plan(tickets, config.strategy, config.jobs, estimate, constraints)
     path = ws.cwd / request.plan_file
     try:
         text = path.read_text(encoding="utf-8")
@@ -179,12 +183,15 @@ def _plan_for(
 
 
 def dry_run(spec: RunSpec) -> int:
+    """What would run where and when: the run's own scheduling rule, simulated on the
+    estimates (tickets with overlapping scopes apart, max_parallel, resource weights)."""
     graph = Graph(spec.tickets)
     est = effective_estimates(graph, spec.config.default_estimate_s)
     order = graph.topological_order() or []
     rank = graph.bottom_levels(order, est)
     prio = [t.priority for t in graph.tickets]
-    slots = schedule(graph, est, spec.jobs, key=lambda i: (-prio[i], -rank[i], i))
+    rule = fit_rule(graph, Constraints(policy_for(spec), spec.config.default_agent), spec.jobs)
+    slots = schedule(graph, est, spec.jobs, key=lambda i: (-prio[i], -rank[i], i), fits=rule)
     print(
         f"dry run {spec.run_id}: {len(spec.tickets)} ticket(s) from {spec.base_rev} "
         f"({spec.base[:12]}), jobs {spec.jobs}, {spec.plan.strategy.value}"
