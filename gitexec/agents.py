@@ -75,8 +75,13 @@ def render_prompt(
     conflicts: Sequence[str] = (),
     template_file: Path | None = None,
     root: Path | None = None,
+    dependencies: Sequence[Mapping[str, Any]] = (),
+    conflict_hunks: Mapping[str, str] | None = None,
 ) -> str:
     """The prompt for AI agents: `prompt_template` if configured, else prompt.md.j2.
+
+    Besides the ticket, templates see what its dependencies did (`dependencies`, see
+    handoff.py) and, on a conflict rerun, the conflicting files and their hunks.
 
     With `root` (the worktree), `template_file` is repository-relative and must resolve to
     a regular file inside it (see templating.repository_file). Without it, a given
@@ -88,6 +93,8 @@ def render_prompt(
         "base": base,
         "run": run_id,
         "conflicts": list(conflicts),
+        "conflict_hunks": dict(conflict_hunks or {}),
+        "dependencies": list(dependencies),
     }
     try:
         if template_file is None:

@@ -54,7 +54,14 @@ def _plan(a: argparse.Namespace, ws: Workspace) -> int:
 
     if a.update:
         return plan.update(ws, strategy=a.strategy, jobs=a.jobs)
-    return plan.plan(ws, strategy=a.strategy, jobs=a.jobs, output=a.output, fmt=a.format)
+    return plan.plan(
+        ws,
+        strategy=a.strategy,
+        jobs=a.jobs,
+        output=a.output,
+        fmt=a.format,
+        history=a.history,
+    )
 
 
 def _diagnose(a: argparse.Namespace, ws: Workspace) -> int:
@@ -115,6 +122,7 @@ def _run(a: argparse.Namespace, ws: Workspace) -> int:
             junit=a.junit,
             markdown=a.markdown,
             validate=a.validate,
+            budget_usd=a.budget_usd,
         ),
     )
 
@@ -135,6 +143,12 @@ def _runs(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.runs import runs
 
     return runs(ws, fmt=a.format)
+
+
+def _history(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.history import history
+
+    return history(ws, fmt=a.format, ticket=a.ticket, limit=a.limit)
 
 
 def _agents(a: argparse.Namespace, ws: Workspace) -> int:
@@ -172,6 +186,7 @@ def _resume(a: argparse.Namespace, ws: Workspace) -> int:
         junit=a.junit,
         markdown=a.markdown,
         onto=a.onto,
+        budget_usd=a.budget_usd,
     )
 
 
@@ -189,17 +204,66 @@ def _priority(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected ID=N, got {text!r}") from None
 
 
+def _quota(text: str) -> tuple[str, int]:
+    pool, sep, value = text.partition("=")
+    if not sep or not pool or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected POOL=N with N at least 1, got {text!r}")
+    return pool, int(value)
+
+
+def _capacity(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value) if sep and name else -1.0
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=N with N above 0, got {text!r}")
+    return name, number
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
+    if not 0 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0 to 1,000,000 USD)")
+    return value
+
+
 def _adjust(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import adjust
 
     delta = a.increase_parallelism - a.decrease_parallelism
-    return adjust(ws, run_id=a.run, jobs=a.jobs, delta=delta, priorities=dict(a.priority or []))
+    return adjust(
+        ws,
+        run_id=a.run,
+        jobs=a.jobs,
+        delta=delta,
+        priorities=dict(a.priority or []),
+        quotas=dict(a.quota or []),
+        resources=dict(a.resource or []),
+        agents=dict(a.agent or []),
+    )
+
+
+def _enqueue(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.replan import enqueue
+
+    return enqueue(ws, run_id=a.run, items=a.tickets, rev=a.rev)
+
+
+def _cancel(a: argparse.Namespace, ws: Workspace) -> int:
+    from gitexec.commands.replan import cancel
+
+    return cancel(ws, run_id=a.run, tickets=a.ids, force=a.force)
 
 
 def _retry(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import retry
 
-    return retry(ws, run_id=a.run, ticket=a.id)
+    return retry(ws, run_id=a.run, ticket=a.id, keep_worktree=a.keep_worktree)
 
 
 def _reassign(a: argparse.Namespace, ws: Workspace) -> int:
@@ -325,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=".gitexec/plan.yaml: regenerate it if present; exit 1 when it changed (hook mode)",
     )
+    p.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="estimate tickets without an `estimate` from past runs (default; never for "
+        "the committed .gitexec/plan.yaml)",
+    )
 
     p = command("run", _run, "run tickets in pooled worktrees and merge their results")
     p.add_argument("plan", nargs="?", metavar="PLAN", help="a plan file (default: plan now)")
@@ -341,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let tickets with overlapping declared paths run at the same time",
     )
     p.add_argument("--into", metavar="BRANCH", help="merge the result into BRANCH at the end")
+    p.add_argument(
+        "--budget-usd",
+        type=_usd,
+        metavar="USD",
+        help="stop starting tickets once agents have spent this much (config: budget.run_usd)",
+    )
     p.add_argument(
         "--monitor",
         action=argparse.BooleanOptionalAction,
@@ -372,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("runs", _runs, "list the runs of this repository: state, age, tickets, branch")
     p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command(
+        "history", _history, "what past runs tell: slowest, flaky, conflict hot spots, agents"
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--ticket", metavar="ID", help="this ticket's past runs")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the newest N runs")
 
     p = command("agents", _agents, "agent status matrix of a run")
     p.add_argument("--run", metavar="ID")
@@ -407,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check journal, refs and worktrees first (repairing what is safe)",
     )
     p.add_argument(
+        "--budget-usd", type=_usd, metavar="USD", help="a new budget for the run's spend"
+    )
+    p.add_argument(
         "--onto",
         choices=("journal", "current"),
         help="when someone else moved the integration branch: put it back where the run "
@@ -430,10 +517,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--increase-parallelism", action="count", default=0, help="one more slot")
     p.add_argument("--decrease-parallelism", action="count", default=0, help="one slot fewer")
     p.add_argument("--priority", action="append", type=_priority, metavar="ID=N")
+    p.add_argument(
+        "--quota", action="append", type=_quota, metavar="POOL=N", help="agents of POOL at once"
+    )
+    p.add_argument(
+        "--resource",
+        action="append",
+        type=_capacity,
+        metavar="NAME=N",
+        help="a resource's capacity",
+    )
+    p.add_argument(
+        "--agent", action="append", type=_quota, metavar="NAME=N", help="an agent's max_parallel"
+    )
 
     p = command("retry", _retry, "requeue a failed ticket and the tickets it blocked")
     p.add_argument("id", metavar="ID")
     p.add_argument("--run", metavar="ID")
+    p.add_argument(
+        "--keep-worktree",
+        action="store_true",
+        help="start from what the failed attempt left in its worktree, not afresh",
+    )
+
+    p = command("enqueue", _enqueue, "add tickets to a live, paused or resumable run")
+    p.add_argument("tickets", nargs="+", metavar="FILE|ID")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--rev", metavar="REV", help="read the tickets from this revision")
+
+    p = command("cancel", _cancel, "cancel pending tickets of a run (running ones with --force)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--force", action="store_true", help="also stop running tickets' agents")
 
     p = command("reassign", _reassign, "run a ticket with another agent")
     p.add_argument("id", metavar="ID")

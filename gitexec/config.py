@@ -14,13 +14,16 @@ from typing import Any
 
 from gitexec import fields
 from gitexec.agentspec import SHELL_AGENT as SHELL_AGENT
+from gitexec.agentspec import AgentLimits
 from gitexec.agentspec import AgentSpec as AgentSpec
 from gitexec.dialects import Dialect, Price
 from gitexec.errors import UserError
 from gitexec.fields import MAX_JOBS, MAX_RETRIES
 from gitexec.findings import Finding, Locator, Reporter
+from gitexec.notifyspec import NotifySpec, parse_notify
 from gitexec.presets import PRESETS
 from gitexec.repopath import path_problem
+from gitexec.spending import Budget, QuotaPolicy, parse_budget, parse_pricing, parse_quotas
 from gitexec.tickets import DEFAULT_LADDER, ConflictStep, ladder, unknown_key
 
 CONFIG_FILE = ".gitexec/config.yaml"
@@ -100,6 +103,10 @@ class Config:
     report_template: str | None = None
     log_max_bytes: int = 50 * 1024 * 1024  # each ticket's log keeps its head and tail
     pricing: Mapping[str, Price] = field(default_factory=dict)  # model -> USD per 1M tokens
+    quotas: Mapping[str, QuotaPolicy] = field(default_factory=dict)  # pool -> its limits
+    budget: Budget = field(default_factory=Budget)
+    resume_sessions: bool = True  # retries and reruns continue the agent's session
+    notify: tuple[NotifySpec, ...] = ()  # commands run on run-finished, ticket-failed, ...
 
     def agent(self, name: str | None) -> AgentSpec:
         return self.agents[name or self.default_agent]
@@ -176,17 +183,6 @@ def _dialect(value: Any) -> Dialect:
     return Dialect(fields.choice(value, [d.value for d in Dialect]))
 
 
-def _usd(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise fields.Invalid(
-            f"expected a non-negative number (USD per million tokens), got {value!r}"
-        )
-    return float(value)
-
-
-_PRICE_KEYS = ("input", "output", "cached_input")
-
-
 _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "command": ("command", _command),
     "max_parallel": ("max_parallel", lambda v: fields.integer(v, minimum=1, maximum=MAX_JOBS)),
@@ -199,6 +195,7 @@ _AGENT_READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dialect": ("dialect", _dialect),
     "quota": ("quota", fields.text),
     "resume_command": ("resume_command", _optional_command),
+    "limits": ("limits", AgentLimits.read),
 }
 
 
@@ -243,6 +240,7 @@ _TOP: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=MAX_RETRIES)),
     "retry_backoff": ("retry_backoff_s", lambda v: fields.duration(v, maximum=MAX_BACKOFF_S)),
     "scope": ("scope", _enum_reader(Scope)),
+    "resume_sessions": ("resume_sessions", fields.boolean),
 }
 _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "plan": {
@@ -267,7 +265,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "report": {"template": ("report_template", _repository_path)},
     "logs": {"max_size": ("log_max_bytes", lambda v: fields.size(v, minimum=64 * 1024))},
 }
-CONFIG_KEYS = (*_TOP, "agents", "pricing", *_SECTIONS)
+CONFIG_KEYS = (*_TOP, "agents", "pricing", "quotas", "budget", "notify", *_SECTIONS)
 
 
 def parse_config(path: str, text: str) -> ParsedConfig:
@@ -311,7 +309,13 @@ def parse_config(path: str, text: str) -> ParsedConfig:
         elif key == "agents":
             values["agents"] = _parse_agents(raw, report)
         elif key == "pricing":
-            values["pricing"] = _parse_pricing(raw, report)
+            values["pricing"] = parse_pricing(raw, report)
+        elif key == "quotas":
+            values["quotas"] = parse_quotas(raw, report)
+        elif key == "budget":
+            values["budget"] = parse_budget(raw, report)
+        elif key == "notify":
+            values["notify"] = parse_notify(raw, report, _command)
         else:
             unknown_key(report, (str(key),), str(key), CONFIG_KEYS, CONFIG_KEYS)
 
@@ -367,51 +371,6 @@ def _parse_agents(raw: Any, report: Reporter) -> dict[str, AgentSpec]:
             continue
         agents[name] = AgentSpec(name=name, **attrs)
     return agents
-
-
-def _parse_pricing(raw: Any, report: Reporter) -> dict[str, Price]:
-    """`pricing: {<model>: {input, output, cached_input}}`, USD per million tokens."""
-    pricing: dict[str, Price] = {}
-    if raw is None:
-        return pricing
-    if not isinstance(raw, dict):
-        report.error_at_value(
-            ("pricing",), f"pricing: expected a mapping of model names, got {fields.type_name(raw)}"
-        )
-        return pricing
-    for model, price in raw.items():
-        where: tuple[str | int, ...] = ("pricing", model)
-        if not isinstance(price, dict):
-            report.error_at_value(
-                where,
-                f"pricing.{model}: expected a mapping with input, output (and cached_input), "
-                f"got {fields.type_name(price)}",
-            )
-            continue
-        values: dict[str, float] = {}
-        ok = True
-        for key, value in price.items():
-            if key not in _PRICE_KEYS:
-                hint = fields.did_you_mean(str(key), _PRICE_KEYS)
-                report.error_at_key(
-                    (*where, key),
-                    f"pricing.{model}: unknown key {key!r}{hint}"
-                    " (a price has input, output, cached_input)",
-                )
-                ok = False
-                continue
-            try:
-                values[key] = _usd(value)
-            except fields.Invalid as exc:
-                report.error_at_value((*where, key), f"pricing.{model}.{key}: {exc.message}")
-                ok = False
-        missing = [k for k in ("input", "output") if k not in price]
-        if missing:
-            report.error_at_key(where, f"pricing.{model}: missing {missing[0]!r}")
-            ok = False
-        if ok:
-            pricing[str(model)] = Price(**values)
-    return pricing
 
 
 def _valid_agent_name(name: str) -> bool:

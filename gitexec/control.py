@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +48,12 @@ class Controlled(Protocol):
     def stop(self, *, force: bool, preserve_state: bool) -> None: ...
     def set_jobs(self, jobs: int) -> None: ...
     def set_priority(self, tid: str, priority: int) -> None: ...
-    def retry(self, tid: str, *, agent: str | None) -> list[str]: ...
+    def set_quota(self, pool: str, max_parallel: int) -> None: ...
+    def retry(self, tid: str, *, agent: str | None, keep_worktree: bool = False) -> list[str]: ...
+    def cancel(self, tids: Sequence[str], *, force: bool) -> list[str]: ...
+    def enqueue(self, items: Sequence[tuple[str, str]]) -> list[str]: ...
+    def set_resource(self, name: str, capacity: float) -> None: ...
+    def set_agent_limit(self, name: str, max_parallel: int) -> None: ...
     def run_alone(self, group: int) -> list[str]: ...
 
 
@@ -159,6 +164,26 @@ def _adjust(engine: Controlled, args: dict[str, Any]) -> Response:
     for tid, value in priorities.items():
         engine.set_priority(str(tid), _number(value, f"priority of {tid}") or 0)
         messages.append(f"priority of {tid} = {value}")
+    for name, value in _pairs(args, "resource"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise UserError(f"resource {name}: expected a capacity above 0, got {value!r}")
+        engine.set_resource(name, float(value))
+        messages.append(f"resource {name}: capacity {value:g}")
+    for name, value in _pairs(args, "agent"):
+        limit = _number(value, f"agent {name}")
+        if limit is None or limit < 1:
+            raise UserError(f"agent {name}: expected at least 1")
+        engine.set_agent_limit(name, limit)
+        messages.append(f"agent {name}: {limit} at once")
+    quotas = args.get("quota") or {}
+    if not isinstance(quotas, dict):
+        raise UserError("quota: expected POOL=N pairs")
+    for pool, value in quotas.items():
+        limit = _number(value, f"quota {pool}")
+        if limit is None or limit < 1:
+            raise UserError(f"quota {pool}: expected at least 1")
+        engine.set_quota(str(pool), limit)
+        messages.append(f"quota {pool}: {limit} at once")
     if not messages:
         raise UserError("nothing to adjust")
     return Response(True, "; ".join(messages), {"jobs": engine.jobs})
@@ -166,7 +191,7 @@ def _adjust(engine: Controlled, args: dict[str, Any]) -> Response:
 
 def _retry(engine: Controlled, args: dict[str, Any]) -> Response:
     tid = str(args.get("ticket"))
-    requeued = engine.retry(tid, agent=None)
+    requeued = engine.retry(tid, agent=None, keep_worktree=bool(args.get("keep_worktree")))
     return Response(True, f"requeued {', '.join(requeued)}", {"requeued": requeued})
 
 
@@ -186,6 +211,29 @@ def _fallback_sequential(engine: Controlled, args: dict[str, Any]) -> Response:
     return Response(True, f"group {group}: {len(changed)} ticket(s) will run one at a time", {})
 
 
+def _cancel(engine: Controlled, args: dict[str, Any]) -> Response:
+    tids = [str(t) for t in args.get("tickets") or []]
+    cancelled = engine.cancel(tids, force=bool(args.get("force")))
+    return Response(True, f"cancelled {', '.join(cancelled)}", {"cancelled": cancelled})
+
+
+def _enqueue(engine: Controlled, args: dict[str, Any]) -> Response:
+    items = args.get("tickets") or []
+    if not isinstance(items, list) or not all(
+        isinstance(i, list) and len(i) == 2 and all(isinstance(x, str) for x in i) for i in items
+    ):
+        raise UserError("enqueue: expected (file, text) pairs")
+    added = engine.enqueue([(str(f), str(t)) for f, t in items])
+    return Response(True, f"added {', '.join(added)}", {"added": added})
+
+
+def _pairs(args: dict[str, Any], key: str) -> list[tuple[str, Any]]:
+    found = args.get(key) or {}
+    if not isinstance(found, dict):
+        raise UserError(f"{key}: expected NAME=N pairs")
+    return [(str(k), v) for k, v in found.items()]
+
+
 def _number(value: Any, what: str) -> int | None:
     if value is None:
         return None
@@ -202,4 +250,6 @@ _HANDLERS: dict[str, Callable[[Controlled, dict[str, Any]], Response]] = {
     "retry": _retry,
     "reassign": _reassign,
     "fallback-sequential": _fallback_sequential,
+    "cancel": _cancel,
+    "enqueue": _enqueue,
 }

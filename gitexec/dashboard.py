@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from gitexec import events as ev
 from gitexec.dialects import Usage
 from gitexec.fields import format_duration
+from gitexec.resources import live_usage
 from gitexec.runstate import RunState, TicketRun
 from gitexec.tickets import TicketState
 
@@ -60,6 +61,7 @@ class AgentRow:
     progress: float | None
     eta: str
     cost: str = "-"
+    usage: str = "-"  # a running agent's CPU and resident memory ("85% 312M")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,12 @@ def snapshot(
             t.live_cost_usd if t.live_cost_usd is not None else t.total_cost_usd,
             t.live_usage or t.usage,
         )
-        rows.append(AgentRow(where, t.id, status_word(t), p, remaining, cost))
+        usage = live_usage(state, t)
+        rows.append(
+            AgentRow(
+                where, t.id, status_word(t), p, remaining, cost, usage.text() if usage else "-"
+            )
+        )
     waiting = [
         t
         for t in state.tickets.values()
@@ -349,7 +356,7 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
         f"Cost: {spend_text(m)}",
     )
     matrix = Table(expand=True, show_edge=False, pad_edge=False)
-    for column in ("Agent ID", "Ticket", "Status", "Progress", "ETA", "Cost"):
+    for column in ("Agent ID", "Ticket", "Status", "Progress", "ETA", "Cost", "CPU/RSS"):
         matrix.add_column(column, no_wrap=True)
     for row in snap.rows:
         progress: RenderableType = Text("-")
@@ -357,7 +364,9 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
             bar = ProgressBar(total=100, completed=row.progress, width=12)
             progress = Table.grid()
             progress.add_row(bar, Text(f" {row.progress:3.0f}%"))
-        matrix.add_row(row.agent_id, Text(row.ticket), row.status, progress, row.eta, row.cost)
+        matrix.add_row(
+            row.agent_id, Text(row.ticket), row.status, progress, row.eta, row.cost, row.usage
+        )
     log = Text("\n".join(events)) if events else Text("")
     return Panel(
         Group(head, Text(""), matrix, Text(""), log),

@@ -13,24 +13,26 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType
 
 import pygit2
 
-from gitexec import agents, process
+from gitexec import agents, budget, process
 from gitexec import events as ev
+from gitexec.budget import BudgetWatch
 from gitexec.control import process_requests
+from gitexec.crew import Crew
 from gitexec.dashboard import Reporter, remaining_s
+from gitexec.enqueue import add_to_run
 from gitexec.errors import UserError
 from gitexec.gates import GateOutcome, GateRunner
 from gitexec.gitutil import RepoPaths, committer_identity
+from gitexec.handoff import dependencies_of
 from gitexec.integration import Integration
-from gitexec.journal import JOURNAL, EngineLock, Journal, JournalClosed
+from gitexec.journal import JOURNAL, EngineLock, Journal
 from gitexec.merge_queue import (
     BranchMoved,
     Conflicted,
@@ -41,21 +43,21 @@ from gitexec.merge_queue import (
     Rejected,
     Verdict,
 )
+from gitexec.notify import Notifier
 from gitexec.overlaps import OverlapWatch
 from gitexec.pool import Pool, pool_dir
-from gitexec.refs import integration_ref
+from gitexec.refs import integration_ref, left_ref
+from gitexec.resources import LOAD_EVERY_S, OvercommitWatch
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
-from gitexec.scheduler import Refused, Scheduler
+from gitexec.scheduler import Scheduler
+from gitexec.steering import LiveControls, Steering
 from gitexec.tickets import Ticket, TicketState
-from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
+from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext
 
 CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
-# Signals this close together are one interrupt: a terminal's Ctrl-C reaches both git's
-# wrapper and the engine, and git forwards it too.
-SAME_INTERRUPT_S = 0.25
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 
@@ -83,6 +85,7 @@ class Engine:
         *,
         offline: bool = False,
         onto: str | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.paths = repo_paths
         self.spec = spec
@@ -95,10 +98,17 @@ class Engine:
             self.repo, integration_ref(spec.run_id), self.identity, spec.run_id
         )
         self.state = resume or RunState(spec.run_id)
+        self.notifier = Notifier(
+            self.config.notify,
+            run_id=spec.run_id,
+            cwd=repo_paths.root,
+            state=self.state,
+            log=self.run_dir / "logs" / "notify.log",
+            warn=self._warn_from_worker,
+        )
         self.resuming = resume is not None
         self.offline = offline  # collecting results produced elsewhere (`git exec collect`)
         self.onto = onto  # resume: how to treat a branch someone else moved
-        self._jobs = spec.jobs
         self.tickets: dict[str, Ticket] = {t.id: t for t in spec.tickets}
 
         self.groups = spec.plan.group_of()
@@ -121,22 +131,43 @@ class Engine:
             head=spec.base,
         )
         self.pool = Pool(
-            repo_paths, self._jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
+            repo_paths, self.spec.jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
         )
-        self.places = AgentPlaces(self._jobs)
+        self.places = AgentPlaces(self.spec.jobs)
         self.overlaps = OverlapWatch(self.scheduler.policy.settled)
+        self.overcommit = OvercommitWatch()
         self._queue: queue.Queue[ev.Event | _AttemptDone | _GateDone] = queue.Queue()
         self._journal: Journal | None = None
-        self._running: dict[str, Job] = {}
-        self._threads: dict[str, threading.Thread] = {}
+        self.crew = Crew(lambda job, outcome: self._queue.put(_AttemptDone(job, outcome)))
         self._gate_cancel = threading.Event()
-        self._paused = False
         self._branch_lost = False
-        self.stop_requested = False
-        self.force_stop = False
-        self.preserve_state = True
-        self._signals = 0
-        self._announce = False
+        self.steering = Steering()
+        self.controls = LiveControls(
+            run_id=spec.run_id,
+            run_dir=self.run_dir,
+            steering=self.steering,
+            scheduler=self.scheduler,
+            pool=self.pool,
+            places=self.places,
+            emit=self.emit,
+            agents=list(self.config.agents),
+            groups=self.groups,
+            enqueue=lambda items: add_to_run(
+                items,
+                state=self.state,
+                tickets=self.tickets,
+                groups=self.groups,
+                skipped=self.spec.skipped,
+                config=self.config,
+                scheduler=self.scheduler,
+                merges=self.merges,
+                emit=self.emit,
+            ),
+            stop_attempts=self.crew.cancel,
+            left_of=lambda tid: self.state.tickets[tid].left,
+        )
+        self.budget = BudgetWatch(self.state)
+        self.budget_override = budget_usd  # resume --budget-usd
 
     # --- the journal ---------------------------------------------------------------------------
 
@@ -150,15 +181,19 @@ class Engine:
     def _show(self, event: ev.Event) -> None:
         self.state.apply(event)
         self.reporter.event(event, self)
+        self.notifier.observe(event)
 
     def _emit_from_worker(self, event: ev.Event) -> None:
         assert self._journal is not None
         self._queue.put(self._journal.append(event))
 
+    def _warn_from_worker(self, message: str) -> None:
+        self._emit_from_worker(ev.RunWarning(message=message))
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> RunState:
-        with self.session(), self._signal_handlers():
+        with self.session(), self.steering.signals(self.scheduler):
             try:
                 self._loop()
                 self._finish()
@@ -173,8 +208,8 @@ class Engine:
         self._branch_lost = True
         self._request_stop(force=True)
         self._gate_cancel.set()
-        self._cancel_running()
-        while self._running or self.merges.gating is not None:
+        self.crew.stop_all()
+        while self.crew or self.merges.gating is not None:
             self._drain(timeout=CONTROL_POLL_S)
         self.emit(ev.RunFinished(state=RunStatus.STOPPED, head=self.merges.head, reason=reason))
 
@@ -203,7 +238,9 @@ class Engine:
                 self.reporter.start(self)
                 yield
             except BaseException:
-                self._abandon_workers()
+                # The engine is failing: stop agents (the run stays resumable), then let go.
+                self._gate_cancel.set()
+                self.crew.abandon()
                 raise
             finally:
                 # Whatever the run's commands left behind (a daemon, a setup's server) ends
@@ -211,6 +248,7 @@ class Engine:
                 leftovers = process.kill_run(self.spec.run_id, within=self.pool.root)
                 if leftovers:
                     self.reporter.notice(f"killed {len(leftovers)} process(es) left running")
+                self.notifier.close()
                 if self._journal is not None:
                     self._journal.close()
                 self.pool.close()
@@ -228,52 +266,36 @@ class Engine:
             self.emit,
             common_dir=self.paths.common_dir,
             worktrees=self.pool.root,
-            jobs=self._jobs,
+            jobs=self.scheduler.jobs,
             onto=self.onto,
         )
-
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        last = [-SAME_INTERRUPT_S]
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            now = time.monotonic()
-            if now - last[0] < SAME_INTERRUPT_S:
-                return  # one Ctrl-C arrives twice under `git exec`: the terminal's, git's
-            last[0] = now
-            self._signals += 1
-            self._request_stop(force=self._signals > 1)
-            self._announce = True
-
-        saved = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in saved.items():
-                signal.signal(s, h)
+        if self.budget_override is not None:
+            self.emit(ev.Control(action="budget", usd=self.budget_override))
 
     def _request_stop(self, *, force: bool) -> None:
-        self.stop_requested = True
-        self.scheduler.stopping = True
-        if force:
-            self.force_stop = True
+        self.steering.request_stop(self.scheduler, force=force)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.steering.stop_requested
+
+    @property
+    def force_stop(self) -> bool:
+        return self.steering.force_stop
 
     # --- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        last_tick = last_overlap = time.monotonic()
+        last_tick = last_overlap = last_load = time.monotonic()
+        self._check_budget()  # a resumed run may have spent its budget already
         while True:
             self._drain(timeout=CONTROL_POLL_S)
-            process_requests(self)
+            process_requests(self.controls)
             self._announce_stop()
             if self.force_stop:
-                self._cancel_running()
+                self.crew.stop_all()
                 self._gate_cancel.set()
-            if not self.stop_requested and not self._paused:
+            if not self.stop_requested and not self.steering.paused:
                 self._merge_kept()
                 self._dispatch()
             self.merge_in_plan_order()
@@ -282,17 +304,22 @@ class Engine:
             if now - last_overlap >= OVERLAP_EVERY_S:
                 last_overlap = now
                 self._detect_overlaps()
+            if now - last_load >= LOAD_EVERY_S:
+                last_load = now
+                warning = self.overcommit.feed(process.machine_load(), self.scheduler.jobs)
+                if warning is not None:
+                    self.emit(ev.RunWarning(message=warning))
             if now - last_tick >= TICK_EVERY_S:
                 self.reporter.tick(self)
                 last_tick = now
-            if self._running or self.merges.gating is not None:
+            if self.crew or self.merges.gating is not None:
                 continue
             if self.merges.awaiting_gate and not self.force_stop:
                 continue  # merged work counts once its gate passed
             # Results waiting for their turn in plan order do not hold up a stop.
             if self.stop_requested or (not self.merges.buffered and not self.scheduler.pending):
                 break
-            if not self._paused and self.scheduler.stalled():
+            if not self.steering.paused and self.scheduler.stalled():
                 pending = sorted(r.id for r in self.scheduler.pending)
                 raise RuntimeError(f"scheduler stalled with pending {pending}")
 
@@ -313,7 +340,9 @@ class Engine:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
+        if self.budget.run_usd is not None or self.state.ticket_budget_usd is not None:
+            self._check_budget()
 
     def _merge_kept(self) -> None:
         """Results kept from before (a crash, a stop) merge as they are when they may."""
@@ -322,23 +351,49 @@ class Engine:
 
     def _dispatch(self) -> None:
         for tid in self.scheduler.select(time.monotonic(), self.pool.free):
-            slot = self.pool.acquire()
+            ts = self.state.tickets[tid]
+            slot = self.pool.acquire(prefer=ts.last_slot)  # where its agent's session lives
             if slot is None:
                 return
             attempt = self.scheduler.start(tid, slot.index, self.merges.head)
-            job = Job(attempt, self.tickets[tid], self.config.agents[attempt.agent], slot)
-            self._running[tid] = job
-            thread = threading.Thread(
-                target=self._work, args=(job,), name=f"gitexec-{tid}", daemon=True
+            resumable = (
+                self.config.resume_sessions
+                and ts.session_agent == attempt.agent
+                and ts.last_slot == slot.index
             )
-            self._threads[tid] = thread
-            thread.start()
+            job = Job(
+                attempt,
+                self.tickets[tid],
+                self.config.agents[attempt.agent],
+                slot,
+                budget_left=self.budget.ticket_left(tid),
+                dependencies=dependencies_of(self.tickets[tid], self.state),
+                session_id=ts.session_id if resumable else None,
+            )
+            self.crew.start(self._worker_context, job)
 
-    def _work(self, job: Job) -> None:
-        # JournalClosed: the engine died of an error and stopped listening.
-        with contextlib.suppress(JournalClosed):
-            outcome = work(self._worker_context, job)
-            self._queue.put(_AttemptDone(job, outcome))
+    def _may_start(self, job: Job) -> str | None:
+        """(worker threads) Whether a prepared attempt may start its agent now."""
+        if self.scheduler.hold == budget.REASON:
+            return "stopped: the run's budget is spent"
+        pool = self.scheduler.pool_of(self.scheduler[job.ticket.id])
+        if self.scheduler.quotas.paused(pool):
+            return f"waiting: quota {pool} was throttled"
+        return None
+
+    def _check_budget(self) -> None:
+        """Once the run's spend reaches its budget, nothing new starts; the run ends
+        stopped (resumable with a larger budget). With `hard`, running agents stop too."""
+        for warning in self.budget.unknown_costs():
+            self.emit(ev.RunWarning(message=warning))
+        if self.scheduler.hold is not None:
+            return
+        reached = self.budget.reached()
+        if reached is not None:
+            self.scheduler.hold = self.steering.reason = budget.REASON
+            self.emit(reached)
+            self.reporter.notice(budget.notice(reached))
+            self._request_stop(force=reached.hard)
 
     @property
     def _worker_context(self) -> WorkerContext:
@@ -350,17 +405,21 @@ class Engine:
             identity=self.identity,
             places=self.places,
             emit=self._emit_from_worker,
+            may_start=self._may_start,
         )
 
     def _attempt_done(self, done: _AttemptDone) -> None:
         job, outcome = done.job, done.outcome
         tid = job.ticket.id
         self.pool.release(job.slot)
-        self._threads.pop(tid, None)
-        del self._running[tid]
-        if outcome.cancelled or (self.force_stop and not outcome.ok):
-            self.scheduler.stopped(tid)
+        if self.crew.finished(tid):
+            self.scheduler.finish(tid, TicketState.CANCELLED, "cancelled while running")
             return
+        if outcome.cancelled or (self.force_stop and not outcome.ok):
+            self.scheduler.stopped(tid, outcome.reason or "stopped")
+            return
+        if not outcome.throttled:
+            self.scheduler.answered(tid)
         if outcome.throttled:
             self.scheduler.throttled(
                 tid,
@@ -371,7 +430,13 @@ class Engine:
             return
         if not outcome.ok:
             reason = outcome.reason or "failed"
-            self.scheduler.failed(tid, reason, time.monotonic(), retryable=outcome.retryable)
+            self.scheduler.failed(
+                tid, reason, time.monotonic(), retryable=outcome.retryable, left=outcome.left
+            )
+            if outcome.left is not None:  # kept for `retry --keep-worktree`
+                self.repo.references.create(
+                    left_ref(self.spec.run_id, tid), pygit2.Oid(hex=outcome.left[1]), force=True
+                )
             return
         assert outcome.commit is not None
         self.merges.keep(tid, outcome.commit, job.attempt.attempt)
@@ -416,7 +481,7 @@ class Engine:
     def _maybe_gate(self) -> None:
         if self.force_stop:
             return
-        batch = self.merges.next_gate(others_running=bool(self._running))
+        batch = self.merges.next_gate(others_running=bool(self.crew))
         if batch is None:
             return
         self._gate_runner().batch_in_background(
@@ -438,46 +503,27 @@ class Engine:
         )
 
     def _detect_overlaps(self) -> None:
-        started = [job for tid, job in self._running.items() if self.state.tickets[tid].pid]
+        started = [job for job in self.crew if self.state.tickets[job.ticket.id].pid]
         for overlap in self.overlaps.check_slots(started, self.merges.merged_since):
             self.emit(overlap)
 
-    def _cancel_running(self) -> None:
-        for job in self._running.values():
-            job.cancel.set()
-
-    def _abandon_workers(self) -> None:
-        """The engine is failing: stop agents (the run stays resumable) before letting go."""
-        self._gate_cancel.set()
-        self._cancel_running()
-        deadline = time.monotonic() + agents.KILL_GRACE_S + 5
-        for thread in list(self._threads.values()):
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-
     def _announce_stop(self) -> None:
         """Say what an interrupt did (from the loop: signal handlers must not print)."""
-        if not self._announce:
-            return
-        self._announce = False
-        self.emit(ev.Control(action="interrupt", force=self.force_stop, preserve_state=True))
-        if self.force_stop:
-            self.reporter.notice("stopping now: killing running agents")
-        else:
-            self.reporter.notice(
-                "stopping: running tickets finish, nothing new starts, the run stays "
-                "resumable (`git exec resume`); interrupt again to kill the agents"
-            )
+        said = self.steering.announcement()
+        if said is not None:
+            self.emit(said[0])
+            self.reporter.notice(said[1])
 
     # --- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> None:
         # Wait for workers still running (a stop lets them finish; a force stop kills them),
         # and for merged work to pass its gate.
-        while self._running or self.merges.gating is not None or self.merges.awaiting_gate:
+        while self.crew or self.merges.gating is not None or self.merges.awaiting_gate:
             self._announce_stop()
             if self.force_stop:
                 self._gate_cancel.set()
-                self._cancel_running()
+                self.crew.stop_all()
                 for tid in self.merges.stop_unverified():
                     self.scheduler.stopped(tid, "stopped before its gate passed", keep_result=True)
             self._drain(timeout=CONTROL_POLL_S)
@@ -489,7 +535,7 @@ class Engine:
             self.scheduler.stopped(tid, "stopped before its turn to merge", keep_result=True)
         pending = [r.id for r in self.scheduler.pending]
         stopped = self.stop_requested and bool(pending)
-        if stopped and not self.preserve_state:
+        if stopped and not self.steering.preserve_state:
             for tid in sorted(pending):
                 self.scheduler.finish(tid, TicketState.CANCELLED, "run stopped")
         self.merges.record_unmerged()
@@ -503,30 +549,26 @@ class Engine:
             final = RunStatus.COMPLETED
         else:
             final = RunStatus.FAILED
-        self.emit(ev.RunFinished(state=final, head=self.merges.head))
+        reason = self.steering.reason if final is RunStatus.STOPPED else None
+        self.emit(ev.RunFinished(state=final, head=self.merges.head, reason=reason))
 
     def _final_validation(self) -> bool:
-        """`run --validate`: every ticket file on the integration head records what the
-        journal says happened to it, and the integration gates pass on the final head."""
-        problems = self.merges.recorded_problems()
-        head = self.merges.head
-        if self.config.gates.integration and not problems:
-            ok, output = self._gate_runner().check(head)
-            if not ok:
-                problems.append(f"the final result fails its gate: {output.strip()}")
-        self.emit(ev.Validation(head=head, ok=not problems, problems=tuple(problems)))
-        if problems:
-            self.reporter.notice("validation failed:\n  " + "\n  ".join(problems))
-        return not problems
+        """`run --validate`: the ticket files and the integration gates agree with the journal."""
+        check = self._gate_runner().check if self.config.gates.integration else None
+        validation = self.emit(self.merges.validation(check))
+        assert isinstance(validation, ev.Validation)
+        if validation.problems:
+            self.reporter.notice("validation failed:\n  " + "\n  ".join(validation.problems))
+        return validation.ok
 
     # --- a read-only view for reporters (dashboard.RunView) -------------------------------------
 
     @property
     def jobs(self) -> int:
-        return self._jobs
+        return self.scheduler.jobs
 
     def eta_s(self) -> float | None:
-        return remaining_s(self.state, self._jobs, self.progress)
+        return remaining_s(self.state, self.scheduler.jobs, self.progress)
 
     def progress(self, tid: str) -> float | None:
         return agents.read_progress(self.run_dir / "progress" / tid)
@@ -534,66 +576,4 @@ class Engine:
     @property
     def interrupted(self) -> bool:
         """Stopped by SIGINT/SIGTERM (exit 130) rather than by a control request."""
-        return self._signals > 0
-
-    # --- live control (control.Controlled) -----------------------------------------------------
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def running(self) -> list[str]:
-        return sorted(self._running)
-
-    def agent_names(self) -> list[str]:
-        return list(self.config.agents)
-
-    def pause(self) -> None:
-        self._paused = True
-        self.emit(ev.Control(action="pause"))
-
-    def unpause(self) -> None:
-        self._paused = False
-        self.emit(ev.Control(action="resume"))
-
-    def stop(self, *, force: bool, preserve_state: bool) -> None:
-        self._request_stop(force=force)
-        self.preserve_state = preserve_state
-        self.emit(ev.Control(action="stop", force=force, preserve_state=preserve_state))
-
-    def set_jobs(self, jobs: int) -> None:
-        old = self._jobs
-        self._jobs = jobs
-        self.scheduler.set_jobs(jobs)
-        self.places.set_limit(jobs)
-        self.pool.resize(jobs + 1)
-        self.emit(ev.Control(action="adjust", jobs=jobs, previous=old))
-
-    def set_priority(self, tid: str, priority: int) -> None:
-        with _refusals():
-            self.scheduler.set_priority(tid, priority)
-        self.emit(ev.Control(action="priority", ticket=tid, priority=priority))
-
-    def retry(self, tid: str, *, agent: str | None) -> list[str]:
-        with _refusals():
-            return self.scheduler.retry(tid, agent=agent)
-
-    def run_alone(self, group: int) -> list[str]:
-        members = [t for t, g in self.groups.items() if g == group and t in self.tickets]
-        if not members:
-            raise UserError(f"no group {group} in run {self.run_id}")
-        changed = self.scheduler.make_sequential(members)
-        self.emit(ev.Control(action="fallback-sequential", group=group, tickets=tuple(changed)))
-        return changed
-
-
-@contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    try:
-        yield
-    except Refused as exc:
-        raise UserError(str(exc)) from None
+        return self.steering.interrupts > 0

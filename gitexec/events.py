@@ -74,6 +74,7 @@ class TicketInfo:
     estimate_s: float = 0.0
     priority: int = 0
     paths: tuple[str, ...] = ()
+    budget_usd: float | None = None
 
 
 @_kind("run-started")
@@ -95,6 +96,9 @@ class RunStarted(Event):
     skipped: tuple[str, ...] = ()
     groups: tuple[tuple[str, ...], ...] = ()
     critical_path: tuple[str, ...] = ()
+    budget_usd: float | None = None  # the run's budget (None: no limit)
+    ticket_budget_usd: float | None = None  # each ticket's, unless the ticket sets one
+    budget_hard: bool = False
 
 
 @_kind("run-resumed")
@@ -106,6 +110,17 @@ class RunResumed(Event):
     reset: tuple[str, ...] = ()  # tickets whose interrupted attempt starts over
     reuse: tuple[str, ...] = ()  # finished results merged without running their agent again
     killed: tuple[int, ...] = ()  # process groups of the dead engine's agents
+
+
+@_kind("ticket-enqueued")
+@dataclass(frozen=True)
+class TicketEnqueued(TicketEvent):
+    """A ticket added to a live or resumable run (`git exec enqueue`); its file's text
+    rides along, since the run's base commit does not have it."""
+
+    info: TicketInfo
+    file: str
+    text: str
 
 
 @_kind("run-finished")
@@ -131,6 +146,12 @@ class Control(Event):
     preserve_state: bool = False
     group: int | None = None
     tickets: tuple[str, ...] = ()
+    usd: float | None = None  # a new run budget (resume --budget-usd)
+    pool: str | None = None
+    max_parallel: int | None = None
+    resource: str | None = None
+    capacity: float | None = None
+    agent: str | None = None
 
 
 @_kind("warning")
@@ -236,6 +257,18 @@ class AgentUsage(TicketEvent):
     cost_usd: float | None = None
 
 
+@_kind("agent-sample")
+@dataclass(frozen=True)
+class AgentSample(TicketEvent):
+    """A running agent's resource use (its whole process tree), journaled every few seconds."""
+
+    cpu_s: float  # user + system so far
+    cpu_percent: float  # since the previous sample; 100 = one core
+    rss_mb: float
+    peak_rss_mb: float = 0.0
+    processes: int = 0
+
+
 @_kind("ticket-committed")
 @dataclass(frozen=True)
 class TicketCommitted(TicketEvent):
@@ -326,6 +359,8 @@ class AttemptFailed(TicketEvent):
 
     reason: str
     retryable: bool = True
+    base: str | None = None  # where the attempt started
+    kept: str | None = None  # a commit of what it left in its worktree (retry --keep-worktree)
 
 
 @_kind("ticket-throttled")
@@ -353,6 +388,7 @@ class TicketRequeued(TicketEvent):
     agent: str | None = None  # the agent the next attempt uses, when it changed
     keep_result: bool = False  # the result stays ready to merge (no agent run needed)
     reset_attempts: bool = False
+    keep_worktree: bool = False  # the next attempt starts from what the failed one left
 
 
 @_kind("ticket-finished")
@@ -362,6 +398,47 @@ class TicketFinished(TicketEvent):
 
     state: TicketState
     reason: str | None = None
+
+
+@_kind("budget-reached")
+@dataclass(frozen=True)
+class BudgetReached(Event):
+    """The run's spend reached its budget: nothing new starts (with `hard`, running agents
+    are stopped); the run ends stopped, resumable with a larger budget."""
+
+    spent_usd: float
+    budget_usd: float
+    hard: bool = False
+
+
+# --- quota pools -------------------------------------------------------------------------------
+
+
+@_kind("quota-paused")
+@dataclass(frozen=True)
+class QuotaPaused(Event):
+    """A provider throttled an agent of this pool: nothing of the pool starts for a while."""
+
+    pool: str
+    delay_s: float
+    reason: str = ""
+    ticket: str | None = None  # the attempt that was throttled
+
+
+@_kind("quota-probing")
+@dataclass(frozen=True)
+class QuotaProbing(Event):
+    """The pause is over: one ticket of the pool goes first to see whether it passes."""
+
+    pool: str
+
+
+@_kind("quota-opened")
+@dataclass(frozen=True)
+class QuotaOpened(Event):
+    """The provider answers again: the pool runs as many as it may."""
+
+    pool: str
 
 
 # --- integration gates -----------------------------------------------------------------------

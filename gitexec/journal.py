@@ -16,12 +16,12 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec.errors import UserError
-from gitexec.events import Event, RunStarted, TicketEvent
+from gitexec.events import Event, RunStarted, TicketEnqueued, TicketEvent
 from gitexec.records import InvalidEvent, Loaded, from_record, to_record
 
 E = TypeVar("E", bound=Event)
@@ -206,10 +206,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def load_events(path: Path) -> Loaded:
     """The journal's typed events, and the lines skipped, each named by its line number:
     lines that do not fit their event's schema, a second run-started record, and events
-    about a ticket the run-started record does not name."""
+    about a ticket neither the run-started record nor an enqueue named."""
     events: list[Event] = []
     problems: list[str] = []
-    tickets: Mapping[str, object] = {}
+    tickets: set[str] = set()
     started = False
     for number, record in read_lines(path):
         try:
@@ -221,7 +221,9 @@ def load_events(path: Path) -> Loaded:
             if started:
                 problems.append(f"line {number}: a second run-started record; skipped")
                 continue
-            started, tickets = True, event.tickets
+            started, tickets = True, set(event.tickets)
+        elif isinstance(event, TicketEnqueued) and started:
+            tickets.add(event.ticket)  # a ticket added to the run while it went
         elif isinstance(event, TicketEvent) and event.ticket not in tickets:
             problems.append(
                 f"line {number}: {event.kind} names unknown ticket {event.ticket!r}; skipped"

@@ -26,12 +26,13 @@ from gitexec.config import Config, MergeOrder, Scope
 from gitexec.errors import UserError
 from gitexec.gates import GateOutcome
 from gitexec.globs import PathSet
+from gitexec.hunks import conflict_hunks
 from gitexec.integration import Integration, RefMoved
 from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.refs import ticket_ref
 from gitexec.registry import write_status
 from gitexec.runstate import RunState, TicketRun, iso
-from gitexec.tickets import ConflictStep, Ticket, TicketState, split_front_matter
+from gitexec.tickets import TICKETS_DIR, ConflictStep, Ticket, TicketState, split_front_matter
 
 ENGINE_DIR = ".gitexec"
 
@@ -205,7 +206,7 @@ class MergeQueue:
                         tid,
                         paths,
                         tuple(self.collided_with(base, paths)),
-                        {c.path: c.text or c.message for c in result.conflicts},
+                        conflict_hunks({c.path: c.text or c.message for c in result.conflicts}),
                     )
                 ]
             assert result.tree is not None
@@ -381,12 +382,41 @@ class MergeQueue:
             if text is not None:
                 files[self.tickets[tid].file] = text
                 done.append(tid)
-        if not files:
-            return
-        summary = f"gitexec: record status of {len(files)} unmerged ticket(s)"
+        if files:
+            summary = f"gitexec: record status of {len(files)} unmerged ticket(s)"
+            self.commit_files(files, summary, tickets=done)
+
+    def ticket_ids(self) -> list[str]:
+        """Ids of the ticket files on the integration head."""
+        tree = self.repo[self.integration.tree_of(self.head)]
+        assert isinstance(tree, pygit2.Tree)
+        try:
+            folder = tree[TICKETS_DIR]
+        except KeyError:
+            return []
+        if not isinstance(folder, pygit2.Tree):
+            return []
+        return [(e.name or "").rsplit(".", 1)[0] for e in folder]
+
+    def commit_files(
+        self, files: Mapping[str, bytes], summary: str, *, tickets: Sequence[str] = ()
+    ) -> None:
+        """One commit on the head writing `files` (journaled, then the branch moves);
+        `tickets`: those whose status it records."""
+        head = self.head
         new = self.integration.commit_files(head, files, summary)
-        self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(done)))
+        self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(tickets)))
         self._move(head, new, summary)
+
+    def validation(self, check: Callable[[str], tuple[bool, str]] | None) -> ev.Validation:
+        """`run --validate`: every ticket file on the head records what the journal says
+        happened to it, and the integration gate (`check`) passes on the final head."""
+        problems = self.recorded_problems()
+        if check is not None and not problems:
+            ok, output = check(self.head)
+            if not ok:
+                problems.append(f"the final result fails its gate: {output.strip()}")
+        return ev.Validation(head=self.head, ok=not problems, problems=tuple(problems))
 
     def recorded_problems(self) -> list[str]:
         """`run --validate`: ticket files on the head that do not say what the journal says."""

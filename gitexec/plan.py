@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gitexec.config import Strategy
 from gitexec.globs import literal_prefix, pathsets_may_overlap
@@ -24,6 +24,7 @@ from gitexec.planfile import plan_to_dict as plan_to_dict
 from gitexec.planfile import render_json as render_json
 from gitexec.planfile import render_mermaid as render_mermaid
 from gitexec.planfile import render_yaml as render_yaml
+from gitexec.quotas import QuotaPools
 from gitexec.scheduler import AgentPolicy, Policy, fits
 from gitexec.tickets import Ticket, TicketState
 
@@ -173,8 +174,27 @@ def positions(n: int, key: Callable[[int], tuple[float, ...]]) -> tuple[list[int
     return pos, order
 
 
-def effective_estimates(graph: Graph, default_estimate_s: float) -> list[float]:
-    return [t.estimate_s if t.estimate_s is not None else default_estimate_s for t in graph.tickets]
+@dataclass(frozen=True)
+class Measured:
+    """Estimates learned from past runs (history.py) for tickets that declare none, by
+    ticket id; `from_agent` names those that only have their agent's average."""
+
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    from_agent: frozenset[str] = frozenset()
+
+
+NOT_MEASURED = Measured()
+
+
+def effective_estimates(
+    graph: Graph, default_estimate_s: float, measured: Measured = NOT_MEASURED
+) -> list[float]:
+    """Each ticket's estimate: its own, else what past runs measured, else the default."""
+    known = measured.seconds
+    return [
+        t.estimate_s if t.estimate_s is not None else known.get(t.id, default_estimate_s)
+        for t in graph.tickets
+    ]
 
 
 def make_plan(
@@ -182,20 +202,23 @@ def make_plan(
     strategy: Strategy,
     jobs: int,
     default_estimate_s: float,
+    measured: Measured = NOT_MEASURED,
     constraints: Constraints | None = None,
 ) -> Plan:
     """Group tickets for parallel execution; raise CycleError when the DAG has a cycle.
 
+    `measured` estimates stand in for missing ones in the estimate and the critical path,
+    never in the groups or the fingerprint: the groups a run merges in (`merge.order:
+    plan`) depend on the tickets alone, not on what this clone happened to run before.
     The estimate simulates the run: with `constraints`, under the scheduler's own rule of
-    what may run side by side; tickets already completed take no time.
-    """
+    what may run side by side; tickets already completed take no time."""
     # Planning allocates millions of small lists and tuples that all stay alive until the
     # end: the cyclic garbage collector would only rescan them (a third of the time at
     # 100,000 tickets).
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _make_plan(tickets, strategy, jobs, default_estimate_s, constraints)
+        return _make_plan(tickets, strategy, jobs, default_estimate_s, measured, constraints)
     finally:
         if paused:
             gc.enable()
@@ -206,6 +229,7 @@ def _make_plan(
     strategy: Strategy,
     jobs: int,
     default_estimate_s: float,
+    measured: Measured,
     constraints: Constraints | None,
 ) -> Plan:
     graph = Graph(tickets)
@@ -214,6 +238,12 @@ def _make_plan(
         raise CycleError(graph.cycles())
     est = effective_estimates(graph, default_estimate_s)
     rank = graph.bottom_levels(order, est)
+    used = [t.id for t in graph.tickets if t.estimate_s is None and t.id in measured.seconds]
+    if used:
+        est = effective_estimates(graph, default_estimate_s, measured)
+        learned_rank = graph.bottom_levels(order, est)
+    else:
+        learned_rank = rank
     prio = [t.priority for t in graph.tickets]
 
     if strategy is Strategy.MAX_PARALLEL:
@@ -239,7 +269,7 @@ def _make_plan(
         graph,
         est,
         jobs,
-        key=lambda i: (-prio[i], -rank[i], i),
+        key=lambda i: (-prio[i], -learned_rank[i], i),
         done=done,
         fits=fit_rule(graph, constraints, jobs),
     )
@@ -252,13 +282,15 @@ def _make_plan(
         strategy=strategy,
         jobs=jobs,
         fingerprint=fingerprint(graph.tickets, default_estimate_s),
-        critical_path=tuple(graph.critical_path(rank)),
+        critical_path=tuple(graph.critical_path(learned_rank)),
         makespan_s=round(makespan, 1),
         parallelism=round(total / makespan, 2) if makespan > 0 else 1.0,
         groups=tuple(
             PlanGroup(n + 1, tuple(sorted(graph.tickets[i].id for i in g)))
             for n, g in enumerate(groups)
         ),
+        measured=tuple(t for t in used if t not in measured.from_agent),
+        agent_average=tuple(t for t in used if t in measured.from_agent),
     )
 
 
@@ -459,7 +491,9 @@ def fit_rule(graph: Graph, constraints: Constraints | None, jobs: int) -> FitRul
     placed = [_Placed(t.agent or constraints.default_agent, t) for t in graph.tickets]
     limited = any(
         policy.agents.get(p.agent, AgentPolicy()).max_parallel is not None for p in placed
-    )
+    ) or any(pool.max_parallel is not None for pool in policy.pools.values())
+    # Quota pools as they stand before anything was throttled: only their max_parallel.
+    pools = QuotaPools(policy.pools, lambda _: None)
     scoped = not policy.allow_overlap and any(t.paths for t in graph.tickets)
     weighted = any(t.resources for t in graph.tickets)
     if not (limited or scoped or weighted):
@@ -485,7 +519,9 @@ def fit_rule(graph: Graph, constraints: Constraints | None, jobs: int) -> FitRul
         return found
 
     def check(i: int, busy: Sequence[int]) -> bool:
-        return fits(placed[i], [placed[j] for j in busy], policy, jobs, overlap)
+        return fits(
+            placed[i], [placed[j] for j in busy], policy, jobs, room=pools.room, overlap=overlap
+        )
 
     return check
 

@@ -36,6 +36,8 @@ class Plan:
     groups: tuple[PlanGroup, ...]
     version: int = PLAN_VERSION
     barrier_makespan_s: float | None = None  # group by group, as `run --barrier` goes
+    measured: tuple[str, ...] = ()  # tickets estimated from their past runs
+    agent_average: tuple[str, ...] = ()  # ... from their agent's past tickets
 
     def group_of(self) -> dict[str, int]:
         return {t: g.id for g in self.groups for t in g.tickets}
@@ -87,10 +89,14 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _estimate(plan: Plan) -> dict[str, float]:
-    out = {"makespan_s": plan.makespan_s, "parallelism": plan.parallelism}
+def _estimate(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {"makespan_s": plan.makespan_s, "parallelism": plan.parallelism}
     if plan.barrier_makespan_s is not None:
         out["barrier_makespan_s"] = plan.barrier_makespan_s
+    if plan.measured:
+        out["measured"] = list(plan.measured)
+    if plan.agent_average:
+        out["agent_average"] = list(plan.agent_average)
     return out
 
 
@@ -107,7 +113,12 @@ def render_yaml(plan: Plan) -> str:
         f"jobs: {plan.jobs}",
         f'fingerprint: "{plan.fingerprint}"',
         f"critical_path: {seq(plan.critical_path)}",
-        "estimate: {" + ", ".join(f"{k}: {_number(v)}" for k, v in _estimate(plan).items()) + "}",
+        "estimate: {"
+        + ", ".join(
+            f"{k}: {seq(v) if isinstance(v, list) else _number(v)}"
+            for k, v in _estimate(plan).items()
+        )
+        + "}",
         "groups:" if plan.groups else "groups: []",
     ]
     out.extend(f"  - {{id: {g.id}, tickets: {seq(g.tickets)}}}" for g in plan.groups)

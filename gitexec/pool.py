@@ -57,12 +57,13 @@ class Pool:
             self._free.append(slot)
         self._limit = size
 
-    def acquire(self) -> Slot | None:
-        """A free slot (lowest number first), or None."""
+    def acquire(self, prefer: int | None = None) -> Slot | None:
+        """A free slot: `prefer` when it is free, else the lowest number; or None."""
         usable = [s for s in self._free if s.index <= self._limit]
         if not usable:
             return None
-        slot = min(usable, key=lambda s: s.index)
+        preferred = [s for s in usable if s.index == prefer]
+        slot = preferred[0] if preferred else min(usable, key=lambda s: s.index)
         self._free.remove(slot)
         return slot
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pygit2
 
 from gitexec import events as ev
-from gitexec import process
+from gitexec import process, replan
 from gitexec.errors import CommandError, UserError
 from gitexec.gitutil import RepoPaths, git
 from gitexec.integration import Integration
@@ -103,7 +104,12 @@ def take_over(
             killed=tuple(killed),
         )
     )
-    scheduler.restore(state.tickets)
+    replan.restore(scheduler, state.tickets)
+    replan.limits(scheduler, resources=state.resources, agents=state.agent_limits)
+    now, wall = time.monotonic(), time.time()
+    for name, q in state.quotas.items():  # a pause still in force is honoured
+        remaining = None if q.until is None else q.until - wall
+        scheduler.quotas.restore(name, q.state, remaining, now)
     merges.restore()
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from gitexec import events as ev
 from gitexec.config import Config
 from gitexec.globs import PathSet
-from gitexec.plan import Graph, Plan, effective_estimates
+from gitexec.plan import NOT_MEASURED, Graph, Measured, Plan, effective_estimates
+from gitexec.quotas import PoolPolicy
 from gitexec.refs import integration_ref
 from gitexec.scheduler import AgentPolicy, Policy
 from gitexec.tickets import Ticket
@@ -31,6 +32,8 @@ class RunSpec:
     barrier: bool = False
     allow_overlap: bool = False
     validate: bool = False  # check the final result: registry in sync, gates pass
+    measured: Measured = NOT_MEASURED  # estimates from past runs, for tickets without one
+    budget_usd: float | None = None  # the run's budget (config budget.run_usd, or --budget-usd)
 
     def agent_of(self, ticket: Ticket) -> str:
         return ticket.agent or self.config.default_agent
@@ -39,7 +42,7 @@ class RunSpec:
         """Each ticket's longest remaining path by estimate (the dispatch tie-break)."""
         graph = Graph(self.tickets)
         order = graph.topological_order() or list(range(len(graph)))
-        estimates = effective_estimates(graph, self.config.default_estimate_s)
+        estimates = effective_estimates(graph, self.config.default_estimate_s, self.measured)
         rank = graph.bottom_levels(order, estimates)
         return {t.id: rank[i] for i, t in enumerate(graph.tickets)}
 
@@ -65,6 +68,8 @@ def policy_for(spec: RunSpec, *, offline: bool = False) -> Policy:
         barrier=spec.barrier,
         allow_overlap=spec.allow_overlap,
         offline=offline,
+        pool_of={name: a.quota or name for name, a in cfg.agents.items()},
+        pools={name: PoolPolicy(q.max_parallel, q.max_wait_s) for name, q in cfg.quotas.items()},
     )
 
 
@@ -88,6 +93,9 @@ def start_event(spec: RunSpec, pid: int) -> ev.RunStarted:
         skipped=spec.skipped,
         groups=tuple(tuple(t for t in g.tickets if t in ids) for g in spec.plan.groups),
         critical_path=spec.plan.critical_path,
+        budget_usd=spec.budget_usd,
+        ticket_budget_usd=cfg.budget.ticket_usd,
+        budget_hard=cfg.budget.hard,
         tickets={
             t.id: ev.TicketInfo(
                 title=t.title,
@@ -95,9 +103,12 @@ def start_event(spec: RunSpec, pid: int) -> ev.RunStarted:
                 agent=spec.agent_of(t),
                 depends_on=t.depends_on,
                 group=groups.get(t.id, 0),
-                estimate_s=t.estimate_s or cfg.default_estimate_s,
+                estimate_s=t.estimate_s
+                or spec.measured.seconds.get(t.id)
+                or cfg.default_estimate_s,
                 priority=t.priority,
                 paths=t.paths,
+                budget_usd=t.budget_usd,
             )
             for t in spec.tickets
         },

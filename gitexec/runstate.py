@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec import events as ev
+from gitexec.dialects import Status
 from gitexec.events import Event
 from gitexec.events import RunStatus as RunStatus  # re-exported: readers know it from here
 from gitexec.journal import JOURNAL, load_events, lock_holder
@@ -23,6 +24,22 @@ RUNS_DIR = "runs"
 
 
 _ACTIVE = (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
+
+
+@dataclass
+class QuotaView:
+    """A quota pool as status shows it: open, paused (until when) or probing."""
+
+    state: str = "open"
+    until: float | None = None
+    throttled_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "until": iso(self.until),
+            "throttled_count": self.throttled_count,
+        }
 
 
 @dataclass
@@ -60,7 +77,15 @@ class RunState:
     validation: dict[str, Any] | None = None  # `run --validate`: {"ok": ..., "problems": [...]}
     gating: list[str] = field(default_factory=list)  # tickets of the last gate started
     stop_reason: str | None = None
+    budget_usd: float | None = None
+    ticket_budget_usd: float | None = None
+    budget_hard: bool = False
+    quotas: dict[str, QuotaView] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)  # capacities set live
+    agent_limits: dict[str, int] = field(default_factory=dict)  # max_parallel set live
+    enqueued: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (file, text)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
+    samples: dict[str, ev.AgentSample] = field(default_factory=dict)  # running agents' latest
     gate_s: float = 0.0  # integration gates running, in all
     gate_only_s: float = 0.0  # ... while no ticket held a slot (nothing else could run)
     _conflict_started: dict[str, float] = field(default_factory=dict)
@@ -72,6 +97,10 @@ class RunState:
 
     def apply(self, e: Event) -> None:
         self.last_event_at = max(self.last_event_at, e.t)
+        if isinstance(e, ev.TicketEnqueued) and e.ticket not in self.tickets:
+            self.tickets[e.ticket] = _ticket_run(e.ticket, e.info)
+            self.enqueued[e.ticket] = (e.file, e.text)
+            return
         if isinstance(e, ev.TicketEvent):
             on_ticket = _TICKET_HANDLERS.get(type(e))
             t = self.tickets.get(e.ticket)
@@ -230,6 +259,12 @@ class RunState:
             ],
             "validation": self.validation,
             "reason": self.stop_reason,
+            "budget": {
+                "run_usd": self.budget_usd,
+                "ticket_usd": self.ticket_budget_usd,
+                "hard": self.budget_hard,
+            },
+            "quotas": {name: q.to_json() for name, q in sorted(self.quotas.items())},
             "warnings": self.warnings,
         }
 
@@ -280,20 +315,28 @@ def _run_started(s: RunState, e: ev.RunStarted) -> None:
     s.skipped = list(e.skipped)
     s.groups = [list(g) for g in e.groups]
     s.critical_path = list(e.critical_path)
+    s.budget_usd = e.budget_usd
+    s.ticket_budget_usd = e.ticket_budget_usd
+    s.budget_hard = e.budget_hard
     s.status = RunStatus.RUNNING
     for tid, info in e.tickets.items():
-        s.tickets[tid] = TicketRun(
-            id=tid,
-            title=info.title,
-            file=info.file,
-            agent=info.agent,
-            depends_on=info.depends_on,
-            group=info.group,
-            estimate_s=info.estimate_s,
-            priority=info.priority,
-            paths=info.paths,
-            agents_tried=[info.agent],
-        )
+        s.tickets[tid] = _ticket_run(tid, info)
+
+
+def _ticket_run(tid: str, info: ev.TicketInfo) -> TicketRun:
+    return TicketRun(
+        id=tid,
+        title=info.title,
+        file=info.file,
+        agent=info.agent,
+        depends_on=info.depends_on,
+        group=info.group,
+        estimate_s=info.estimate_s,
+        priority=info.priority,
+        paths=info.paths,
+        budget_usd=info.budget_usd,
+        agents_tried=[info.agent],
+    )
 
 
 @_on_run(ev.RunResumed)
@@ -322,7 +365,7 @@ def _dispatched(s: RunState, t: TicketRun, e: ev.TicketDispatched) -> None:
     t.status = TicketState.RUNNING
     t.attempts = e.attempt
     t.agent = e.agent
-    t.slot = e.slot
+    t.slot = t.last_slot = e.slot
     t.base = e.base
     t.attempt_started_at = e.t
     t.result_ready = False
@@ -350,6 +393,12 @@ def _agent_exited(s: RunState, t: TicketRun, e: ev.AgentExited) -> None:
     t.agent_s += e.duration_s
     t.pid = t.pgid = None
     t.agent_started_at = None
+    s.samples.pop(t.id, None)
+
+
+@_on_ticket(ev.AgentSample)
+def _sample(s: RunState, t: TicketRun, e: ev.AgentSample) -> None:
+    s.samples[t.id] = e
 
 
 @_on_ticket(ev.AgentReported)
@@ -362,7 +411,8 @@ def _reported(s: RunState, t: TicketRun, e: ev.AgentReported) -> None:
     elif e.usage is not None and (e.usage.input_tokens or e.usage.output_tokens):
         t.cost_unknown = True
     t.model = e.model or t.model
-    t.session_id = e.session_id or t.session_id
+    if e.session_id and e.status is not Status.THROTTLED:  # a throttled one saved nothing
+        t.session_id, t.session_agent = e.session_id, t.agent
     t.summary = e.summary or t.summary
     t.cpu_s += e.cpu_s or 0.0
     if e.peak_rss_mb is not None:
@@ -378,6 +428,8 @@ def _live_usage(s: RunState, t: TicketRun, e: ev.AgentUsage) -> None:
 def _attempt_failed(s: RunState, t: TicketRun, e: ev.AttemptFailed) -> None:
     t.failed_attempts += 1
     t.failures += 1
+    if e.kept and e.base:
+        t.left = (e.base, e.kept)
 
 
 @_on_ticket(ev.TicketThrottled)
@@ -517,6 +569,7 @@ def _requeued(s: RunState, t: TicketRun, e: ev.TicketRequeued) -> None:
         t.attempts = 0
         t.failures = 0
         t.reruns = 0
+    t.keep_worktree = e.keep_worktree
 
 
 @_on_run(ev.HeadMoved)
@@ -579,10 +632,37 @@ def _control(s: RunState, e: ev.Control) -> None:
         s.jobs = e.jobs
     elif e.action == "priority" and e.ticket in s.tickets and e.priority is not None:
         s.tickets[e.ticket].priority = e.priority
+    elif e.action == "budget":
+        s.budget_usd = e.usd
+    elif e.action == "quota" and e.pool is not None:
+        s.quotas.setdefault(e.pool, QuotaView())
+    elif e.action == "resource" and e.resource is not None and e.capacity is not None:
+        s.resources[e.resource] = e.capacity
+    elif e.action == "agent" and e.agent is not None and e.max_parallel is not None:
+        s.agent_limits[e.agent] = e.max_parallel
     elif e.action == "fallback-sequential":
         for tid in e.tickets:
             if tid in s.tickets:
                 s.tickets[tid].sequential = True
+
+
+@_on_run(ev.QuotaPaused)
+def _quota_paused(s: RunState, e: ev.QuotaPaused) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "paused", e.t + e.delay_s
+    q.throttled_count += 1
+
+
+@_on_run(ev.QuotaProbing)
+def _quota_probing(s: RunState, e: ev.QuotaProbing) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "probing", None
+
+
+@_on_run(ev.QuotaOpened)
+def _quota_opened(s: RunState, e: ev.QuotaOpened) -> None:
+    q = s.quotas.setdefault(e.pool, QuotaView())
+    q.state, q.until = "open", None
 
 
 @_on_run(ev.RunWarning)

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from gitexec import events as ev
 from gitexec.globs import PathSet, pathsets_may_overlap
+from gitexec.quotas import PoolPolicy, QuotaPools
 from gitexec.tickets import ConflictStep, Ticket, TicketState
 
 
@@ -25,37 +26,6 @@ class Phase(enum.Enum):
     RUNNING = "running"  # an attempt holds a slot
     MERGING = "merging"  # its result is with the merge queue (to merge, or to be gated)
     DONE = "done"  # merged and gated, or ended without merging
-
-
-class Replayed(Protocol):
-    """A ticket as the journal left it (runstate.TicketRun)."""
-
-    @property
-    def status(self) -> TicketState: ...
-    @property
-    def agent(self) -> str: ...
-    @property
-    def agents_tried(self) -> list[str]: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def failures(self) -> int: ...
-    @property
-    def reruns(self) -> int: ...
-    @property
-    def sequential(self) -> bool: ...
-    @property
-    def conflicts(self) -> list[str]: ...
-    @property
-    def awaiting_gate(self) -> bool: ...
-    @property
-    def result_ready(self) -> bool: ...
-    @property
-    def commit(self) -> str | None: ...
-    @property
-    def base(self) -> str | None: ...
 
 
 class Refused(Exception):
@@ -83,7 +53,11 @@ class Policy:
     allow_overlap: bool = False
     offline: bool = False  # results come from elsewhere (`collect`): nothing can run again
     max_backoff_s: float = 300.0  # the longest wait after a throttle without a retry-after
-    max_throttle_wait_s: float = 3600.0  # a ticket throttled longer than this in all fails
+    max_throttle_wait_s: float = 3600.0  # a pool throttled this long in one stretch gives up
+    pool_of: Mapping[str, str] = field(
+        default_factory=dict
+    )  # agent -> quota pool (default: itself)
+    pools: Mapping[str, PoolPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +71,8 @@ class Attempt:
     base: str
     sequential: bool
     conflicts: tuple[str, ...]
+    conflict_hunks: Mapping[str, str] = field(default_factory=dict)
+    start_from: tuple[str, str] | None = None  # (base, commit) to carry on from
 
 
 @dataclass
@@ -115,10 +91,11 @@ class Record:
     failures: int = 0  # failed attempts on the current agent
     agents_tried: list[str] = field(default_factory=list)
     reruns: int = 0
-    throttles: int = 0  # in a row: the backoff doubles with each
-    throttled_s: float = 0.0  # waited for providers in all
+    throttles: int = 0  # in a row
     sequential: bool = False
     conflicts: tuple[str, ...] = ()  # files the next attempt is told collided
+    conflict_hunks: Mapping[str, str] = field(default_factory=dict)  # and how
+    start_from: tuple[str, str] | None = None  # (base, commit) a failed attempt left to go on
     not_before: float = 0.0  # retry backoff (the driver's monotonic clock)
     slot: int | None = None
     kept: tuple[str, str] | None = None  # (base, commit): a result to merge, not to redo
@@ -152,19 +129,30 @@ def fits(
     busy: Sequence[Placed],
     policy: Policy,
     jobs: int,
+    *,
+    limits: Mapping[str, int] | None = None,
+    capacities: Mapping[str, float] | None = None,
+    room: Callable[[str, int], bool] | None = None,
     overlap: Overlap | None = None,
 ) -> bool:
     """Whether `candidate` may start beside `busy` (what runs already): its agent's
-    `max_parallel`, declared paths that overlap (but for paths merge rules settle, and
-    unless overlaps are allowed), and resource weights (together at most `jobs` of each).
+    `max_parallel` (or the limit set live in `limits`), room in its quota pool (`room`),
+    declared paths that overlap (but for paths merge rules settle, and unless overlaps
+    are allowed), and resource weights (together at most `capacities`, else `jobs`, of
+    each).
 
     The scheduler's one rule; plan estimates and `run --dry-run` simulate runs with it.
     `overlap(a, b)` may stand in for the path check with the same answers (a memo).
     """
     agent = policy.agents.get(candidate.agent, AgentPolicy())
-    same_agent = sum(1 for b in busy if b.agent == candidate.agent)
-    if agent.max_parallel is not None and same_agent >= agent.max_parallel:
+    limit = (limits or {}).get(candidate.agent, agent.max_parallel)
+    if limit is not None and sum(1 for b in busy if b.agent == candidate.agent) >= limit:
         return False
+    if room is not None:
+        pool = policy.pool_of.get(candidate.agent, candidate.agent)
+        in_pool = sum(1 for b in busy if policy.pool_of.get(b.agent, b.agent) == pool)
+        if not room(pool, in_pool):
+            return False
     paths = candidate.ticket.paths
     if paths and not policy.allow_overlap:
         for b in busy:
@@ -174,8 +162,8 @@ def fits(
                 else pathsets_may_overlap(paths, b.ticket.paths, policy.settled)
             ):
                 return False
-    capacity = float(jobs)
     for name, weight in candidate.ticket.resources:
+        capacity = (capacities or {}).get(name, float(jobs))
         used = sum(b.ticket.resource(name) for b in busy)
         if used > 0 and used + min(weight, capacity) > capacity:
             return False
@@ -196,8 +184,19 @@ class Scheduler:
     ) -> None:
         self.policy = policy
         self.jobs = jobs
+        self.default_agent = default_agent
         self.emit = emit
         self.stopping = False  # nothing new starts, failures are not retried
+        self.hold: str | None = None  # why nothing new starts for now (e.g. "budget")
+        self.capacities: dict[str, float] = {}  # resources given a capacity (else `jobs`)
+        self.agent_limits: dict[str, int] = {}  # max_parallel set live, over the policy's
+        self.quotas = QuotaPools(
+            policy.pools,
+            emit,
+            backoff_s=policy.retry_backoff_s,
+            max_backoff_s=policy.max_backoff_s,
+            default=PoolPolicy(max_wait_s=policy.max_throttle_wait_s),
+        )
         ranks = ranks or {}
         groups = groups or {}
         self.records: dict[str, Record] = {}
@@ -269,6 +268,9 @@ class Scheduler:
         agents (it waits for an agent place before its agent starts). A ticket deferred to
         run alone starts only when nothing else runs, and nothing starts beside it.
         """
+        if self.hold is not None:
+            return []
+        self.quotas.tick(now)
         running = self.running
         if any(r.sequential for r in running):
             return []
@@ -286,7 +288,15 @@ class Scheduler:
         return [r.id for r in chosen]
 
     def _fits(self, r: Record, busy: Sequence[Record]) -> bool:
-        return fits(r, busy, self.policy, self.jobs)
+        return fits(
+            r,
+            busy,
+            self.policy,
+            self.jobs,
+            limits=self.agent_limits,
+            capacities=self.capacities,
+            room=self.quotas.room,
+        )
 
     def start(self, tid: str, slot: int, base: str) -> Attempt:
         """Record that `tid` starts on `slot` from `base` (journaled as dispatched)."""
@@ -294,8 +304,18 @@ class Scheduler:
         r.phase = Phase.RUNNING
         r.attempts += 1
         r.slot = slot
-        attempt = Attempt(tid, r.agent, r.attempts, slot, base, r.sequential, r.conflicts)
-        r.conflicts = ()
+        attempt = Attempt(
+            tid,
+            r.agent,
+            r.attempts,
+            slot,
+            base,
+            r.sequential,
+            r.conflicts,
+            r.conflict_hunks,
+            r.start_from,
+        )
+        r.conflicts, r.conflict_hunks, r.start_from = (), {}, None
         self.emit(
             ev.TicketDispatched(
                 ticket=tid,
@@ -336,7 +356,15 @@ class Scheduler:
         r.slot = None
         self.emit(ev.TicketRequeued(ticket=tid, reason=reason, keep_result=keep_result))
 
-    def failed(self, tid: str, reason: str, now: float, *, retryable: bool = True) -> None:
+    def failed(
+        self,
+        tid: str,
+        reason: str,
+        now: float,
+        *,
+        retryable: bool = True,
+        left: tuple[str, str] | None = None,
+    ) -> None:
         """Retry with backoff, then the fallback agent, then `failed` (dependents blocked)."""
         r = self.records[tid]
         r.slot = None
@@ -346,8 +374,10 @@ class Scheduler:
         )
         retryable = retryable and not self.policy.offline and not self.stopping
         r.failures += 1
-        r.throttles = 0
-        self.emit(ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable))
+        base, kept = left or (None, None)
+        self.emit(
+            ev.AttemptFailed(ticket=tid, reason=reason, retryable=retryable, base=base, kept=kept)
+        )
         if retryable and r.failures <= retries:
             delay = min(
                 self.policy.retry_backoff_s * 2 ** (r.failures - 1), self.policy.max_backoff_s
@@ -372,26 +402,35 @@ class Scheduler:
             return
         self.finish(tid, TicketState.FAILED, reason)
 
+    def pool_of(self, r: Record) -> str:
+        """The quota pool the ticket's agent draws on."""
+        return self.policy.pool_of.get(r.agent, r.agent)
+
     def throttled(
         self, tid: str, reason: str, now: float, *, retry_after_s: float | None = None
     ) -> None:
         """The provider asked to wait (rate limit, overload): not a failed attempt. The
-        ticket runs again after the wait it named, or a backoff; one waiting longer in all
-        than `max_throttle_wait_s` fails."""
+        whole quota pool waits (see quotas.py), then the ticket runs again; a pool that
+        stays throttled past its `max_wait` fails its waiting tickets."""
         r = self.records[tid]
         r.slot = None
         r.throttles += 1
-        if retry_after_s is not None:
-            delay = max(retry_after_s, 0.0)
-        else:
-            delay = min(
-                self.policy.retry_backoff_s * 2 ** (r.throttles - 1), self.policy.max_backoff_s
+        pool = self.pool_of(r)
+        delay = None
+        if not self.stopping:
+            delay = self.quotas.throttled(
+                pool, now, retry_after_s=retry_after_s, reason=reason, ticket=tid
             )
-        if self.stopping or r.throttled_s + delay > self.policy.max_throttle_wait_s:
-            waited = f"after waiting {r.throttled_s:.0f}s in all" if r.throttled_s else ""
-            self.failed(tid, f"throttled: {reason} {waited}".strip(), now, retryable=False)
+        if delay is None:
+            why = f"throttled: {reason}"
+            if not self.stopping:
+                why += f" (quota {pool} waited longer than its max_wait)"
+            self.failed(tid, why, now, retryable=False)
+            if not self.stopping:
+                for waiting in self.pending:
+                    if self.pool_of(waiting) == pool and waiting.deps_left == 0:
+                        self.failed(waiting.id, why, now, retryable=False)
             return
-        r.throttled_s += delay
         r.not_before = now + delay
         r.phase = Phase.PENDING
         self.emit(
@@ -399,6 +438,12 @@ class Scheduler:
                 ticket=tid, reason=reason, delay_s=delay, retry_after_s=retry_after_s
             )
         )
+
+    def answered(self, tid: str) -> None:
+        """The provider answered an attempt (success or a failure of its own): its pool
+        is open again."""
+        self.records[tid].throttles = 0
+        self.quotas.answered(self.pool_of(self.records[tid]))
 
     def conflicted(
         self,
@@ -430,9 +475,16 @@ class Scheduler:
             else:
                 continue
             r.conflicts = tuple(paths)
+            r.conflict_hunks = dict(text or {})
             r.phase = Phase.PENDING
             self.emit(
-                ev.Conflict(ticket=tid, step=step, paths=tuple(paths), collided_with=collided)
+                ev.Conflict(
+                    ticket=tid,
+                    step=step,
+                    paths=tuple(paths),
+                    collided_with=collided,
+                    text=r.conflict_hunks,
+                )
             )
             self.emit(ev.TicketRequeued(ticket=tid, reason=reason))
             return step
@@ -477,111 +529,21 @@ class Scheduler:
                     self._end(dep, TicketState.BLOCKED, f"dependency {current} {state_of.value}")
                     stack.append(dep)
 
+    def set_jobs(self, jobs: int) -> None:
+        self.jobs = jobs
+
+    def known(self, tid: str) -> Record:
+        r = self.records.get(tid)
+        if r is None:
+            raise Refused(f"no ticket {tid!r} in this run")
+        return r
+
     def _end(self, tid: str, state: TicketState, reason: str) -> None:
         r = self.records[tid]
         r.phase = Phase.DONE
         r.outcome = state
         r.slot = None
         self.emit(ev.TicketFinished(ticket=tid, state=state, reason=reason))
-
-    # --- live changes ----------------------------------------------------------------------------
-
-    def set_jobs(self, jobs: int) -> None:
-        self.jobs = jobs
-
-    def set_priority(self, tid: str, priority: int) -> None:
-        self._known(tid).priority = priority
-
-    def make_sequential(self, tids: Iterable[str]) -> list[str]:
-        """Run these tickets one at a time (those not yet completed); returns them."""
-        changed = []
-        for tid in tids:
-            r = self._known(tid)
-            if r.phase is not Phase.DONE or r.outcome in (TicketState.FAILED, TicketState.CONFLICT):
-                r.sequential = True
-                changed.append(tid)
-        return changed
-
-    def retry(self, tid: str, *, agent: str | None = None) -> list[str]:
-        """Put a failed ticket (and the dependents it blocked) back in the queue; or, for a
-        pending ticket and an agent, reassign it. Returns the tickets requeued."""
-        r = self._known(tid)
-        if agent is not None and r.phase is Phase.PENDING:
-            r.agent = agent
-            if agent not in r.agents_tried:
-                r.agents_tried.append(agent)
-            self.emit(ev.TicketRequeued(ticket=tid, agent=agent, reason="reassigned"))
-            return [tid]
-        retriable = (TicketState.FAILED, TicketState.CONFLICT, TicketState.CANCELLED)
-        if r.phase is not Phase.DONE or r.outcome not in retriable:
-            state = r.outcome.value if r.outcome is not None else r.phase.value
-            raise Refused(
-                f"{tid} is {state}; only failed, conflict or cancelled tickets can be "
-                "retried" + (" (or pending ones reassigned)" if agent else "")
-            )
-        requeued = [tid]
-        stack = [tid]
-        while stack:
-            for dep in self.dependents[stack.pop()]:
-                if self.records[dep].outcome is TicketState.BLOCKED:
-                    requeued.append(dep)
-                    stack.append(dep)
-        for t in requeued:
-            x = self.records[t]
-            if t == tid and agent is not None:
-                x.agent = agent
-            x.phase = Phase.PENDING
-            x.outcome = None
-            x.failures = x.reruns = x.attempts = 0
-            x.not_before = 0.0
-            self.emit(
-                ev.TicketRequeued(
-                    ticket=t,
-                    agent=x.agent,
-                    reset_attempts=True,
-                    reason="retry requested" if t == tid else f"unblocked by retry of {tid}",
-                )
-            )
-        return requeued
-
-    def _known(self, tid: str) -> Record:
-        r = self.records.get(tid)
-        if r is None:
-            raise Refused(f"no ticket {tid!r} in this run")
-        return r
-
-    # --- after a crash ---------------------------------------------------------------------------
-
-    def restore(self, tickets: Mapping[str, Replayed]) -> None:
-        """Take over a replayed run: what ended stays ended, merged work unlocks its
-        dependents, merges waiting for their gate stay with the merge queue, finished
-        results merge (without running again) once their dependencies have, and
-        everything else waits to run."""
-        for tid, t in tickets.items():
-            r = self.records.get(tid)
-            if r is None:
-                continue
-            r.agent = t.agent or r.agent
-            r.priority = t.priority
-            r.attempts = t.attempts
-            r.failures = t.failures
-            r.reruns = t.reruns
-            r.sequential = t.sequential
-            r.agents_tried = list(dict.fromkeys([*t.agents_tried, r.agent]))
-            r.conflicts = tuple(t.conflicts) if t.reruns or t.sequential else ()
-            if t.status.terminal:
-                r.phase = Phase.DONE
-                r.outcome = t.status
-            elif t.awaiting_gate:
-                r.phase = Phase.MERGING
-            else:
-                r.phase = Phase.PENDING
-                if t.result_ready and t.commit and t.base:
-                    r.kept = (t.base, t.commit)
-        for tid, r in self.records.items():
-            if r.outcome is TicketState.COMPLETED:
-                for dep in self.dependents[tid]:
-                    self.records[dep].deps_left -= 1
 
     def take_kept(self) -> list[tuple[str, str, str]]:
         """Kept results whose dependencies have merged: (ticket, base, commit) to merge

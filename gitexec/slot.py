@@ -1,16 +1,13 @@
 """One pooled worktree (a slot): reset to a base, setup run once, an agent's work collected.
 
-A worktree is created once and then reset from ticket to ticket, and `worktree.setup` runs
-once per worktree, so what it installs into ignored directories (`node_modules/`,
-`.venv/`) is kept. Everything else a ticket leaves behind, ignored or not, goes at the next
-reset: a slot starts each ticket exactly at its base plus that setup output. A slot that
-cannot be reset (a directory made unreadable, say) is rebuilt. Worktrees are created one
-at a time: in parallel they fight over the disk and each takes longer.
+A worktree is created once (one at a time: in parallel they fight over the disk) and then
+reset from ticket to ticket to exactly its base plus what `worktree.setup` (run once per
+worktree) left in ignored directories such as `node_modules/`; everything else a ticket
+leaves, ignored or not, goes. A slot that cannot be reset is rebuilt.
 
-Resetting a slot and committing what an agent changed both cost O(changed paths) when the
-slot's inotify watcher (watch.py) vouches for what was touched: git then only looks at
-those paths, and a split index keeps index writes small. Without a trustworthy watcher
-(not Linux, queue overflow, someone else rewrote the index) the slot falls back to full
+Resets and collects cost O(changed paths) while the slot's inotify watcher (watch.py)
+vouches for what was touched, with a split index keeping index writes small; otherwise
+(not Linux, queue overflow, the index rewritten by someone else) they fall back to full
 scans: `git checkout -f` + `git clean -fd`, and `git add -A`.
 """
 
@@ -313,7 +310,7 @@ class Slot:
 
         Clean means: exactly `commit`, plus the ignored output of `worktree.setup`.
         """
-        keep = self._setup_output(setup) or NOTHING_KEPT
+        keep = setup_output(setup, self._setup_marker, self._setup_output_list) or NOTHING_KEPT
         if not self.exists():
             self._create(repo, commit)
         else:
@@ -325,12 +322,19 @@ class Slot:
                 # admin files, a directory made unreadable) is rebuilt: it holds nothing
                 # worth keeping.
                 self._create(repo, commit)
-        if setup and self._setup_output(setup) is None:
-            self._run_setup(setup, env)
+        if setup and setup_output(setup, self._setup_marker, self._setup_output_list) is None:
+            run_setup(setup, self.path, env, self.setup_log, self.name)
             # What setup changed in tracked or unignored files is not a ticket's to commit;
             # its ignored output stays, and is what later resets keep.
             kept = self._full_reset(commit, keep=None)
-            self._save_setup_output(setup, kept)
+            save_setup_output(setup, kept, self._setup_marker, self._setup_output_list)
+
+    def carry(self, repo: RepoPaths, base: str, content: str) -> None:
+        """`content` (a commit on `base`) as uncommitted changes to `base` (the collect
+        then scans: the watcher cannot vouch for this)."""
+        self.prepare(repo, content)
+        self._git(["reset", "-q", "--mixed", base])
+        self._stop_watching()
 
     def _create(self, repo: RepoPaths, commit: str) -> None:
         self._stop_watching()
@@ -583,15 +587,3 @@ class Slot:
             # The worktree now equals HEAD except untracked files among `dirty`.
             self._remember(commit, dirty)
         return Collected(commit, own)
-
-    # --- setup -----------------------------------------------------------------------------
-
-    def _setup_output(self, setup: Sequence[str]) -> SetupOutput | None:
-        """What this `setup` left here (nothing without setup); None when it has to run."""
-        return setup_output(setup, self._setup_marker, self._setup_output_list)
-
-    def _save_setup_output(self, setup: Sequence[str], ignored: Sequence[str]) -> None:
-        save_setup_output(setup, ignored, self._setup_marker, self._setup_output_list)
-
-    def _run_setup(self, setup: Sequence[str], env: Mapping[str, str] | None) -> None:
-        run_setup(setup, self.path, env, self.setup_log, self.name)

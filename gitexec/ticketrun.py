@@ -24,6 +24,7 @@ class TicketRun:
     estimate_s: float = 0.0
     priority: int = 0
     paths: tuple[str, ...] = ()
+    budget_usd: float | None = None
     status: TicketState = TicketState.PENDING
     attempts: int = 0
     slot: int | None = None
@@ -60,6 +61,10 @@ class TicketRun:
     live_cost_usd: float | None = None
     model: str | None = None
     session_id: str | None = None
+    session_agent: str | None = None  # the agent whose session that is
+    last_slot: int | None = None  # where its last attempt ran (sessions live in a worktree)
+    left: tuple[str, str] | None = None  # (base, commit) a failed attempt left behind
+    keep_worktree: bool = False  # the next attempt starts from `left`
     summary: str | None = None
     cpu_s: float = 0.0
     peak_rss_mb: float | None = None

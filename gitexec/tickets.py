@@ -107,6 +107,7 @@ class Ticket:
     validate: tuple[str, ...] = ()
     timeout_s: float | None = None
     retries: int | None = None
+    budget_usd: float | None = None  # what its attempts together may cost
     resources: tuple[tuple[str, float], ...] = ()
     on_conflict: tuple[ConflictStep, ...] | None = None
     status: TicketState = TicketState.PENDING
@@ -155,6 +156,7 @@ _READERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "validate": ("validate", fields.text_list),
     "timeout": ("timeout_s", fields.duration),
     "retries": ("retries", lambda v: fields.integer(v, minimum=0, maximum=fields.MAX_RETRIES)),
+    "budget_usd": ("budget_usd", lambda v: fields.number(v, maximum=1_000_000.0)),
     "resources": ("resources", _resources),
     "on_conflict": ("on_conflict", ladder),
     "status": ("status", _state),

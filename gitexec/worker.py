@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gitexec import agents, dialects, secrets
+import pygit2
+
+from gitexec import agents, budget, dialects, handoff, process, resources, secrets
 from gitexec import events as ev
 from gitexec.config import AgentSpec, Config
 from gitexec.errors import CommandError
 from gitexec.gitutil import Identity, RepoPaths
 from gitexec.integration import ticket_message
+from gitexec.merge import merge_trees
 from gitexec.scheduler import Attempt
 from gitexec.slot import Slot
 from gitexec.slotsetup import SetupError
@@ -85,6 +88,9 @@ class WorkerContext:
     identity: Identity
     places: AgentPlaces
     emit: Callable[[ev.Event], object]  # journals from any thread
+    # Why an attempt whose slot is ready must not start its agent now (the run's budget
+    # is spent, its quota pool is paused), or None.
+    may_start: Callable[[Job], str | None] = lambda job: None
 
     def log(self, tid: str) -> Path:
         return self.run_dir / "logs" / f"{tid}.log"
@@ -103,6 +109,11 @@ class Job:
     slot: Slot
     cancel: threading.Event = field(default_factory=threading.Event)
     waited_s: float = 0.0  # time spent waiting for an agent place (not engine overhead)
+    budget_left: float | None = None  # what this attempt may cost (None: no limit)
+    dependencies: tuple[handoff.Dependency, ...] = ()  # what it builds on, for its prompt
+    session_id: str | None = None  # the agent session this attempt continues
+    stopped_for: str | None = None  # why it was stopped while running (over budget)
+    agent_ran: bool = False
 
     @property
     def base(self) -> str:
@@ -118,6 +129,7 @@ class Outcome:
     cancelled: bool = False
     throttled: bool = False  # the provider asked to wait: not a failed attempt
     retry_after_s: float | None = None
+    left: tuple[str, str] | None = None  # (base, commit) of what a failed attempt left
 
 
 def work(ctx: WorkerContext, job: Job) -> Outcome:
@@ -131,6 +143,8 @@ def work(ctx: WorkerContext, job: Job) -> Outcome:
         outcome = Outcome(False, reason=f"git failed in {job.slot.name}:\n{exc}")
     except Exception as exc:
         outcome = Outcome(False, reason=f"internal error: {type(exc).__name__}: {exc}")
+    if job.agent_ran and not (outcome.ok or outcome.cancelled or outcome.throttled):
+        outcome = replace(outcome, left=_left_behind(ctx, job))
     ctx.emit(
         ev.WorkDone(
             ticket=job.ticket.id,
@@ -165,17 +179,28 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     # reads a log or a report later, wherever, sees no secret of this environment.
     redactor = secrets.Redactor.from_environ({**os.environ, **env})
     slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
+    if job.attempt.start_from is not None:
+        _carry_on(ctx, job, *job.attempt.start_from)
     prompt = prompt_for(ctx, job)
     argv = command_for(ctx, job, prompt)
     log = ctx.log(t.id)
     timeout = timeout_for(ctx.config, t, job.agent)
     reader = dialects.Reader(job.agent.dialect, argv=argv)
-    live = _LiveUsage(ctx, t.id, reader)
+    live = _LiveUsage(ctx, job, reader)
     to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
+    samples = resources.SampleGate()
+
+    def sampled(sample: process.Sample) -> None:
+        event = samples.event(t.id, sample)
+        if event is not None:
+            ctx.emit(event)
 
     with _admitted(ctx, job) as admitted:
         if not admitted:
             return Outcome(False, reason="stopped before the agent started", cancelled=True)
+        refused = ctx.may_start(job)
+        if refused is not None:  # decided while this slot was being prepared
+            return Outcome(False, reason=refused, cancelled=True)
         result = agents.run_process(
             argv,
             cwd=slot.path,
@@ -188,6 +213,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             stdin=to_stdin,
             redact=redactor.redact_bytes,
             log_cap=ctx.config.log_max_bytes,
+            on_sample=sampled,
+            limits=resources.process_limits(job.agent),
             header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
             f"in {slot.name} ===\n",
         )
@@ -200,7 +227,8 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
             duration_s=round(result.duration_s, 6),
         )
     )
-    if result.cancelled:
+    job.agent_ran = result.start_error is None
+    if result.cancelled and job.stopped_for is None:
         return Outcome(False, reason="stopped", cancelled=True)
     if result.timed_out:
         return Outcome(False, reason=f"agent timed out after {timeout:g}s")
@@ -214,6 +242,11 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         redactor,
     )
     ctx.emit(_reported(t.id, report, result))
+    if job.stopped_for is not None:  # stopped while it ran: what it spent is recorded above
+        return Outcome(False, reason=job.stopped_for, retryable=False)
+    over = budget.over_ticket_budget(report.cost_usd or 0.0, job.budget_left)
+    if over is not None:
+        return Outcome(False, reason=over, retryable=False)
     if report.status is dialects.Status.THROTTLED:
         return Outcome(
             False,
@@ -243,6 +276,38 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     return Outcome(True, commit=collected.commit)
 
 
+def _left_behind(ctx: WorkerContext, job: Job) -> tuple[str, str] | None:
+    """What a failed attempt left in its worktree, as a commit on its base (for `retry
+    --keep-worktree`); None when it left nothing, or the worktree cannot be read."""
+    t = job.ticket
+    message = ticket_message(t.id, f"left by attempt {job.attempt.attempt}", ctx.run_id)
+    try:
+        left = job.slot.collect(job.base, message, ctx.identity)
+    except (CommandError, OSError):
+        return None
+    return None if left.empty(job.base) else (job.base, left.commit)
+
+
+def _carry_on(ctx: WorkerContext, job: Job, old_base: str, left: str) -> None:
+    """Start from what a failed attempt left: its changes, carried onto this attempt's
+    base (a 3-way merge), as uncommitted work in the worktree. When they no longer apply,
+    the attempt starts fresh and its log says so."""
+    repo = job.slot.objects
+    trees = [repo[pygit2.Oid(hex=c)].peel(pygit2.Tree).id for c in (old_base, job.base, left)]
+    merged = merge_trees(repo, *trees)
+    note = f"=== {job.ticket.id}: carrying on from what attempt left ({left[:12]})"
+    if not merged.clean or merged.tree is None:
+        note = f"=== {job.ticket.id}: what the failed attempt left no longer applies; fresh start"
+    else:
+        sig = ctx.identity.signature()
+        carried = repo.create_commit(None, sig, sig, "carry on", merged.tree, [job.base])
+        job.slot.carry(ctx.paths, job.base, str(carried))
+    log = ctx.log(job.ticket.id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as f:
+        f.write(note + "\n")
+
+
 def _reported(tid: str, report: dialects.Report, result: agents.ProcessResult) -> ev.AgentReported:
     return ev.AgentReported(
         ticket=tid,
@@ -261,12 +326,13 @@ def _reported(tid: str, report: dialects.Report, result: agents.ProcessResult) -
 
 
 class _LiveUsage:
-    """Feeds the agent's output to its dialect reader as it comes, and journals the
-    tokens reported so far now and then (the dashboard and budgets read them)."""
+    """Feeds the agent's output to its dialect reader as it comes: journals the tokens
+    reported so far now and then (dashboard, run budget), and stops an attempt that goes
+    over its ticket's budget."""
 
-    def __init__(self, ctx: WorkerContext, tid: str, reader: dialects.Reader) -> None:
+    def __init__(self, ctx: WorkerContext, job: Job, reader: dialects.Reader) -> None:
         self.ctx = ctx
-        self.tid = tid
+        self.job = job
         self.reader = reader
         self._last: dialects.Usage | None = None
         self._at = 0.0
@@ -274,12 +340,18 @@ class _LiveUsage:
     def feed(self, chunk: bytes) -> None:
         self.reader.feed(chunk)
         usage = self.reader.usage()
+        if usage is None or usage == self._last:
+            return
+        cost = self.reader.cost_usd(self.ctx.config.pricing)
+        over = budget.over_ticket_budget(cost or 0.0, self.job.budget_left)
+        if over is not None and self.job.stopped_for is None:
+            self.job.stopped_for = over
+            self.job.cancel.set()
         now = time.monotonic()
-        if usage is None or usage == self._last or now - self._at < LIVE_USAGE_EVERY_S:
+        if now - self._at < LIVE_USAGE_EVERY_S and over is None:
             return
         self._last, self._at = usage, now
-        cost = self.reader.cost_usd(self.ctx.config.pricing)
-        self.ctx.emit(ev.AgentUsage(ticket=self.tid, usage=usage, cost_usd=cost))
+        self.ctx.emit(ev.AgentUsage(ticket=self.job.ticket.id, usage=usage, cost_usd=cost))
 
 
 def _started(ctx: WorkerContext, job: Job, pid: int, pgid: int) -> None:
@@ -371,6 +443,8 @@ def prompt_for(ctx: WorkerContext, job: Job) -> str | None:
         conflicts=job.attempt.conflicts,
         template_file=template,
         root=job.slot.path,  # templates are repository files, read from the worktree
+        dependencies=handoff.describe(job.slot.objects, job.dependencies),
+        conflict_hunks=job.attempt.conflict_hunks,
     )
 
 
@@ -395,8 +469,12 @@ def command_for(ctx: WorkerContext, job: Job, prompt: str | None) -> tuple[str, 
         "base": job.base,
         "run_id": ctx.run_id,
         "conflicts": list(job.attempt.conflicts),
+        "session_id": job.session_id or "",
     }
-    return agents.render_command(job.agent, context)
+    agent = job.agent
+    if job.session_id and agent.resume_command:  # continue where the last attempt was
+        agent = replace(agent, command=agent.resume_command)
+    return agents.render_command(agent, context)
 
 
 def redacted(report: dialects.Report, redactor: secrets.Redactor) -> dialects.Report:

@@ -498,6 +498,8 @@ def test_publish_outputs_summary_annotations_and_groups(failing_run: Path, tmp_p
         "head": git(repo, "rev-parse", "gitexec/gh").strip(),
         "junit": str(tmp_path / "j.xml"),
         "markdown": str(tmp_path / "r.md"),
+        "cost-usd": "0.000000",  # shell agents cost nothing
+        "tokens": "0",
     }
 
     text = summary.read_text(encoding="utf-8")

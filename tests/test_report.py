@@ -349,13 +349,24 @@ def test_markdown_from_a_real_run(mixed: MixedRun) -> None:
     assert text.startswith("## ❌ gitexec run mix: failed")
 
     rows = ticket_table(text)
-    assert rows[0] == ["Ticket", "Title", "Agent", "Status", "Attempts", "Duration", "Commit"]
+    assert rows[0][:8] == [
+        "Ticket",
+        "Title",
+        "Agent",
+        "Status",
+        "Attempts",
+        "Duration",
+        "Cost",
+        "Commit",
+    ]
+    assert rows[0][8:] == ["CPU", "Memory"]  # what the agents used (measured in a real run)
     by_id = {r[0]: r for r in rows[1:]}
     assert sorted(by_id) == ["A", "B", "C", "D", "E", "F"]
     assert by_id["F"][1] == "<script>alert(1)</script> | a **b** [c](http://x)"
     assert by_id["C"][1] == "Noisy <failure> | 100% broken"
     assert by_id["C"][3] == "❌ failed" and by_id[conflicted][3] == "💥 conflict"
-    assert re.fullmatch(r"[0-9a-f]{10}", by_id[done][6])
+    assert by_id[done][6] == "-"  # a shell agent reports no cost
+    assert re.fullmatch(r"[0-9a-f]{10}", by_id[done][7])
 
     analytics = next(t for t in tables(markdown_parser().parse(text)) if len(t[0]) == 4)
     names = [cell_text(r[0]) for r in analytics[1:]]
@@ -406,7 +417,7 @@ def test_markdown_escapes_hostile_titles_and_logs(tmp_path: Path) -> None:
     text = render_markdown(RunReport(state, tmp_path / "run", redactor=Redactor()))
     rows = ticket_table(text)[1:]
     assert len(rows) == len(hostile)
-    assert all(len(r) == 7 for r in rows)
+    assert all(len(r) == 8 for r in rows)
     assert [r[1] for r in rows] == [" ".join(h.split()) for h in hostile]
     html = markdown_parser().render(text)
     assert "<script" not in html and "<img" not in html and "<a " not in html

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gitexec import events as ev
+from gitexec import replan
 from gitexec.globs import PathSet
 from gitexec.runstate import RunState
 from gitexec.scheduler import AgentPolicy, Phase, Policy, Refused, Scheduler
@@ -165,12 +166,12 @@ def test_barrier_runs_group_by_group() -> None:
 
 def test_a_sequential_ticket_runs_alone() -> None:
     h = harness([ticket("A"), ticket("B"), ticket("C")], jobs=4)
-    h.scheduler.make_sequential(["B"])
+    replan.make_sequential(h.scheduler, ["B"])
     assert h.start_all() == ["B"]  # nothing else runs: B starts, and nothing beside it
     assert h.select() == []
     h = harness([ticket("A"), ticket("B"), ticket("C")], jobs=4)
     assert h.start_all(free=1) == ["A"]
-    h.scheduler.make_sequential(["B"])
+    replan.make_sequential(h.scheduler, ["B"])
     assert h.select() == []  # A still runs
     h.merge("A")
     assert h.start_all() == ["B"]
@@ -279,18 +280,18 @@ def test_retry_requeues_the_ticket_and_what_it_blocked() -> None:
     h.start_all()
     h.scheduler.failed("A", "exit 1", 0.0)
     with pytest.raises(Refused, match="C is running"):
-        h.scheduler.retry("C")
-    assert h.scheduler.retry("A") == ["A", "B"]
+        replan.retry(h.scheduler, "C")
+    assert replan.retry(h.scheduler, "A") == ["A", "B"]
     assert h.scheduler["B"].phase is Phase.PENDING
     assert h.scheduler["B"].deps_left == 1
     assert h.select() == ["A"]
     with pytest.raises(Refused, match="no ticket 'Q'"):
-        h.scheduler.set_priority("Q", 1)
+        replan.set_priority(h.scheduler, "Q", 1)
 
 
 def test_priority_and_jobs_change_live() -> None:
     h = harness([ticket("A"), ticket("B"), ticket("C")], jobs=1)
-    h.scheduler.set_priority("C", 9)
+    replan.set_priority(h.scheduler, "C", 9)
     assert h.select() == ["C", "A"]
     h.scheduler.set_jobs(2)
     assert h.select() == ["C", "A", "B"]
@@ -337,14 +338,14 @@ def test_restore_rebuilds_scheduling_from_the_journal() -> None:
     h.merge("A")
     h.events.append(ev.TicketMerged(ticket="A", head="h1"))
     h.scheduler.failed("C", "exit 1", 0.0)  # a retry: one failure counted
-    h.scheduler.set_priority("E", 7)
+    replan.set_priority(h.scheduler, "E", 7)
     h.events.append(ev.Control(action="priority", ticket="E", priority=7))
-    changed = h.scheduler.make_sequential(["E"])
+    changed = replan.make_sequential(h.scheduler, ["E"])
     h.events.append(ev.Control(action="fallback-sequential", group=2, tickets=tuple(changed)))
     state = replay_of(h, tickets)
 
     again = harness(tickets, jobs=4, agents=agents)
-    again.scheduler.restore(state.tickets)
+    replan.restore(again.scheduler, state.tickets)
     r = again.scheduler
     assert r["A"].phase is Phase.DONE and r["A"].outcome is TicketState.COMPLETED
     assert r["B"].deps_left == 0  # A's merge counts
@@ -366,7 +367,7 @@ def test_restore_keeps_results_and_ungated_merges_with_the_merge_queue() -> None
     h.events.append(ev.WorkDone(ticket="B", ok=True))
     h.events.append(ev.TicketMerged(ticket="B", head="h1", awaiting_gate=True))
     again = harness(tickets, jobs=4)
-    again.scheduler.restore(replay_of(h, tickets).tickets)
+    replan.restore(again.scheduler, replay_of(h, tickets).tickets)
     assert again.scheduler["B"].phase is Phase.MERGING  # gated again before it counts
     assert again.scheduler["C"].deps_left == 1
     assert again.select() == []  # A's result is merged as it is: its agent does not rerun

@@ -45,13 +45,18 @@ def _project(box: Path) -> Path:
 
 
 def _refused(proc: subprocess.CompletedProcess[str], verb: str, target: str) -> str:
+    """The command refused (exit 2) with `gitexec: error: <verb> <path under target>: ...`;
+    `verb` may be several, separated by `|`."""
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     assert "internal error" not in text and "Traceback" not in text
-    prefix = f"gitexec: error: {verb} "
-    line = next((x for x in proc.stderr.splitlines() if x.startswith(prefix)), None)
+    prefixes = [f"gitexec: error: {v} " for v in verb.split("|")]
+    line = next((x for x in proc.stderr.splitlines() if x.startswith(tuple(prefixes))), None)
     assert line is not None, text
+    prefix = next(p for p in prefixes if line.startswith(p))
     where = line[len(prefix) :].split(":", 1)[0]
+    repo = proc.args[4]  # python -m gitexec -C REPO ...
+    where = os.path.relpath(where, repo) if os.path.isabs(where) else where
     assert where.startswith(target) or where.startswith(os.path.dirname(target)), line
     return line
 
@@ -94,6 +99,6 @@ def test_state_that_cannot_be_read_is_named(target: str) -> None:
             assert line.endswith("permission denied; gitexec keeps its runs there. Make it "
                                  "readable, or run gitexec as the user who owns it")  # fmt: skip
         proc = cli(box, repo, "run", "--no-monitor", "--run-id", "r2")
-        _refused(proc, "cannot write", target)
+        _refused(proc, "cannot write|cannot access", target)
         proc = cli(box, repo, "resume", "--run", "r1", "--no-monitor")
         assert proc.returncode == 2 and "internal error" not in proc.stderr, proc.stderr

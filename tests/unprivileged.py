@@ -34,16 +34,29 @@ def _open_to_all(path: Path) -> bool:
         return False
 
 
+def _readable_by_all(path: Path) -> bool:
+    """Whether any user can read `path` (every directory above it searchable)."""
+    try:
+        if not path.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(p.stat().st_mode & stat.S_IXOTH for p in path.parents)
+    except OSError:
+        return False
+
+
 def _interpreter() -> tuple[str, dict[str, str]]:
     """A Python the unprivileged user can run, and the environment that finds gitexec."""
     if not _AS_ROOT:
         return sys.executable, {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    import gitexec
+
+    package = Path(gitexec.__file__).parent
+    if not _readable_by_all(package / "__init__.py"):
+        pytest.skip(f"an unprivileged user cannot read gitexec where it is installed ({package})")
     for candidate in (Path(sys.executable).resolve(), Path("/usr/bin") / version):
         if _open_to_all(candidate):
-            import gitexec
-
-            paths = [str(Path(gitexec.__file__).parents[1]), *site.getsitepackages()]
+            paths = [str(package.parent), *site.getsitepackages()]
             return str(candidate), {"PYTHONPATH": os.pathsep.join(paths)}
     pytest.skip(f"no {version} that an unprivileged user can run")
 

@@ -1,4 +1,5 @@
-"""`pause`, `resume`, `stop`, `adjust`, `retry`, `reassign`, `fallback-sequential`.
+"""`pause`, `resume`, `stop`, `adjust`, `retry`, `reassign`, `fallback-sequential`
+(`enqueue` and `cancel` are in replan.py).
 
 Each sends one request to the live engine of a run (see gitexec/control.py) and prints its
 answer; `resume` of a run whose engine is gone restarts it from the journal instead.
@@ -67,18 +68,32 @@ def adjust(
     jobs: int | None,
     delta: int,
     priorities: dict[str, int],
+    quotas: dict[str, int] | None = None,
+    resources: dict[str, float] | None = None,
+    agents: dict[str, int] | None = None,
 ) -> int:
-    if jobs is None and not delta and not priorities:
+    if jobs is None and not delta and not (priorities or quotas or resources or agents):
         raise UserError(
             "nothing to adjust: give --jobs N, --increase-parallelism, "
-            "--decrease-parallelism or --priority ID=N"
+            "--decrease-parallelism, --priority ID=N, --quota POOL=N, --resource NAME=N "
+            "or --agent NAME=N"
         )
-    send(ws, run_id, "adjust", jobs=jobs, delta=delta, priority=priorities)
+    send(
+        ws,
+        run_id,
+        "adjust",
+        jobs=jobs,
+        delta=delta,
+        priority=priorities,
+        quota=quotas or {},
+        resource=resources or {},
+        agent=agents or {},
+    )
     return EXIT_OK
 
 
-def retry(ws: Workspace, *, run_id: str | None, ticket: str) -> int:
-    send(ws, run_id, "retry", ticket=ticket)
+def retry(ws: Workspace, *, run_id: str | None, ticket: str, keep_worktree: bool = False) -> int:
+    send(ws, run_id, "retry", ticket=ticket, keep_worktree=keep_worktree)
     return EXIT_OK
 
 
@@ -101,6 +116,7 @@ def resume(
     junit: str | None = None,
     markdown: str | None = None,
     onto: str | None = None,
+    budget_usd: float | None = None,
 ) -> int:
     """Resume a paused live run, or restart a crashed or stopped one from its journal."""
     holder = lock_holder(ws.state_dir)
@@ -118,6 +134,7 @@ def resume(
         junit=junit,
         markdown=markdown,
         onto=onto,
+        budget_usd=budget_usd,
     )
 
 

@@ -10,7 +10,10 @@ from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_OK
 from gitexec.fields import format_duration
 from gitexec.globs import PathSet, pathsets_may_overlap
-from gitexec.plan import Graph, Plan, effective_estimates, pairwise_overlaps
+from gitexec.history import History
+from gitexec.patterns import Patterns, analyze
+from gitexec.patterns import advice as history_advice
+from gitexec.plan import NOT_MEASURED, Graph, Measured, Plan, effective_estimates, pairwise_overlaps
 from gitexec.project import Project
 from gitexec.tickets import Ticket
 from gitexec.workspace import Workspace
@@ -69,9 +72,18 @@ def check_conflicts(
         )
 
 
-def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis: Diagnosis) -> None:
+def analyze_bottlenecks(
+    plan: Plan,
+    project: Project,
+    config: Config,
+    diagnosis: Diagnosis,
+    measured: Measured = NOT_MEASURED,
+    patterns: Patterns | None = None,
+) -> None:
+    """The critical path, group widths and fan-out of the plan (with estimates measured in
+    past runs where tickets declare none), and what the run history shows."""
     graph = Graph(project.tickets)
-    est = effective_estimates(graph, config.default_estimate_s)
+    est = effective_estimates(graph, config.default_estimate_s, measured)
     by_id = {t.id: (t, est[i]) for i, t in enumerate(graph.tickets)}
     cp = list(plan.critical_path)
     cp_len = sum(by_id[t][1] for t in cp)
@@ -84,7 +96,9 @@ def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis:
         ((len(graph.dependents[i]), t.id) for i, t in enumerate(graph.tickets)),
         key=lambda x: (-x[0], x[1]),
     )[:3]
-    no_estimate = sum(1 for t in project.tickets if t.estimate_s is None)
+    no_estimate = sum(
+        1 for t in project.tickets if t.estimate_s is None and t.id not in measured.seconds
+    )
     diagnosis.bottlenecks = {
         "critical_path": cp,
         "critical_path_s": cp_len,
@@ -97,7 +111,10 @@ def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis:
         "heaviest_on_critical_path": [{"ticket": t, "estimate_s": s} for s, t in heavy],
         "most_dependents": [{"ticket": t, "dependents": n} for n, t in fan_out if n],
         "without_estimate": no_estimate,
+        "measured_estimates": sorted(set(plan.measured) | set(plan.agent_average)),
     }
+    if patterns is not None and patterns.runs:
+        diagnosis.bottlenecks["history"] = patterns.to_json()
     advice = diagnosis.advice
     if plan.makespan_s and cp_len >= 0.8 * plan.makespan_s and len(cp) > 1 and heavy:
         names = ", ".join(f"{t} ({format_duration(s)})" for s, t in heavy)
@@ -126,9 +143,11 @@ def analyze_bottlenecks(plan: Plan, project: Project, config: Config, diagnosis:
                 "so it starts first"
             )
             break
+    if patterns is not None:
+        advice.extend(history_advice(patterns))
     if no_estimate:
         advice.append(
-            f"{no_estimate} ticket(s) have no `estimate`; the default "
+            f"{no_estimate} ticket(s) have no `estimate` and no past runs; the default "
             f"{format_duration(config.default_estimate_s)} was assumed"
         )
 
@@ -146,7 +165,9 @@ def diagnose(
         conflicts = bottlenecks = True
     project = ws.load(check_plan=False)
     config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
-    plan = build_plan(ws, project, strategy, jobs)
+    past = History.load(ws.state_dir) if bottlenecks else History()
+    measured = past.estimates(project.tickets, config.default_agent)
+    plan = build_plan(ws, project, strategy, jobs, measured=measured)
     diagnosis = Diagnosis()
     tickets = {t.id: t for t in project.tickets}
     if conflicts:
@@ -154,7 +175,7 @@ def diagnose(
         check_conflicts(plan, tickets, diagnosis, settled)
         _live_overlaps(ws, diagnosis, settled)
     if bottlenecks:
-        analyze_bottlenecks(plan, project, config, diagnosis)
+        analyze_bottlenecks(plan, project, config, diagnosis, measured, analyze(past))
     if fmt == "json":
         out = asdict(diagnosis)
         if not conflicts:
@@ -219,7 +240,31 @@ def _print_text(d: Diagnosis, *, conflicts: bool, bottlenecks: bool) -> None:
             f"narrowest: {b['narrowest_group']['id']} ({b['narrowest_group']['tickets']})"
         )
         print(f"Estimated parallelism: {b['parallelism']:g}x with {b['jobs']} jobs")
+        if b["measured_estimates"]:
+            print(f"Estimates measured in past runs: {len(b['measured_estimates'])} ticket(s)")
+        _print_history(b.get("history"))
     if d.advice:
         print("Advice:")
         for line in d.advice:
             print(f"  - {line}")
+
+
+def _print_history(h: dict[str, Any] | None) -> None:
+    if not h:
+        return
+    print(f"History of {h['runs']} run(s):")
+    slow = ", ".join(f"{s['ticket']} ({format_duration(s['median_s'])})" for s in h["slowest"][:5])
+    if slow:
+        print(f"  slowest: {slow}")
+    if h["flaky"]:
+        print(f"  flaky: {', '.join(f['ticket'] for f in h['flaky'][:5])}")
+    spots = ", ".join(f"{c['path']} ({c['conflicts']}x)" for c in h["conflict_hot_spots"][:5])
+    if spots:
+        print(f"  conflict hot spots: {spots}")
+    for name, a in h["agents"].items():
+        mean = format_duration(a["mean_s"]) if a["mean_s"] is not None else "-"
+        cost = "-" if a["cost_usd"] is None else f"${a['cost_usd']:.4f}"
+        print(
+            f"  agent {name}: {a['success_rate']:.0%} of {a['tickets']} ticket(s) completed, "
+            f"mean {mean}, cost {cost}"
+        )

@@ -7,14 +7,17 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.fields import format_duration
 from gitexec.plan import (
+    NOT_MEASURED,
     PLAN_FILE,
     Constraints,
+    Measured,
     Plan,
     load_plan,
     make_plan,
@@ -24,21 +27,31 @@ from gitexec.plan import (
 )
 from gitexec.project import Project
 from gitexec.runspec import RunSpec, policy_for
+from gitexec.tickets import Ticket
 from gitexec.workspace import Workspace
 
 
 def build_plan(
-    ws: Workspace, project: Project, strategy: Strategy | None = None, jobs: int | None = None
+    ws: Workspace,
+    project: Project,
+    strategy: Strategy | None = None,
+    jobs: int | None = None,
+    *,
+    measured: Measured | None = None,
 ) -> Plan:
     """A fresh plan of a valid project with flag/env/git-config/config settings applied;
-    its estimate follows what a run's scheduler would enforce, and skips completed tickets."""
+    tickets without an `estimate` are estimated from `measured` (default: past runs); the
+    estimate follows what a run's scheduler would enforce, and skips completed tickets."""
     project.require_valid()
     config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
+    if measured is None:
+        measured = measured_estimates(ws, project.tickets, config.default_agent)
     return make_plan(
         project.tickets,
         config.strategy,
         config.jobs,
         config.default_estimate_s,
+        measured,
         constraints_for(config),
     )
 
@@ -58,6 +71,15 @@ def constraints_for(config: Config, *, allow_overlap: bool = False) -> Constrain
         allow_overlap=allow_overlap,
     )
     return Constraints(policy_for(probe), config.default_agent)
+
+
+def measured_estimates(ws: Workspace, tickets: Sequence[Ticket], default_agent: str) -> Measured:
+    """Estimates this repository's run history gives the tickets that declare none."""
+    from gitexec.history import History
+
+    if all(t.estimate_s is not None for t in tickets):
+        return NOT_MEASURED
+    return History.load(ws.state_dir).estimates(tickets, default_agent)
 
 
 def render(plan: Plan, project: Project, fmt: str) -> str:
@@ -101,10 +123,12 @@ def write_atomic(path: Path, text: str) -> None:
 def summary(plan: Plan) -> str:
     n = sum(len(g.tickets) for g in plan.groups)
     path = " -> ".join(plan.critical_path[:6]) + (" -> ..." if len(plan.critical_path) > 6 else "")
+    learned = len(plan.measured) + len(plan.agent_average)
     return (
         f"{n} ticket(s) in {len(plan.groups)} group(s) ({plan.strategy.value}, jobs {plan.jobs}); "
-        f"estimated {format_duration(plan.makespan_s)} at {plan.parallelism:g}x parallelism; "
-        f"critical path {path}"
+        f"estimated {format_duration(plan.makespan_s)} at {plan.parallelism:g}x parallelism"
+        + (f" ({learned} estimate(s) measured in past runs)" if learned else "")
+        + f"; critical path {path}"
     )
 
 
@@ -115,9 +139,14 @@ def plan(
     jobs: int | None,
     output: str | None,
     fmt: str | None,
+    history: bool = True,
 ) -> int:
+    """Print or write a plan. The committed plan (.gitexec/plan.yaml) never takes estimates
+    from this clone's history: it must come out the same wherever it is regenerated."""
     project = ws.load(check_plan=False)
-    result = build_plan(ws, project, strategy, jobs)
+    committed = output not in (None, "-") and _is_committed_plan(ws, str(output))
+    measured = None if history and not committed else NOT_MEASURED
+    result = build_plan(ws, project, strategy, jobs, measured=measured)
     if fmt is None:
         fmt = "json" if output and output.endswith(".json") else "yaml"
     text = render(result, project, fmt)
@@ -143,6 +172,13 @@ def _same_but_estimates(a: Plan, b: Plan) -> bool:
     )
 
 
+def _is_committed_plan(ws: Workspace, output: str) -> bool:
+    try:
+        return (ws.cwd / output).resolve() == (ws.root / PLAN_FILE).resolve()
+    except OSError:
+        return False
+
+
 def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int:
     """Regenerate the committed plan if there is one; exit 1 when that changed it.
 
@@ -158,7 +194,7 @@ def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int
         strategy = strategy or committed.strategy
         jobs = jobs or committed.jobs
     project = ws.load(check_plan=False)
-    fresh = build_plan(ws, project, strategy, jobs)
+    fresh = build_plan(ws, project, strategy, jobs, measured=NOT_MEASURED)
     new = render_yaml(fresh)
     if new == old or (committed is not None and _same_but_estimates(committed, fresh)):
         return EXIT_OK

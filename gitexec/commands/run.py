@@ -12,14 +12,17 @@ import pygit2
 
 from gitexec.config import Config, Strategy
 from gitexec.engine import Engine
+from gitexec.enqueue import replayed_tickets
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
 from gitexec.events import RunStarted
 from gitexec.fields import MAX_JOBS, format_duration
 from gitexec.gitutil import git, run_git
 from gitexec.journal import JOURNAL, load_events
 from gitexec.plan import (
+    NOT_MEASURED,
     Constraints,
     Graph,
+    Measured,
     Plan,
     check_plan_against,
     effective_estimates,
@@ -60,6 +63,7 @@ class RunRequest:
     junit: str | None = None
     markdown: str | None = None
     validate: bool = False
+    budget_usd: float | None = None
 
 
 def resolve_base(ws: Workspace, repo: pygit2.Repository, requested: str | None) -> tuple[str, str]:
@@ -141,7 +145,10 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
 
     tickets, skipped = select(project, request.only, request.with_deps)
     plan = _plan_for(ws, project, tickets, request, config)
+    from gitexec.commands.plan import measured_estimates
+
     return RunSpec(
+        measured=measured_estimates(ws, tickets, config.default_agent),
         run_id=run_id,
         base=base,
         base_rev=base_rev,
@@ -153,6 +160,7 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
         barrier=request.barrier,
         allow_overlap=request.allow_overlap,
         validate=request.validate,
+        budget_usd=request.budget_usd if request.budget_usd is not None else config.budget.run_usd,
     )
 
 
@@ -168,7 +176,7 @@ def _plan_for(
     estimate = project.config.default_estimate_s
     if request.plan_file is None:
         constraints = constraints_for(config, allow_overlap=request.allow_overlap)
-        return make_plan(tickets, config.strategy, config.jobs, estimate, constraints)
+        return make_plan(tickets, config.strategy, config.jobs, estimate, constraints=constraints)
     path = ws.cwd / request.plan_file
     try:
         text = path.read_text(encoding="utf-8")
@@ -182,11 +190,11 @@ def _plan_for(
     return plan
 
 
-def dry_run(spec: RunSpec) -> int:
+def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
     """What would run where and when: the run's own scheduling rule, simulated on the
     estimates (tickets with overlapping scopes apart, max_parallel, resource weights)."""
     graph = Graph(spec.tickets)
-    est = effective_estimates(graph, spec.config.default_estimate_s)
+    est = effective_estimates(graph, spec.config.default_estimate_s, measured)
     order = graph.topological_order() or []
     rank = graph.bottom_levels(order, est)
     prio = [t.priority for t in graph.tickets]
@@ -209,6 +217,13 @@ def dry_run(spec: RunSpec) -> int:
             f"{format_duration(s.end_s):>7}  {deps}"
         )
     makespan = max((s.end_s for s in slots), default=0.0)
+    ids = {t.id for t in spec.tickets if t.estimate_s is None}
+    own = sorted(t for t in measured.seconds if t in ids and t not in measured.from_agent)
+    agent = sorted(t for t in measured.from_agent if t in ids)
+    if own:
+        print(f"estimates measured in past runs: {', '.join(own)}")
+    if agent:
+        print(f"estimates from their agent's past tickets: {', '.join(agent)}")
     print(f"estimated wall time {format_duration(makespan)}; nothing was executed")
     return EXIT_OK
 
@@ -335,13 +350,16 @@ def run(ws: Workspace, request: RunRequest) -> int:
     into = check_into(ws, request.into) if request.into else None
     _warn_uncommitted_tickets(ws, spec.base_rev)
     if request.dry_run:
-        return dry_run(spec)
+        from gitexec.commands.plan import measured_estimates
+
+        return dry_run(spec, measured_estimates(ws, spec.tickets, spec.config.default_agent))
     if not spec.tickets:
         print(f"nothing to run: all {len(spec.skipped)} ticket(s) are completed at {spec.base_rev}")
         return EXIT_OK
     ws.require_writable(ws.run_paths(spec.run_id))
     engine = Engine(ws.repo, spec, choose_reporter(request.monitor))
     state = engine.run()
+    remember(ws, state)
     print(summary(state, engine.run_dir))
     landed = True
     if into is not None and state.status in (RunStatus.COMPLETED, RunStatus.FAILED):
@@ -352,6 +370,15 @@ def run(ws: Workspace, request: RunRequest) -> int:
             landed = False
     reported = publish_reports(ws, spec.run_id, junit=request.junit, markdown=request.markdown)
     return exit_code(state, engine.interrupted, reported and landed)
+
+
+def remember(ws: Workspace, state: RunState) -> None:
+    """Add the run's ticket facts to the run history (plans learn their estimates there)."""
+    from gitexec.history import record_run
+
+    problem = record_run(ws.state_dir, state)
+    if problem is not None:
+        print(f"gitexec: warning: {problem}", file=sys.stderr)
 
 
 def exit_code(state: RunState, interrupted: bool, finished_cleanly: bool = True) -> int:
@@ -506,6 +533,7 @@ def resume_run(
     junit: str | None = None,
     markdown: str | None = None,
     onto: str | None = None,
+    budget_usd: float | None = None,
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.commands.report import report_targets
@@ -530,7 +558,8 @@ def resume_run(
         raise UserError(SHALLOW_MESSAGE)
     project = load_at(ws, repo, state.base)
     wanted = set(state.tickets)
-    tickets = tuple(t for t in project.tickets if t.id in wanted)
+    tickets = tuple(t for t in project.tickets if t.id in wanted and t.id not in state.enqueued)
+    tickets += tuple(replayed_tickets(state.enqueued))
     missing = wanted - {t.id for t in tickets}
     if missing:
         raise UserError(
@@ -573,8 +602,11 @@ def resume_run(
         if not report.ok:
             raise UserError(f"run {run_id} cannot be resumed safely (see the problems above)")
         print(f"state of run {run_id} is consistent")
-    engine = Engine(ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto)
+    engine = Engine(
+        ws.repo, spec, choose_reporter(monitor), resume=state, onto=onto, budget_usd=budget_usd
+    )
     final = engine.run()
+    remember(ws, final)
     print(summary(final, engine.run_dir))
     reported = publish_reports(ws, run_id, junit=junit, markdown=markdown)
     return exit_code(final, engine.interrupted, reported)

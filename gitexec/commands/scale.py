@@ -208,7 +208,7 @@ def collect(
     in the middle of a workflow: later waves still run what they can)."""
     from gitexec.collect import RemoteResult
     from gitexec.collect import collect as collect_results
-    from gitexec.commands.run import RunRequest, build_spec, publish_reports, summary
+    from gitexec.commands.run import RunRequest, build_spec, publish_reports, remember, summary
     from gitexec.dashboard import PlainReporter
     from gitexec.engine import Engine
 
@@ -264,6 +264,7 @@ def collect(
         )
     engine = Engine(ws.repo, spec, PlainReporter(sys.stderr), resume=state, offline=True)
     final = collect_results(engine, remote)
+    remember(ws, final)
     print(summary(final, engine.run_dir))
     if out is not None:
         _export_state(ws, ws.cwd / out, run_id, final.base)

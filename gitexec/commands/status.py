@@ -14,6 +14,7 @@ from gitexec.dashboard import remaining_s, snapshot, spend_text, status_word
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.fields import format_duration
 from gitexec.journal import JOURNAL, load_events, lock_holder
+from gitexec.resources import cpu_text, live_usage, memory_text
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus, list_runs, load_run
 from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
@@ -69,7 +70,12 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     state = load_checked(ws, rid)
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
-        print(json.dumps(state.to_json(now), indent=2))
+        data = state.to_json(now)
+        for tid, t in state.tickets.items():
+            usage = live_usage(state, t)
+            if usage is not None:  # running agents: what they use now
+                data["tickets"][tid].update(cpu_percent=usage.cpu_percent, rss_mb=usage.rss_mb)
+        print(json.dumps(data, indent=2))
         return EXIT_OK
     m = state.metrics(now)
     print(
@@ -112,16 +118,22 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
 
 def agent_rows(state: RunState, progress: Callable[[str], float | None]) -> list[dict[str, Any]]:
     snap = snapshot(state, jobs=state.jobs, progress=progress, eta_s=None)
-    return [
-        {
-            "agent_id": r.agent_id,
-            "ticket": r.ticket,
-            "status": r.status,
-            "progress": None if r.progress is None else round(r.progress),
-            "eta": r.eta,
-        }
-        for r in snap.rows
-    ]
+    rows = []
+    for r in snap.rows:
+        t = state.tickets.get(r.ticket)
+        usage = live_usage(state, t) if t is not None and r.agent_id != "-" else None
+        rows.append(
+            {
+                "agent_id": r.agent_id,
+                "ticket": r.ticket,
+                "status": r.status,
+                "progress": None if r.progress is None else round(r.progress),
+                "eta": r.eta,
+                "cpu_percent": None if usage is None else usage.cpu_percent,
+                "rss_mb": None if usage is None else usage.rss_mb,
+            }
+        )
+    return rows
 
 
 def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
@@ -137,11 +149,16 @@ def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
             "input_tokens": 0,
             "output_tokens": 0,
             "cost_usd": 0.0,
+            "cpu_s": 0.0,
+            "peak_rss_mb": None,
         }
     )
     for t in state.tickets.values():
         m = out[t.agent]
         m["tickets"] += 1
+        m["cpu_s"] += t.cpu_s
+        if t.peak_rss_mb is not None:
+            m["peak_rss_mb"] = max(m["peak_rss_mb"] or 0.0, t.peak_rss_mb)
         m["attempts"] += t.attempts
         m["agent_s"] += t.agent_s
         m["throttled"] += t.throttles
@@ -158,6 +175,7 @@ def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
     for m in out.values():
         m["average_s"] = round(m["agent_s"] / m["completed"], 3) if m["completed"] else None
         m["agent_s"] = round(m["agent_s"], 3)
+        m["cpu_s"] = round(m["cpu_s"], 3)
         if m["cost_usd"] is not None:
             m["cost_usd"] = round(m["cost_usd"], 6)
     return dict(sorted(out.items()))
@@ -174,16 +192,23 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
             out["metrics"] = metrics
         print(json.dumps(out, indent=2))
         return EXIT_OK
-    print(f"{'Agent ID':<12} | {'Ticket':<14} | {'Status':<11} | {'Progress':>8} | ETA")
-    print(f"{'-' * 12}-+-{'-' * 14}-+-{'-' * 11}-+-{'-' * 8}-+-----")
+    head = f"{'Agent ID':<12} | {'Ticket':<14} | {'Status':<11} | {'Progress':>8} | {'ETA':<7}"
+    print(f"{head} | CPU/RSS")
+    print(f"{'-' * 12}-+-{'-' * 14}-+-{'-' * 11}-+-{'-' * 8}-+-{'-' * 7}-+--------")
     for r in rows:
         p = "-" if r["progress"] is None else f"{r['progress']}%"
-        print(f"{r['agent_id']:<12} | {r['ticket']:<14} | {r['status']:<11} | {p:>8} | {r['eta']}")
+        usage = "-"
+        if r["cpu_percent"] is not None:
+            usage = f"{r['cpu_percent']:.0f}% {memory_text(r['rss_mb'])}"
+        print(
+            f"{r['agent_id']:<12} | {r['ticket']:<14} | {r['status']:<11} | {p:>8} | "
+            f"{r['eta']:<7} | {usage}"
+        )
     if metrics:
         print()
         print(
             f"{'agent':<10} {'tickets':>7} {'done':>5} {'failed':>6} {'tries':>5} {'avg':>8} "
-            f"{'tokens':>9} {'cost':>10}"
+            f"{'tokens':>9} {'cost':>10} {'cpu':>8} {'peak rss':>8}"
         )
         for name, m in metrics.items():
             avg = format_duration(m["average_s"]) if m["average_s"] is not None else "-"
@@ -191,7 +216,8 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
             cost = "unknown" if m["cost_usd"] is None else f"${m['cost_usd']:.4f}"
             print(
                 f"{name:<10} {m['tickets']:>7} {m['completed']:>5} {m['failed']:>6} "
-                f"{m['attempts']:>5} {avg:>8} {tokens:>9} {cost:>10}"
+                f"{m['attempts']:>5} {avg:>8} {tokens:>9} {cost:>10} "
+                f"{cpu_text(m['cpu_s']):>8} {memory_text(m['peak_rss_mb']):>8}"
             )
     return EXIT_OK
 

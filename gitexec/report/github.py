@@ -79,7 +79,8 @@ class Annotation:
 def outputs(
     report: RunReport, *, junit: Path | None = None, markdown: Path | None = None
 ) -> dict[str, str]:
-    """The action's outputs (action.yml), plus run-id, total and blocked."""
+    """The action's outputs (action.yml), plus run-id, total and blocked; `cost-usd` is
+    empty when the run's cost is unknown."""
     state = report.state
     m = state.metrics()
     return {
@@ -93,6 +94,8 @@ def outputs(
         "head": report.text(state.head),
         "junit": str(junit) if junit is not None else "",
         "markdown": str(markdown) if markdown is not None else "",
+        "cost-usd": "" if m["cost_usd"] is None else f"{float(m['cost_usd']):.6f}",
+        "tokens": str(int(m["input_tokens"]) + int(m["output_tokens"])),
     }
 
 

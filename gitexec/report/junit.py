@@ -1,4 +1,5 @@
-"""JUnit XML for CI: one <testsuite> per plan group, one <testcase> per ticket (DESIGN.md §8).
+"""JUnit XML for CI: one <testsuite> per plan group, one <testcase> per ticket, its
+usage and cost as <properties> of the test case.
 
 Built with junit-xml's model, with its gaps closed here: every string is cleaned before it
 goes in (junit-xml writes lone surrogates as invalid character references), every
@@ -23,14 +24,17 @@ CONFLICT_CHARS = 16_000
 
 def junit_xml(report: RunReport) -> str:
     """The whole report as a well-formed XML 1.0 document (a str; write it as UTF-8)."""
-    suites = [_suite(report, group, tickets) for group, tickets in report.by_group()]
+    groups = report.by_group()
+    suites = [_suite(report, group, tickets) for group, tickets in groups]
     root = ET.Element("testsuites", {"name": f"gitexec run {report.text(report.run_id)}"})
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "disabled": 0}
     seconds = 0.0
-    for suite in suites:
+    for suite, (_, tickets) in zip(suites, groups, strict=True):
         element = suite.build_xml_doc()
-        for case, node in zip(suite.test_cases, element.iter("testcase"), strict=True):
+        cases = zip(suite.test_cases, tickets, element.iter("testcase"), strict=True)
+        for case, ticket, node in cases:
             node.set("time", _seconds(case.elapsed_sec))
+            _case_properties(report, node, ticket)
         suite_s = sum(c.elapsed_sec or 0.0 for c in suite.test_cases)
         element.set("time", _seconds(suite_s))
         element.set("skipped", str(sum(1 for c in suite.test_cases if c.is_skipped())))
@@ -47,6 +51,29 @@ def junit_xml(report: RunReport) -> str:
     body = ET.tostring(root, encoding="unicode")
     # Belt and braces: nothing outside XML 1.0 can have slipped past the cleaning above.
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + clean_text(body) + "\n"
+
+
+def _case_properties(report: RunReport, node: ET.Element, t: TicketRun) -> None:
+    """What the ticket's agent used and cost, as <properties> of its testcase (the first
+    child, as pytest's record_property writes them)."""
+    values = {
+        "gitexec.agent": t.agent,
+        "gitexec.attempts": str(t.attempts),
+        "gitexec.failed_attempts": str(t.failed_attempts),
+        "gitexec.throttled": str(t.throttles),
+        "gitexec.model": t.model,
+        "gitexec.cost_usd": None if t.total_cost_usd is None else f"{t.total_cost_usd:.6f}",
+        "gitexec.input_tokens": str(t.usage.input_tokens) if t.usage else None,
+        "gitexec.output_tokens": str(t.usage.output_tokens) if t.usage else None,
+        "gitexec.session_id": t.session_id,
+        "gitexec.cpu_s": f"{t.cpu_s:.3f}" if t.cpu_s > 0 else None,
+        "gitexec.peak_rss_mb": None if t.peak_rss_mb is None else f"{t.peak_rss_mb:.1f}",
+    }
+    properties = ET.Element("properties")
+    for name, value in values.items():
+        if value is not None:
+            ET.SubElement(properties, "property", {"name": name, "value": report.text(value)})
+    node.insert(0, properties)
 
 
 def write_junit(report: RunReport, path: Path) -> Path:

@@ -22,6 +22,7 @@ import jinja2.loaders
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
 from gitexec.report import Outcome, RunReport, Span, kind, outcome
+from gitexec.resources import cpu_text, memory_text, resource_summary
 from gitexec.runstate import RunStatus, TicketRun, iso
 from gitexec.templating import (
     BoundedEnvironment,
@@ -52,15 +53,16 @@ class Budget:
     conflict_chars: int
     diagram_items: int  # Gantt bars and graph nodes (0: no diagrams)
     title_chars: int  # titles in the table
+    resources: bool = True  # the table's CPU and memory columns
 
 
 BUDGETS = (
     Budget(60, 8_000, 50, 8_000, 300, 120),
     Budget(25, 3_000, 30, 3_000, 200, 100),
     Budget(10, 1_000, 20, 1_000, 120, 80),
-    Budget(0, 0, 10, 400, 60, 60),
-    Budget(0, 0, 0, 0, 0, 40),
-    Budget(0, 0, 0, 0, 0, 16),
+    Budget(0, 0, 10, 400, 60, 60, resources=False),
+    Budget(0, 0, 0, 0, 0, 40, resources=False),
+    Budget(0, 0, 0, 0, 0, 16, resources=False),
 )
 
 STATUS_ICONS = {
@@ -187,6 +189,7 @@ class _Context:
         self.tickets = report.ordered()
         self.rows = [_row(report, t) for t in self.tickets]
         self.problems = [t for t in self.tickets if outcome(t) in (Outcome.FAILURE, Outcome.ERROR)]
+        self.measured = any(t.cpu_s > 0 or t.peak_rss_mb for t in self.tickets)
         self.fixed = {
             "run": {
                 "id": text(state.run_id),
@@ -208,6 +211,7 @@ class _Context:
             "metrics": m,
             "analytics": _analytics(report, m),
             "warnings": [text(w) for w in state.warnings[:20]],
+            "spend": _spend(m),
         }
 
     def build(self, budget: Budget) -> dict[str, Any]:
@@ -221,6 +225,7 @@ class _Context:
             "problems": [_problem(report, t, budget) for t in shown],
             "more_problems": [report.text(t.id) for t in self.problems[len(shown) :]],
             "shortened": budget != BUDGETS[0],
+            "resources": self.measured and budget.resources,
         }
 
 
@@ -299,6 +304,11 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
             + (f" + gates {format_duration(gate_only)}" if gate_only else ""),
             "ok": None,
         },
+        *(
+            [{"name": "Agent resources", "value": report.text(used), "target": "", "ok": None}]
+            if (used := resource_summary(report.state.tickets.values()))
+            else []
+        ),
     ]
     if m["gate_runs"] or m["gate_s"]:
         rows.append(
@@ -323,12 +333,32 @@ def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
         "icon": STATUS_ICONS[t.status],
         "attempts": t.attempts,
         "duration": format_duration(t.agent_s),
+        "cost": _cost(t.total_cost_usd, t.usage is not None, t.cost_unknown),
         "commit": commit[:10] if _HEX.fullmatch(commit) else "",
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "group": t.group,
         "file": report.text(t.file),
         "reason": report.text(t.reason),
         "outcome": outcome(t).value,
     }
+
+
+def _cost(cost_usd: float | None, used_tokens: bool, unknown: bool) -> str:
+    if unknown or (cost_usd is None and used_tokens):
+        return "unknown"
+    if cost_usd is None:
+        return "-"
+    return f"${cost_usd:.4f}"
+
+
+def _spend(m: dict[str, Any]) -> str:
+    """The run's spend for the report's summary ("" when no agent reported any)."""
+    tokens = int(m["input_tokens"]) + int(m["output_tokens"])
+    if not tokens and not m["cost_usd"]:
+        return ""
+    money = "unknown" if m["cost_usd"] is None else f"${float(m['cost_usd']):.4f}"
+    return f"{money} ({m['input_tokens']:,} input and {m['output_tokens']:,} output tokens)"
 
 
 def _problem(report: RunReport, t: TicketRun, budget: Budget) -> dict[str, Any]:
@@ -354,6 +384,8 @@ def _problem(report: RunReport, t: TicketRun, budget: Budget) -> dict[str, Any]:
         "file": report.text(t.file),
         "agent": report.text(t.agent),
         "attempts": t.attempts,
+        "cpu": cpu_text(t.cpu_s),
+        "memory": memory_text(t.peak_rss_mb),
         "conflicts": conflicts,
         "log": report.log_tail(t.id, max_lines=budget.log_lines, max_chars=budget.log_chars),
     }

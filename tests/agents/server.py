@@ -13,8 +13,10 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import random
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -94,8 +96,27 @@ class ScriptedModel:
     in `exhausted`, so a test sees a CLI asking more than it was scripted to.
     """
 
-    def __init__(self, script: Iterable[Step] = (), *, model: str = "scripted-model") -> None:
+    def __init__(
+        self,
+        script: Iterable[Step] = (),
+        *,
+        model: str = "scripted-model",
+        flaky: float = 0.0,
+        seed: int = 0,
+        rate: float | None = None,
+    ) -> None:
         self.model = model
+        # With `rate`, agent turns beyond `rate` per second (a bucket of one second's
+        # worth) are answered 429 with the retry-after until the next one is allowed: a
+        # provider's rate limit, which load over time decides.
+        self.rate = rate
+        self._tokens = rate or 0.0
+        self._refilled = time.monotonic()
+        # With `flaky`, that share of agent turns is answered with a 429 and a retry-after
+        # of 1 s instead (the script is not consumed): a provider under load.
+        self.flaky = flaky
+        self._random = random.Random(seed)
+        self.throttled = 0
         self._lock = threading.Lock()
         self._script: list[Step] = []
         self._repeats: dict[int, int] = {}
@@ -137,6 +158,18 @@ class ScriptedModel:
     def take(self) -> Step | None:
         """The next step of the script (an HttpError stays while it has `times` left)."""
         with self._lock:
+            if self.flaky and self._random.random() < self.flaky:
+                self.throttled += 1
+                return HttpError(429, "Rate limit reached. Please try again in 1s.", 1.0)
+            if self.rate:
+                now = time.monotonic()
+                elapsed, self._refilled = now - self._refilled, now
+                self._tokens = min(self.rate, self._tokens + elapsed * self.rate)
+                if self._tokens < 1:
+                    self.throttled += 1
+                    wait = round((1 - self._tokens) / self.rate, 2)
+                    return HttpError(429, f"Rate limit reached. Try again in {wait}s.", wait)
+                self._tokens -= 1
             if not self._script:
                 self.exhausted += 1
                 return None
