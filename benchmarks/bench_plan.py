@@ -55,7 +55,8 @@ from _tickets import Runner, cache_dir, generate, hermetic_env, make_repo
 
 import gitexec
 from gitexec.config import Strategy
-from gitexec.plan import Graph, Plan, make_plan, render_yaml
+from gitexec.plan import Graph, make_plan
+from gitexec.planfile import Plan, render_yaml
 from gitexec.tickets import Ticket
 
 T = TypeVar("T")

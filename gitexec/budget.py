@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gitexec import events as ev
+from gitexec.runmetrics import spend
 from gitexec.runstate import RunState
 from gitexec.ticketrun import TicketRun
 
@@ -29,7 +30,7 @@ class BudgetWatch:
         return self.state.budget_usd
 
     def spent(self) -> float:
-        cost = self.state.spend()["cost_usd"]
+        cost = spend(self.state)["cost_usd"]
         if cost is not None:
             return float(cost)
         return sum(

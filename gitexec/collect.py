@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gitexec import events as ev
 from gitexec.engine import Engine
+from gitexec.runmetrics import metrics
 from gitexec.runstate import RunState, RunStatus
 from gitexec.tickets import TicketState
 
@@ -44,7 +45,7 @@ def collect(engine: Engine, results: Sequence[RemoteResult]) -> RunState:
             engine.scheduler.stopped(tid, "waiting for its turn to merge", keep_result=True)
         engine.merges.record_unmerged()
         state = engine.state
-        counts = state.metrics()
+        counts = metrics(state)
         left = sorted(t for t, ts in state.tickets.items() if not ts.status.terminal)
         if left:
             final = RunStatus.STOPPED

@@ -18,6 +18,7 @@ from gitexec import events as ev
 from gitexec.dialects import Usage
 from gitexec.fields import format_duration
 from gitexec.resources import live_usage
+from gitexec.runmetrics import metrics
 from gitexec.runstate import RunState, TicketRun
 from gitexec.tickets import TicketState
 
@@ -346,7 +347,7 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
     flags = " [PAUSED]" if snap.paused else ""
     flags += " [STOPPING]" if snap.stopping else ""
     head = Table.grid(padding=(0, 3))
-    m = s.metrics()
+    m = metrics(s)
     head.add_row(
         f"Active Groups: {snap.active_groups}/{snap.groups}",
         f"Running Agents: {snap.busy}/{snap.jobs}",

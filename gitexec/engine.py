@@ -48,6 +48,7 @@ from gitexec.overlaps import OverlapWatch
 from gitexec.pool import Pool, pool_dir
 from gitexec.refs import integration_ref, left_ref
 from gitexec.resources import LOAD_EVERY_S, OvercommitWatch
+from gitexec.runmetrics import metrics
 from gitexec.runspec import RunSpec, policy_for, start_event
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.scheduler import Scheduler
@@ -539,7 +540,7 @@ class Engine:
             for tid in sorted(pending):
                 self.scheduler.finish(tid, TicketState.CANCELLED, "run stopped")
         self.merges.record_unmerged()
-        counts = self.state.metrics()
+        counts = metrics(self.state)
         valid = True
         if self.spec.validate and not stopped:
             valid = self._final_validation()

@@ -27,6 +27,7 @@ from gitexec import events as ev
 from gitexec import process
 from gitexec.notifyspec import NotifySpec
 from gitexec.records import to_record
+from gitexec.runmetrics import metrics
 from gitexec.runstate import RunState
 from gitexec.secrets import Redactor
 from gitexec.templating import BoundedEnvironment, RenderError, render_bounded
@@ -80,7 +81,7 @@ def notification(event: ev.Event, run_id: str, state: RunState | None) -> Notifi
 
 def _context(event: ev.Event, state: RunState) -> dict[str, Any]:
     if isinstance(event, ev.RunFinished):
-        m = state.metrics()
+        m = metrics(state)
         keys = ("total", "completed", "failed", "conflict", "blocked", "cancelled", "wall_s")
         return {
             "integration": state.integration,

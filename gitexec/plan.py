@@ -11,19 +11,7 @@ from dataclasses import dataclass, field
 
 from gitexec.config import Strategy
 from gitexec.globs import literal_prefix, pathsets_may_overlap
-
-# The plan file format moved to gitexec.planfile; its names stay importable from here.
-from gitexec.planfile import PLAN_FILE as PLAN_FILE
-from gitexec.planfile import PLAN_VERSION as PLAN_VERSION
-from gitexec.planfile import Plan as Plan
-from gitexec.planfile import PlanGroup as PlanGroup
-from gitexec.planfile import check_plan_against as check_plan_against
-from gitexec.planfile import fingerprint as fingerprint
-from gitexec.planfile import load_plan as load_plan
-from gitexec.planfile import plan_to_dict as plan_to_dict
-from gitexec.planfile import render_json as render_json
-from gitexec.planfile import render_mermaid as render_mermaid
-from gitexec.planfile import render_yaml as render_yaml
+from gitexec.planfile import Plan, PlanGroup, fingerprint
 from gitexec.quotas import QuotaPools
 from gitexec.scheduler import AgentPolicy, Policy, fits
 from gitexec.tickets import Ticket, TicketState

@@ -15,7 +15,8 @@ from gitexec.cache import ParseCache, is_racy, stat_key
 from gitexec.config import CONFIG_FILE, AgentSpec, Config, ParsedConfig, parse_config
 from gitexec.errors import UserError
 from gitexec.findings import Finding, Locator, Position, Reporter, Severity
-from gitexec.plan import PLAN_FILE, Graph, Plan, check_plan_against, load_plan
+from gitexec.plan import Graph
+from gitexec.planfile import PLAN_FILE, Plan, check_plan_against, load_plan
 from gitexec.repopath import RepositoryPathError, repository_file
 from gitexec.tickets import (
     TICKET_SUFFIXES,

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from gitexec import events as ev
 from gitexec.config import Config
 from gitexec.globs import PathSet
-from gitexec.plan import NOT_MEASURED, Graph, Measured, Plan, effective_estimates
+from gitexec.plan import NOT_MEASURED, Graph, Measured, effective_estimates
+from gitexec.planfile import Plan
 from gitexec.quotas import PoolPolicy
 from gitexec.refs import integration_ref
 from gitexec.scheduler import AgentPolicy, Policy

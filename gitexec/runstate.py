@@ -16,6 +16,7 @@ from gitexec.dialects import Status
 from gitexec.events import Event
 from gitexec.events import RunStatus as RunStatus  # re-exported: readers know it from here
 from gitexec.journal import JOURNAL, load_events, lock_holder
+from gitexec.ticketrun import QuotaView
 from gitexec.ticketrun import TicketRun as TicketRun  # re-exported: readers know it from here
 from gitexec.ticketrun import iso as iso
 from gitexec.tickets import ConflictStep, TicketState
@@ -23,23 +24,7 @@ from gitexec.tickets import ConflictStep, TicketState
 RUNS_DIR = "runs"
 
 
-_ACTIVE = (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
-
-
-@dataclass
-class QuotaView:
-    """A quota pool as status shows it: open, paused (until when) or probing."""
-
-    state: str = "open"
-    until: float | None = None
-    throttled_count: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "until": iso(self.until),
-            "throttled_count": self.throttled_count,
-        }
+ACTIVE = (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
 
 
 @dataclass
@@ -142,8 +127,19 @@ class RunState:
         return {
             pair: paths
             for pair, paths in self.overlaps.items()
-            if pair[0] in self.tickets and self.tickets[pair[0]].status in _ACTIVE
+            if pair[0] in self.tickets and self.tickets[pair[0]].status in ACTIVE
         }
+
+    def gate_times(self, now: float | None = None) -> tuple[float, float]:
+        """Seconds gates ran, and of those while no ticket held a slot; a gate running at
+        `now` counts up to `now`."""
+        gate_s, gate_only_s = self.gate_s, self.gate_only_s
+        if now is not None and not self.finished:
+            if self._gate_since is not None:
+                gate_s += max(0.0, now - self._gate_since)
+            if self._alone_since is not None:
+                gate_only_s += max(0.0, now - self._alone_since)
+        return gate_s, gate_only_s
 
     @property
     def finished(self) -> bool:
@@ -152,127 +148,6 @@ class RunState:
     def wall_s(self, now: float | None = None) -> float:
         end = self.finished_at or now or self.last_event_at
         return max(0.0, end - self.started_at) if self.started_at else 0.0
-
-    def metrics(self, now: float | None = None) -> dict[str, Any]:
-        """Counts, parallelism, utilisation, efficiency, conflicts, gates, tokens and cost."""
-        ts = list(self.tickets.values())
-        wall = self.wall_s(now)
-        agent = sum(t.agent_s for t in ts)
-        slot = sum(t.slot_s - t.wait_s for t in ts)
-        overhead = max(0.0, slot - agent) + self.merge_s
-        done = [t for t in ts if t.status is TicketState.COMPLETED]
-        count = {s: sum(1 for t in ts if t.status is s) for s in TicketState}
-        gate_s, gate_only_s = self.gate_s, self.gate_only_s
-        if now is not None and not self.finished:  # a gate running right now
-            if self._gate_since is not None:
-                gate_s += max(0.0, now - self._gate_since)
-            if self._alone_since is not None:
-                gate_only_s += max(0.0, now - self._alone_since)
-        return {
-            "total": len(ts),
-            "completed": count[TicketState.COMPLETED],
-            "failed": count[TicketState.FAILED],
-            "conflict": count[TicketState.CONFLICT],
-            "blocked": count[TicketState.BLOCKED],
-            "cancelled": count[TicketState.CANCELLED],
-            "running": sum(count[s] for s in _ACTIVE),
-            "pending": count[TicketState.PENDING]
-            + count[TicketState.READY]
-            + count[TicketState.THROTTLED],
-            "throttled": count[TicketState.THROTTLED],
-            "skipped": len(self.skipped),
-            "average_ticket_s": round(sum(t.agent_s for t in done) / len(done), 3) if done else 0,
-            "parallelism_factor": _ratio(agent / wall, 2) if wall > 0 else 0.0,
-            "resource_utilization": _ratio(min(1.0, slot / (self.jobs * wall)), 3)
-            if wall > 0 and self.jobs
-            else 0.0,
-            "coordination_efficiency": round(agent / (agent + overhead), 3)
-            if agent + overhead > 0
-            else 1.0,
-            "conflicts": self.conflicts_seen,
-            "conflicts_auto_resolved": self.conflicts_resolved,
-            "conflicts_auto_resolved_pct": round(
-                100 * self.conflicts_resolved / self.conflicts_seen
-            )
-            if self.conflicts_seen
-            else 100,
-            "conflict_resolution_s": round(self.conflict_resolution_s, 3),
-            "critical_path_s": round(self.measured_critical_path_s(), 3),
-            "gate_runs": self.gate_runs,
-            "gate_failures": self.gate_failures,
-            "gate_s": round(gate_s, 3),
-            "gate_only_s": round(min(gate_only_s, wall), 3),
-            "wall_s": round(wall, 3),
-            "throttled_s": round(sum(t.throttled_s for t in ts), 3),
-            **self.spend(),
-        }
-
-    def spend(self) -> dict[str, Any]:
-        """Tokens and cost of the run so far (running attempts included); the cost is None
-        when any part of it is unknown."""
-        tokens = [u for t in self.tickets.values() for u in (t.usage, t.live_usage) if u]
-        costs = [c for t in self.tickets.values() for c in (t.total_cost_usd, t.live_cost_usd) if c]
-        unknown = any(t.cost_unknown for t in self.tickets.values())
-        return {
-            "cost_usd": None if unknown else round(sum(costs), 6),
-            "input_tokens": sum(u.input_tokens for u in tokens),
-            "output_tokens": sum(u.output_tokens for u in tokens),
-        }
-
-    def measured_critical_path_s(self) -> float:
-        """The longest dependency chain by measured agent time."""
-        memo: dict[str, float] = {}
-
-        def longest(tid: str, depth: int = 0) -> float:
-            if tid in memo:
-                return memo[tid]
-            t = self.tickets[tid]
-            best = 0.0
-            if depth < 10_000:
-                best = max(
-                    (longest(d, depth + 1) for d in t.depends_on if d in self.tickets), default=0.0
-                )
-            memo[tid] = best + t.agent_s
-            return memo[tid]
-
-        order = sorted(self.tickets, key=lambda k: len(self.tickets[k].depends_on))
-        return max((longest(t) for t in order), default=0.0)
-
-    def to_json(self, now: float | None = None) -> dict[str, Any]:
-        return {
-            "run": self.run_id,
-            "state": self.status.value,
-            "base": self.base,
-            "base_rev": self.base_rev,
-            "integration": self.integration,
-            "head": self.head,
-            "jobs": self.jobs,
-            "paused": self.paused,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "tickets": {tid: t.to_json() for tid, t in sorted(self.tickets.items())},
-            "skipped": self.skipped,
-            "metrics": self.metrics(now),
-            "overlaps": [
-                {"tickets": list(pair), "paths": paths}
-                for pair, paths in sorted(self.active_overlaps().items())
-            ],
-            "validation": self.validation,
-            "reason": self.stop_reason,
-            "budget": {
-                "run_usd": self.budget_usd,
-                "ticket_usd": self.ticket_budget_usd,
-                "hard": self.budget_hard,
-            },
-            "quotas": {name: q.to_json() for name, q in sorted(self.quotas.items())},
-            "warnings": self.warnings,
-        }
-
-
-def _ratio(value: float, digits: int) -> float:
-    """`value` rounded to `digits` decimals, but never a positive value shown as 0."""
-    rounded = round(value, digits)
-    return rounded if rounded or value <= 0 else float(f"{value:.2g}")
 
 
 # --- event handlers ------------------------------------------------------------------------

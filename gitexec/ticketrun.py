@@ -1,5 +1,5 @@
 """One ticket within one run, as the journal tells it: where it is, what it took, what it
-cost. `RunState` (runstate.py) holds one per ticket and keeps them up to date."""
+cost; and a quota pool as status shows it. `RunState` (runstate.py) keeps them up to date."""
 
 from __future__ import annotations
 
@@ -125,3 +125,19 @@ def iso(t: float | None) -> str | None:
         return None
     stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class QuotaView:
+    """A quota pool as status shows it: open, paused (until when) or probing."""
+
+    state: str = "open"
+    until: float | None = None
+    throttled_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "until": iso(self.until),
+            "throttled_count": self.throttled_count,
+        }

@@ -11,16 +11,8 @@ import pytest
 
 from gitexec.cli import main
 from gitexec.config import Strategy
-from gitexec.plan import (
-    CycleError,
-    Graph,
-    load_plan,
-    make_plan,
-    render_json,
-    render_mermaid,
-    render_yaml,
-    simulate,
-)
+from gitexec.plan import CycleError, Graph, make_plan, simulate
+from gitexec.planfile import load_plan, render_json, render_mermaid, render_yaml
 from gitexec.tickets import Ticket
 from tests.project import captured, gitexec, make_project, ticket_yaml
 

@@ -29,14 +29,9 @@ from gitexec.report import (
     outcome,
     tail_of,
 )
+from gitexec.report.escape import code_block, md
 from gitexec.report.junit import junit_xml, write_junit
-from gitexec.report.markdown import (
-    SUMMARY_LIMIT,
-    code_block,
-    conflict_hunks,
-    md,
-    render_markdown,
-)
+from gitexec.report.markdown import SUMMARY_LIMIT, conflict_hunks, render_markdown
 from gitexec.runstate import RunState, RunStatus, TicketRun
 from gitexec.tickets import TicketState
 from tests.project import gitexec, make_project, run_ok, ticket_yaml

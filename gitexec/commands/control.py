@@ -124,7 +124,7 @@ def resume(
         send(ws, run_id, "resume")
         return EXIT_OK
     rid = run_id or _resumable(ws)
-    from gitexec.commands.run import resume_run
+    from gitexec.commands.resume import resume_run
 
     return resume_run(
         ws,
@@ -144,7 +144,7 @@ RESUME_UNASKED_S = 86400.0  # older runs are only resumed when named with --run
 def _resumable(ws: Workspace) -> str:
     """The run `resume` continues when none is named: the newest run, if it can be
     resumed and is less than a day old. Anything else is asked for with --run."""
-    from gitexec.commands.run import resumable, run_age
+    from gitexec.commands.resume import resumable, run_age
 
     runs = list_runs(ws.state_dir)
     states = {rid: load_run(ws.state_dir, rid) for rid in runs}

@@ -13,7 +13,8 @@ from gitexec.globs import PathSet, pathsets_may_overlap
 from gitexec.history import History
 from gitexec.patterns import Patterns, analyze
 from gitexec.patterns import advice as history_advice
-from gitexec.plan import NOT_MEASURED, Graph, Measured, Plan, effective_estimates, pairwise_overlaps
+from gitexec.plan import NOT_MEASURED, Graph, Measured, effective_estimates, pairwise_overlaps
+from gitexec.planfile import Plan
 from gitexec.project import Project
 from gitexec.tickets import Ticket
 from gitexec.workspace import Workspace

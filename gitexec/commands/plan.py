@@ -13,18 +13,8 @@ from pathlib import Path
 from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.fields import format_duration
-from gitexec.plan import (
-    NOT_MEASURED,
-    PLAN_FILE,
-    Constraints,
-    Measured,
-    Plan,
-    load_plan,
-    make_plan,
-    render_json,
-    render_mermaid,
-    render_yaml,
-)
+from gitexec.plan import NOT_MEASURED, Constraints, Measured, make_plan
+from gitexec.planfile import PLAN_FILE, Plan, load_plan, render_json, render_mermaid, render_yaml
 from gitexec.project import Project
 from gitexec.runspec import RunSpec, policy_for
 from gitexec.tickets import Ticket

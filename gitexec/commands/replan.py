@@ -18,7 +18,8 @@ import pygit2
 from gitexec import events as ev
 from gitexec import replan as plan_changes
 from gitexec.commands.control import send
-from gitexec.commands.run import load_at, resumable
+from gitexec.commands.resume import resumable
+from gitexec.commands.run import load_at
 from gitexec.enqueue import check_new, enqueued_event, replayed_tickets
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.gitutil import committer_identity

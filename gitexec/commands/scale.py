@@ -21,7 +21,8 @@ import pygit2
 from gitexec.errors import EXIT_FAILED, EXIT_OK, UserError
 from gitexec.gitutil import git, run_git
 from gitexec.journal import JOURNAL
-from gitexec.plan import PLAN_FILE, Plan, check_plan_against, load_plan, make_plan
+from gitexec.plan import make_plan
+from gitexec.planfile import PLAN_FILE, Plan, check_plan_against, load_plan
 from gitexec.refs import integration_ref, ticket_ref
 from gitexec.runstate import RUNS_DIR, RunStatus, load_run
 from gitexec.tickets import TicketState, id_problem

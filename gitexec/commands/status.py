@@ -15,6 +15,7 @@ from gitexec.errors import EXIT_OK, UserError
 from gitexec.fields import format_duration
 from gitexec.journal import JOURNAL, load_events, lock_holder
 from gitexec.resources import cpu_text, live_usage, memory_text
+from gitexec.runmetrics import metrics, status_json
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus, list_runs, load_run
 from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
@@ -70,14 +71,14 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     state = load_checked(ws, rid)
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
-        data = state.to_json(now)
+        data = status_json(state, now)
         for tid, t in state.tickets.items():
             usage = live_usage(state, t)
             if usage is not None:  # running agents: what they use now
                 data["tickets"][tid].update(cpu_percent=usage.cpu_percent, rss_mb=usage.rss_mb)
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    m = state.metrics(now)
+    m = metrics(state, now)
     print(
         f"run {state.run_id}: {state.status.value}"
         + (" (paused)" if state.paused and state.status is not RunStatus.PAUSED else "")

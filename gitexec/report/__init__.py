@@ -18,6 +18,7 @@ from pathlib import Path
 from gitexec import events as ev
 from gitexec.fields import strip_bidi
 from gitexec.journal import JOURNAL, load_events
+from gitexec.runmetrics import critical_path_s
 from gitexec.runstate import RUNS_DIR, RunState, TicketRun, load_run
 from gitexec.secrets import REDACTED, Redactor, is_secret_name
 from gitexec.tickets import TicketState
@@ -272,7 +273,7 @@ class RunReport:
         the shortest wall time that can do it, max(critical path, work / jobs), plus the time
         only gates ran (nothing else could). Without gates: min(jobs, work / path)."""
         work = sum(t.agent_s for t in self.state.tickets.values())
-        path = self.state.measured_critical_path_s()
+        path = critical_path_s(self.state)
         if work <= 0 or path <= 0:
             return 1.0
         shortest = max(path, work / max(1, self.state.jobs))

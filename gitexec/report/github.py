@@ -18,6 +18,7 @@ from typing import TextIO
 
 from gitexec.report import Outcome, RunReport, outcome
 from gitexec.report.markdown import SUMMARY_LIMIT, render_markdown
+from gitexec.runmetrics import metrics
 from gitexec.runstate import TicketRun
 from gitexec.tickets import TicketState
 
@@ -82,7 +83,7 @@ def outputs(
     """The action's outputs (action.yml), plus run-id, total and blocked; `cost-usd` is
     empty when the run's cost is unknown."""
     state = report.state
-    m = state.metrics()
+    m = metrics(state)
     return {
         "run-id": report.text(state.run_id),
         "status": state.status.value,

@@ -8,9 +8,7 @@ fits. The ticket table keeps every row at every budget.
 from __future__ import annotations
 
 import functools
-import html
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +19,11 @@ import jinja2.loaders
 
 from gitexec.errors import UserError
 from gitexec.fields import format_duration
-from gitexec.report import Outcome, RunReport, Span, kind, outcome
+from gitexec.report import Outcome, RunReport, kind, outcome
+from gitexec.report.escape import code_block, html_text, md, shorten
+from gitexec.report.mermaid import gantt, graph
 from gitexec.resources import cpu_text, memory_text, resource_summary
+from gitexec.runmetrics import metrics
 from gitexec.runstate import RunStatus, TicketRun, iso
 from gitexec.templating import (
     BoundedEnvironment,
@@ -39,8 +40,6 @@ from gitexec.tickets import TicketState
 TEMPLATE = "report.md.j2"
 SUMMARY_LIMIT = 1024 * 1024  # GitHub's step-summary limit, in bytes
 DEFAULT_LIMIT = SUMMARY_LIMIT - 8 * 1024  # headroom for whatever else a step appends
-MERMAID_CHARS = 40_000  # GitHub's Mermaid refuses diagrams over 50,000 characters
-MERMAID_EDGES = 450  # ... and over 500 edges
 
 
 @dataclass(frozen=True)
@@ -77,97 +76,8 @@ STATUS_ICONS = {
     TicketState.BLOCKED: "⛔",
     TicketState.CANCELLED: "🚫",
 }
-MERMAID_STYLES = {
-    "completed": "fill:#d4edda,stroke:#2da44e,color:#0f3d1c",
-    "failed": "fill:#ffd7d5,stroke:#cf222e,color:#5c0a0f",
-    "conflict": "fill:#ffd8b5,stroke:#bc4c00,color:#4d1f00",
-    "blocked": "fill:#eaeef2,stroke:#6e7781,color:#24292f",
-    "cancelled": "fill:#eaeef2,stroke:#6e7781,color:#24292f,stroke-dasharray:3 3",
-    "running": "fill:#ddf4ff,stroke:#0969da,color:#0a3069",
-    "pending": "fill:#ffffff,stroke:#8c959f,color:#24292f",
-}
 
-
-# --- escaping -------------------------------------------------------------------------------
-
-# What can start Markdown syntax inside a line (GitHub's flavour included): code, emphasis,
-# links and images, HTML and autolinks, table cells, strikethrough, math; `_` only at a
-# word's edge (inside a word it never emphasises); entities; mentions and email, URL and
-# www autolinks. Everything else (`:`, `;`, `/`, `.`, `-`, `(`) stays as written.
-_MD_INLINE = re.compile(
-    r"""[\\`*\[\]<|~$]
-    | (?<![A-Za-z0-9])_ | _(?![A-Za-z0-9])
-    | &(?=\#?[A-Za-z0-9]+;)
-    | @(?=\w)
-    | :(?=//)
-    | (?<=\bwww)\.
-    """,
-    re.VERBOSE,
-)
-# ... and what starts a block at the beginning of a line: quotes, headings, list items,
-# setext underlines, ordered list items (`1. x` or `1) x`).
-_MD_LINE_START = re.compile(r"^(?:>|#{1,6}(?=\s|$)|[-+](?=\s|$)|[-=]+$|\d{1,9}(?=[.)](?:\s|$)))")
-_BACKTICKS = re.compile(r"`+")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
-
-
-def md(value: object) -> str:
-    """Inline Markdown text on one line, escaped only where Markdown would read syntax, so
-    the raw file reads well too.
-
-    `<` cannot open HTML or an autolink, `|` cannot split a table cell, `*`, `_`, `[`,
-    `~` and `` ` `` cannot format or link, `@` cannot mention, and a leading `#`, `>` or
-    `-` cannot start a block.
-    """
-    text = " ".join(str(value if value is not None else "").split())
-    text = _MD_INLINE.sub(lambda m: "\\" + m.group(0), text)
-    m = _MD_LINE_START.match(text)
-    if m is None:
-        return text
-    if m.group(0)[0].isdigit():  # `1.` and `1)`: escape the punctuation after the number
-        end = m.end()
-        return text[:end] + "\\" + text[end:]
-    return "\\" + text
-
-
-def html_text(value: object) -> str:
-    """Text inside raw HTML (a <summary>), one line."""
-    return html.escape(" ".join(str(value if value is not None else "").split()), quote=True)
-
-
-def code_block(value: object, lang: str = "") -> str:
-    """A fenced code block longer than any backtick run inside, so nothing can close it."""
-    text = str(value if value is not None else "").rstrip("\n")
-    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{lang}\n{text}\n{fence}"
-
-
-def shorten(value: object, limit: int) -> str:
-    text = " ".join(str(value if value is not None else "").split())
-    if limit <= 0:
-        return ""
-    return text if len(text) <= limit else text[: max(1, limit - 1)].rstrip() + "…"
-
-
-def mermaid_label(value: object, limit: int = 60) -> str:
-    """Text for a quoted Mermaid label, with Mermaid's entity codes for unsafe characters."""
-    text = shorten(value, limit)
-    for char, code in (
-        ("#", "#35;"),
-        ("&", "#38;"),
-        ('"', "#quot;"),
-        ("<", "#lt;"),
-        (">", "#gt;"),
-        ("`", "#96;"),
-    ):
-        text = text.replace(char, code)
-    return text
-
-
-def _gantt_name(value: str) -> str:
-    """A Gantt task name: no ':' (ends the name), '#' or ';' (entities, statements)."""
-    return " ".join(re.sub(r"[^\w .\-/+=@()]", " ", value).split()) or "ticket"
 
 
 # --- context --------------------------------------------------------------------------------
@@ -185,7 +95,7 @@ class _Context:
         self.report = report
         state = report.state
         text = report.text
-        m = state.metrics()
+        m = metrics(state)
         self.tickets = report.ordered()
         self.rows = [_row(report, t) for t in self.tickets]
         self.problems = [t for t in self.tickets if outcome(t) in (Outcome.FAILURE, Outcome.ERROR)]
@@ -220,8 +130,8 @@ class _Context:
         return {
             **self.fixed,
             "tickets": [{**r, "title": shorten(r["title"], budget.title_chars)} for r in self.rows],
-            "gantt": _gantt(report, budget.diagram_items),
-            "graph": _graph(report, self.tickets, budget.diagram_items),
+            "gantt": gantt(report, budget.diagram_items),
+            "graph": graph(report, self.tickets, budget.diagram_items),
             "problems": [_problem(report, t, budget) for t in shown],
             "more_problems": [report.text(t.id) for t in self.problems[len(shown) :]],
             "shortened": budget != BUDGETS[0],
@@ -409,106 +319,6 @@ def conflict_hunks(text: str, context: int = 3) -> str:
     if not regions:
         return text
     return "\n".join(f"@@ line {lo + 1} @@\n" + "\n".join(lines[lo:hi]) for lo, hi in regions)
-
-
-# --- Mermaid --------------------------------------------------------------------------------
-
-
-def _gantt(report: RunReport, limit: int) -> str:
-    """A Gantt chart of the actual run: one section per slot, one bar per attempt, and one
-    for the integration gates (a bar per gate run)."""
-    spans = report.spans[:limit]
-    gates = report.gates[: max(0, limit - len(spans))]
-    if not spans and not gates:
-        return ""
-    state = report.state
-    now = state.finished_at or state.last_event_at or time.time()
-    by_slot: dict[int | None, list[Span]] = {}
-    for s in spans:
-        by_slot.setdefault(s.slot, []).append(s)
-    last_attempt = {s.ticket: s for s in report.spans}
-    lines = ["gantt", "    dateFormat x", "    axisFormat %H:%M:%S", "    todayMarker off"]
-    n = 0
-    for slot in sorted(by_slot, key=lambda k: (k is None, k or 0)):
-        lines.append(f"    section {'slot ' + str(slot) if slot is not None else 'no slot'}")
-        for s in by_slot[slot]:
-            t = state.tickets.get(s.ticket)
-            status = t.status if t is not None else TicketState.PENDING
-            tags = []
-            final = last_attempt.get(s.ticket) is s
-            if s.ok is False or (final and status in (TicketState.FAILED, TicketState.CONFLICT)):
-                tags.append("crit")
-            tags.append("active" if s.end is None else "done")
-            start = round(s.start * 1000)
-            end = max(start + 1, round((s.end if s.end is not None else now) * 1000))
-            name = _gantt_name(report.text(s.ticket) + (f" #{s.attempt}" if s.attempt > 1 else ""))
-            line = f"    {name} :{', '.join(tags)}, a{n}, {start}, {end}"
-            n += 1
-            lines.append(line)
-    if gates:
-        lines.append("    section gates")
-    for g in gates:
-        tags = ["crit"] if g.ok is False else []
-        tags.append("active" if g.end is None else "done")
-        start = round(g.start * 1000)
-        end = max(start + 1, round((g.end if g.end is not None else now) * 1000))
-        shown = ", ".join(g.tickets[:3]) + (" …" if len(g.tickets) > 3 else "")
-        name = _gantt_name("gate " + report.text(shown))
-        lines.append(f"    {name} :{', '.join(tags)}, a{n}, {start}, {end}")
-        n += 1
-    return "\n".join(lines)
-
-
-def _status_class(t: TicketRun) -> str:
-    if t.status in (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING):
-        return "running"
-    if t.status in (TicketState.PENDING, TicketState.READY):
-        return "pending"
-    return str(t.status.value)
-
-
-def _graph(report: RunReport, tickets: list[TicketRun], limit: int) -> str:
-    """The DAG coloured by status; past `limit` tickets, the plan groups instead."""
-    if limit <= 0 or not tickets:
-        return ""
-    index = {t.id: f"t{i}" for i, t in enumerate(tickets)}
-    edges = [(index[d], index[t.id]) for t in tickets for d in t.depends_on if d in index]
-    if len(tickets) <= limit and len(edges) <= MERMAID_EDGES:
-        lines = ["graph LR"]
-        for t in tickets:
-            label = mermaid_label(report.text(f"{t.id}: {t.title}"), 48)
-            lines.append(f'    {index[t.id]}["{label}"]')
-        lines.extend(f"    {a} --> {b}" for a, b in edges)
-        classes: dict[str, list[str]] = {}
-        for t in tickets:
-            classes.setdefault(_status_class(t), []).append(index[t.id])
-    else:
-        lines, classes = _group_graph(report)
-    for name, members in classes.items():
-        lines.append(f"    classDef {name} {MERMAID_STYLES[name]}")
-        lines.append(f"    class {','.join(members)} {name}")
-    text = "\n".join(lines)
-    return text if len(text) <= MERMAID_CHARS else ""
-
-
-_SEVERITY = ("failed", "conflict", "running", "blocked", "cancelled", "pending", "completed")
-
-
-def _group_graph(report: RunReport) -> tuple[list[str], dict[str, list[str]]]:
-    groups = report.by_group()[:200]
-    lines = ["graph LR"]
-    classes: dict[str, list[str]] = {}
-    for n, (group, tickets) in enumerate(groups):
-        counts: dict[str, int] = {}
-        for t in tickets:
-            counts[_status_class(t)] = counts.get(_status_class(t), 0) + 1
-        summary = ", ".join(f"{counts[k]} {k}" for k in _SEVERITY if k in counts)
-        lines.append(f'    g{n}["group {group}: {len(tickets)} tickets<br/>{summary}"]')
-        if n:
-            lines.append(f"    g{n - 1} --> g{n}")
-        worst = next(k for k in _SEVERITY if k in counts)
-        classes.setdefault(worst, []).append(f"g{n}")
-    return lines, classes
 
 
 # --- rendering ------------------------------------------------------------------------------
