@@ -8,8 +8,9 @@ with the same run id). Four series:
 - events: killed with SIGKILL right after the journal reached N events, for `--points`
   values of N spread evenly over the whole run (dispatch, agent, commit, validate, merge,
   status writes);
-- early: killed `--early` times densely over the run's first moments: from just before
-  its first journal record to 0.3 s after it (the run must then be absent, or resumable);
+- early: killed `--early` times densely over the run's first moments: from the moment its
+  directory appears (just before its first journal record) to 0.3 s after (the run must
+  then be absent, or resumable);
 - gates: the same run with an integration gate after every merge, killed while the N-th
   gate is pending (`--gates` points); resume must run the pending gate again;
 - moves: someone moves the integration branch back to the base after N merges (`--moves`
@@ -111,13 +112,15 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def wait_until(proc: subprocess.Popen[bytes], condition: Callable[[], bool]) -> bool:
+def wait_until(
+    proc: subprocess.Popen[bytes], condition: Callable[[], bool], *, poll_s: float = 0.002
+) -> bool:
     """Poll until `condition` holds (True) or the run ended or took too long (False)."""
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.002)
+        time.sleep(poll_s)
     return False
 
 
@@ -214,10 +217,16 @@ def after_events(trial: Trial, kill_at: int) -> Result:
 
 
 def early(trial: Trial, delay_s: float) -> Result:
+    """Killed `delay_s` after the run's directory appears (just before its first journal
+    record is renamed into place), so a loaded machine's slow start-up cannot move every
+    kill before anything exists."""
     proc = trial.start()
+    run_dir = (trial.repo / JOURNAL).parent
+    if not wait_until(proc, run_dir.exists, poll_s=0.0005):
+        return "the run directory never appeared", ""
     deadline = time.monotonic() + delay_s
     while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.0005)
     kill(proc)
     return finish(trial)
 
@@ -274,10 +283,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="gitexec-kill-"))
 
     reference = make_trial(work, "reference", args.jobs, gated=True)
-    spawned = time.monotonic()
     proc = reference.start()
-    wait_until(proc, lambda: bool(reference.events()))
-    startup = time.monotonic() - spawned  # until the first journal record exists
     if proc.wait() != 0:
         raise SystemExit("the uninterrupted gated run failed")
     expected = reference.git("rev-parse", f"gitexec/{RUN}:out")
@@ -298,9 +304,9 @@ def main() -> int:
                 partial(after_events, kill_at=kill_at),
             )
         )
-    for delay in spread(args.early, max(0.0, startup - 0.05), startup + EARLY_WINDOW_S):
+    for delay in spread(args.early, 0.0, EARLY_WINDOW_S):
         series.append(
-            ("early", False, f"{delay:5.3f} s after start", partial(early, delay_s=delay))
+            ("early", False, f"{delay:5.3f} s after its directory", partial(early, delay_s=delay))
         )
     for nth in sorted({1 + round(x) for x in spread(args.gates, 0, gate_runs - 1)}):
         series.append(
