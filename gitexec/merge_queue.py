@@ -493,7 +493,8 @@ def result_fields(
     note: str | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """The `result` a ticket file records (the same times `status` shows)."""
+    """The `result` a ticket file records (the same times `status` shows), with the failed and
+    throttled attempts and the files it conflicted on when there were any."""
     out: dict[str, Any] = {"run": run_id}
     if commit:
         out["commit"] = commit
@@ -501,6 +502,12 @@ def result_fields(
     out["duration"] = round(ts.agent_s, 1)
     out["finished_at"] = iso(finished_at)
     out.update((k, v) for k, v in ts.ledger().items() if v is not None)
+    if ts.failed_attempts:
+        out["failed_attempts"] = ts.failed_attempts
+    if ts.throttles:
+        out["throttled"] = ts.throttles
+    if ts.conflicts:
+        out["conflicts"] = sorted(ts.conflicts)
     if note:
         out["note"] = note
     if reason:

@@ -44,7 +44,8 @@ CLAUDE = AgentSpec(
 )
 
 # Codex reads its model provider from $CODEX_HOME/config.toml; these overrides only turn
-# off what would reach the network besides the model.
+# off what would reach the network besides the model. Its retries are settings of that
+# provider, which the preset cannot name (overriding the built-in `openai` stops codex).
 _CODEX_OFFLINE = (
     "-c",
     "analytics.enabled=false",
@@ -90,6 +91,7 @@ GEMINI = AgentSpec(
     command=("gemini", *_GEMINI_FLAGS, "-p", PROMPT),
     dialect=Dialect.GEMINI_JSON,
     resume_command=("gemini", *_GEMINI_FLAGS, "--resume", SESSION, "-p", PROMPT),
+    # Attempts per request (`general.maxAttempts`) are a settings-file value only.
     env=(("GEMINI_TELEMETRY_ENABLED", "false"),),
     timeout_s=1800.0,
 )
@@ -120,6 +122,7 @@ AIDER = AgentSpec(
         PROMPT,
     ),
     dialect=Dialect.AIDER_TEXT,
+    # aider's retry loop (doubling delays up to 60 s) has no setting; `timeout` bounds it.
     env=(("LITELLM_LOCAL_MODEL_COST_MAP", "True"),),
     timeout_s=1800.0,
 )

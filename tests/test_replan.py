@@ -122,6 +122,44 @@ def test_enqueue_survives_kill_9_and_into_a_stopped_run(tmp_path: Path) -> None:
     assert status(repo, "ek")["state"] == "completed"
 
 
+def test_enqueue_into_a_paused_run_by_id_and_from_a_revision(tmp_path: Path) -> None:
+    """X by its bare id from the work tree's ticket folder, Y from a tagged revision whose
+    file is gone from the work tree: both wait while the run is paused, and run after."""
+    gate = tmp_path / "gate"
+    repo = make_project(tmp_path / "r", {"A": gated("A", gate)})
+    write_files(repo, {"later/Y.yaml": ticket_yaml("Y", depends_on=["A"], run="echo y > y.txt")})
+    git(repo, "add", "later")
+    git(repo, "commit", "-qm", "Y for later")
+    git(repo, "tag", "with-y")
+    git(repo, "rm", "-q", "-r", "later")
+    git(repo, "commit", "-qm", "not yet")
+    live = Live(repo, "pz")
+    wait_for(lambda: live.state("A") == "running")
+    code, out, err = gitexec(repo, "pause")
+    assert code == 0, out + err
+    write_files(repo, {".gitexec/tickets/X.yaml": ticket_yaml("X", run="echo x > x.txt")})
+    code, out, err = gitexec(repo, "enqueue", "X")
+    assert code == 0, out + err
+    assert "added X" in out
+    code, out, err = gitexec(repo, "enqueue", "--rev", "with-y", "later/Y.yaml")
+    assert code == 0, out + err
+    assert "added Y" in out
+    code, _, err = gitexec(repo, "enqueue", "--rev", "with-y", "later/Z.yaml")
+    assert code != 0 and "later/Z.yaml" in err and "with-y" in err
+    gate.touch()
+    wait_for(lambda: live.state("A") == "completed")
+    st = status(repo, "pz")
+    assert st["state"] == "paused"
+    assert (st["tickets"]["X"]["status"], st["tickets"]["Y"]["status"]) == ("pending", "pending")
+    assert gitexec(repo, "resume")[0] == 0
+    code, out, err = live.finish()
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/pz")) == ["A", "X", "Y"]
+    assert git(repo, "show", "gitexec/pz:y.txt") == "y\n"
+    recorded = git(repo, "show", "gitexec/pz:.gitexec/tickets/Y.yaml")
+    assert "status: completed" in recorded
+
+
 # --- cancel ------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from gitexec.dashboard import remaining_s, snapshot, spend_text, status_word
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.fields import format_duration
 from gitexec.journal import JOURNAL, load_events, lock_holder
+from gitexec.process import machine_load
 from gitexec.resources import cpu_text, live_usage, memory_text
 from gitexec.runmetrics import metrics, status_json
 from gitexec.runstate import RUNS_DIR, RunState, RunStatus, list_runs, load_run
@@ -61,6 +62,25 @@ def load_checked(ws: Workspace, run_id: str) -> RunState:
     return state
 
 
+def machine_json() -> dict[str, Any]:
+    """This machine's load and free memory now, next to what the agents use."""
+    m = machine_load()
+    return {
+        "load1": round(m.load_1m, 2),
+        "load5": round(m.load_5m, 2),
+        "cores": m.cores,
+        "mem_available_mb": round(m.memory_available_mb, 1),
+        "mem_total_mb": round(m.memory_total_mb, 1),
+    }
+
+
+def machine_text(m: dict[str, Any]) -> str:
+    return (
+        f"machine: load {m['load1']:.2f} on {m['cores']} core(s), "
+        f"{memory_text(m['mem_available_mb'])} of {memory_text(m['mem_total_mb'])} memory free"
+    )
+
+
 def _progress_of(ws: Workspace, run_id: str) -> Callable[[str], float | None]:
     base = ws.state_dir / RUNS_DIR / run_id / "progress"
     return lambda tid: read_progress(base / tid)
@@ -76,6 +96,7 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
             usage = live_usage(state, t)
             if usage is not None:  # running agents: what they use now
                 data["tickets"][tid].update(cpu_percent=usage.cpu_percent, rss_mb=usage.rss_mb)
+        data["machine"] = machine_json()
         print(json.dumps(data, indent=2))
         return EXIT_OK
     m = metrics(state, now)
@@ -191,6 +212,7 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
         out: dict[str, Any] = {"run": rid, "state": state.status.value, "agents": rows}
         if metrics is not None:
             out["metrics"] = metrics
+            out["machine"] = machine_json()
         print(json.dumps(out, indent=2))
         return EXIT_OK
     head = f"{'Agent ID':<12} | {'Ticket':<14} | {'Status':<11} | {'Progress':>8} | {'ETA':<7}"
@@ -220,6 +242,8 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
                 f"{m['attempts']:>5} {avg:>8} {tokens:>9} {cost:>10} "
                 f"{cpu_text(m['cpu_s']):>8} {memory_text(m['peak_rss_mb']):>8}"
             )
+        print()
+        print(machine_text(machine_json()))
     return EXIT_OK
 
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from gitexec.agents import render_command
 from gitexec.config import builtin_agents, parse_config
 from gitexec.dialects import Dialect, Price
 from gitexec.presets import PRESETS
+from tests.agents import clis
 from tests.project import gitexec, make_project, ticket_yaml
 
 
@@ -129,3 +133,44 @@ def test_agent_and_pricing_errors_name_file_line_and_column(
     code, out, err = gitexec(repo, "check")
     assert code == 1, (out, err)
     assert any(line.startswith(expected) for line in out.splitlines()), out
+
+
+def test_the_clis_own_retries_are_off_where_argv_or_env_can_say_so() -> None:
+    """Claude Code takes its retries from the environment; codex, gemini and aider have no
+    flag or variable for them (README says how each is bounded instead), and an override
+    codex would refuse to start with is never in a preset."""
+    context = {"prompt": "Do it.", "session_id": "s-1"}
+    for name, preset in PRESETS.items():
+        argv = " ".join(render_command(preset, context))
+        assert "model_providers.openai" not in argv, name
+        env = dict(preset.env)
+        assert env.get("CLAUDE_CODE_MAX_RETRIES") == ("0" if name == "claude" else None)
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    presets = readme.split("### codex (OpenAI Codex CLI)", 1)[1].split("### Adding", 1)[0]
+    codex, rest = presets.split("### gemini (Gemini CLI)", 1)
+    gemini, aider = rest.split("### aider", 1)
+    assert "Codex's retries are a setting of the provider only" in codex
+    assert "request_max_retries = 0" in codex
+    assert "has no flag or variable for its attempts" in gemini
+    assert "aider has no setting\n  for its retries" in aider
+
+
+def test_codex_refuses_to_override_its_built_in_providers_retries(tmp_path: Path) -> None:
+    """Why the codex preset carries no `-c model_providers.openai.request_max_retries=0`:
+    codex will not load a config that overrides its built-in provider."""
+    exe = clis.binary("codex")
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    override = "model_providers.openai.request_max_retries=0"
+    done = subprocess.run(
+        [str(exe), "exec", "--json", "--skip-git-repo-check", "-c", override, "--", "hi"],
+        env={**os.environ, "CODEX_HOME": str(home), "OPENAI_API_KEY": "sk-unused"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Built-in providers cannot be overridden" in done.stdout + done.stderr
