@@ -72,6 +72,8 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
         data = status_json(state, now)
+        for pool, limit in state.quota_limits.items():  # set live with `adjust --quota`
+            data["quotas"].setdefault(pool, {})["max_parallel"] = limit
         for tid, t in state.tickets.items():
             usage = live_usage(state, t)
             if usage is not None:  # running agents: what they use now
