@@ -8,6 +8,7 @@ Agents are shell commands reporting through GITEXEC_RESULT_FILE, so every outcom
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -151,3 +152,124 @@ def test_adjust_quota_survives_kill_9_and_resume(tmp_path: Path) -> None:
     events = journal(repo, "kq")
     after = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
     assert most_at_once(events[after:]) == 3
+
+
+# --- budgets -------------------------------------------------------------------------------
+
+
+def paid(cost: float, extra: str = "") -> str:
+    """Agent `paid`: runs its ticket's command, then reports that it cost `cost`."""
+    report = json.dumps({"status": "success", "cost_usd": cost, "summary": "done"})
+    script = f'{{{{ ticket.run }}}}; printf %s {json.dumps(report)} > "$GITEXEC_RESULT_FILE"'
+    return (
+        "version: 1\nretry_backoff: 0.1s\nagents:\n  paid:\n"
+        f"    command: [sh, -c, {json.dumps(script)}]\n" + extra
+    )
+
+
+def test_a_hard_budget_stops_the_tickets_still_running(tmp_path: Path) -> None:
+    gate, b_started = tmp_path / "gate", tmp_path / "b-started"
+    tickets = {
+        # A spends the budget while B's agent runs; B's agent would wait forever.
+        "A": ticket_yaml("A", agent="paid", run=f"until [ -f {b_started} ]; do sleep 0.02; done"),
+        "B": ticket_yaml(
+            "B", agent="paid", run=f"touch {b_started}; until [ -f {gate} ]; do sleep 0.02; done"
+        ),
+    }
+    config = paid(0.6, "budget:\n  run_usd: 0.5\n  hard: true\n")
+    repo = make_project(tmp_path / "r", tickets, config=config)
+    try:
+        code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "hb", "--jobs", "2")
+    finally:
+        gate.touch()
+    assert code == 1, out + err
+    assert "running agents are stopped" in out + err
+    st = status(repo, "hb")
+    assert (st["state"], st["reason"], st["budget"]["hard"]) == ("stopped", "budget", True)
+    assert st["tickets"]["A"]["status"] == "completed"
+    assert st["tickets"]["B"]["status"] != "completed"
+    assert st["metrics"]["cost_usd"] == 0.6  # B was stopped before it could report
+    exited = [e for e in journal(repo, "hb") if e["event"] == "agent-exited"]
+    assert [e["ticket"] for e in exited if e["cancelled"]] == ["B"]
+
+
+def test_a_tickets_budget_counts_its_retries_together(tmp_path: Path) -> None:
+    flag = tmp_path / "validated-once"
+    ticket = ticket_yaml(
+        "A",
+        agent="paid",
+        run="echo a > a.txt",
+        budget_usd=0.5,
+        retries=2,
+        validate=[f"test -f {flag} || (touch {flag}; exit 1)"],
+    )
+    repo = make_project(tmp_path / "r", {"A": ticket}, config=paid(0.3))
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "tr")
+    assert code == 1, out + err
+    a = status(repo, "tr")["tickets"]["A"]
+    # Each attempt (0.3) is within the budget (0.5); the two together are not.
+    assert a["attempts"] == 2
+    assert a["status"] == "failed"
+    assert a["reason"].startswith("budget:"), a["reason"]
+    assert "0.2000 left" in a["reason"]
+    assert a["cost_usd"] == 0.6
+
+
+def test_a_tickets_budget_counts_its_conflict_rerun(tmp_path: Path) -> None:
+    x_merged = 'until [ "$(git show gitexec/tc:shared.txt)" = from-x ]; do sleep 0.02; done'
+    tickets = {
+        "X": ticket_yaml("X", agent="paid", run="echo from-x > shared.txt"),
+        # Y finishes once X is merged, so it conflicts and runs again.
+        "Y": ticket_yaml(
+            "Y", agent="paid", run=f"{x_merged}; echo from-y > shared.txt", budget_usd=0.5
+        ),
+    }
+    config = paid(0.3, "merge:\n  on_conflict: [rerun, fail]\n")
+    repo = make_project(tmp_path / "r", tickets, config=config, files={"shared.txt": "base\n"})
+    code, out, err = gitexec(
+        repo, "run", "--no-monitor", "--run-id", "tc", "--allow-overlap", "--jobs", "2"
+    )
+    assert code == 1, out + err
+    y = status(repo, "tc")["tickets"]["Y"]
+    assert y["attempts"] == 2  # the rerun after the conflict
+    assert (y["status"], y["cost_usd"]) == ("failed", 0.6)
+    assert y["reason"].startswith("budget:"), y["reason"]
+
+
+def test_spend_is_remembered_after_kill_9_and_the_budget_still_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    tickets = {
+        "A": ticket_yaml("A", agent="paid", run="echo a > a.txt"),
+        "B": ticket_yaml("B", agent="paid", run="echo b > b.txt", depends_on=["A"]),
+        "C": ticket_yaml(
+            "C",
+            agent="paid",
+            run=f"until [ -f {gate} ]; do sleep 0.02; done; echo c > c.txt",
+            depends_on=["B"],
+        ),
+        "D": ticket_yaml("D", agent="paid", run="echo d > d.txt", depends_on=["C"]),
+    }
+    repo = make_project(tmp_path / "r", tickets, config=paid(0.3, "budget:\n  run_usd: 0.7\n"))
+    live = Live(repo, "run", "--run-id", "bk", "--jobs", "1")
+    try:
+        wait_for(lambda: agents_running(repo, "bk") == 1 and "C" in started(repo, "bk"))
+        live.kill()
+    finally:
+        gate.touch()
+    st = status(repo, "bk")
+    assert (st["state"], st["metrics"]["cost_usd"]) == ("crashed", 0.6)
+    # A crash forgets nothing: C's new attempt brings the spend to 0.9, past 0.7.
+    code, out, err = gitexec(repo, "resume", "--run", "bk", "--no-monitor")
+    assert code == 1, out + err
+    st = status(repo, "bk")
+    assert (st["state"], st["reason"]) == ("stopped", "budget")
+    assert st["metrics"]["cost_usd"] == 0.9
+    assert st["tickets"]["C"]["status"] == "completed"
+    assert st["tickets"]["D"]["status"] == "pending"
+    assert "D" not in started(repo, "bk")
+
+
+def started(repo: Path, run_id: str) -> list[str]:
+    return [e["ticket"] for e in journal(repo, run_id) if e["event"] == "agent-started"]
