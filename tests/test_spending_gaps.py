@@ -273,3 +273,39 @@ def test_spend_is_remembered_after_kill_9_and_the_budget_still_stops_the_run(
 
 def started(repo: Path, run_id: str) -> list[str]:
     return [e["ticket"] for e in journal(repo, run_id) if e["event"] == "agent-started"]
+
+
+# --- throttled time ------------------------------------------------------------------------
+
+
+def throttled_once(attempts: Path, retry_after: int) -> str:
+    """Agents `a1` and `a2` on pool `acct`: the account's first request is throttled with
+    a retry-after, the rest are served."""
+    script = (
+        f"n=0; while ! mkdir {attempts}/$n 2>/dev/null; do n=$((n + 1)); done; "
+        'if [ "$n" -lt 1 ]; then '
+        f'printf \'{{"status": "throttled", "retry_after_s": {retry_after}, "summary": "429"}}\' '
+        '> "$GITEXEC_RESULT_FILE"; '
+        "else echo $GITEXEC_TICKET > $GITEXEC_TICKET.txt; fi"
+    )
+    agent = f"    command: [sh, -c, {json.dumps(script)}]\n    quota: acct\n"
+    return f"version: 1\nagents:\n  a1:\n{agent}  a2:\n{agent}"
+
+
+def test_throttled_time_is_counted_apart_from_agent_time(tmp_path: Path) -> None:
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    config = throttled_once(attempts, 1)
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", agent="a1")}, config=config)
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "ts")
+    assert code == 0, out + err
+    st = status(repo, "ts")
+    events = journal(repo, "ts")
+    paused = next(e for e in events if e["event"] == "quota-paused")
+    a = st["tickets"]["A"]
+    # A waited at least the pause the provider asked for, and that wait is not agent time.
+    assert a["throttled_s"] >= paused["delay_s"] - 0.05
+    assert st["metrics"]["throttled_s"] == a["throttled_s"]
+    ran = sum(e["duration_s"] for e in events if e["event"] == "agent-exited")
+    assert a["duration_s"] == round(ran, 3)
+    assert a["throttled"] == 1 and a["failed_attempts"] == 0
