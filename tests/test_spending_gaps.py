@@ -309,3 +309,73 @@ def test_throttled_time_is_counted_apart_from_agent_time(tmp_path: Path) -> None
     ran = sum(e["duration_s"] for e in events if e["event"] == "agent-exited")
     assert a["duration_s"] == round(ran, 3)
     assert a["throttled"] == 1 and a["failed_attempts"] == 0
+
+
+# --- resumed sessions ----------------------------------------------------------------------
+
+
+def session_agent(calls: Path, extra: str = "") -> str:
+    """Agent `s`: each start says in `calls` whether it began cold or continued a session,
+    runs its ticket's command and reports a session id of its own."""
+
+    def command(how: str) -> str:
+        script = (
+            f"echo $GITEXEC_TICKET {how} >> {calls}; {{{{ ticket.run }}}}; "
+            'printf \'{"status": "success", "session_id": "sess-%s"}\' "$GITEXEC_TICKET" '
+            '> "$GITEXEC_RESULT_FILE"'
+        )
+        return f"[sh, -c, {json.dumps(script)}]"
+
+    return (
+        "version: 1\nretry_backoff: 0.1s\nagents:\n  s:\n"
+        f"    command: {command('cold')}\n"
+        f"    resume_command: {command('resumed-{{ session_id }}')}\n" + extra
+    )
+
+
+def retried(tmp_path: Path, config: str) -> Path:
+    flag = tmp_path / "validated-once"
+    ticket = ticket_yaml(
+        "A",
+        agent="s",
+        run="echo a > a.txt",
+        retries=1,
+        validate=[f"test -f {flag} || (touch {flag}; exit 1)"],
+    )
+    return make_project(tmp_path / "r", {"A": ticket}, config=config)
+
+
+def test_a_retry_continues_the_session_and_resume_sessions_false_starts_cold(
+    tmp_path: Path,
+) -> None:
+    calls = tmp_path / "calls"
+    repo = retried(tmp_path / "on", session_agent(calls))
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "on")
+    assert code == 0, out + err
+    assert calls.read_text().split("\n") == ["A cold", "A resumed-sess-A", ""]
+
+    calls.unlink()
+    repo = retried(tmp_path / "off", session_agent(calls, "resume_sessions: false\n"))
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "off")
+    assert code == 0, out + err
+    assert status(repo, "off")["tickets"]["A"]["attempts"] == 2
+    assert calls.read_text().split("\n") == ["A cold", "A cold", ""]
+
+
+def test_a_conflict_rerun_continues_the_session(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    x_merged = 'until [ "$(git show gitexec/cr:shared.txt)" = from-x ]; do sleep 0.02; done'
+    tickets = {
+        "X": ticket_yaml("X", agent="s", run="echo from-x > shared.txt"),
+        "Y": ticket_yaml("Y", agent="s", run=f"{x_merged}; echo from-y > shared.txt"),
+    }
+    config = session_agent(calls, "merge:\n  on_conflict: [rerun, fail]\n")
+    repo = make_project(tmp_path / "r", tickets, config=config, files={"shared.txt": "base\n"})
+    code, out, err = gitexec(
+        repo, "run", "--no-monitor", "--run-id", "cr", "--allow-overlap", "--jobs", "2"
+    )
+    assert code == 0, out + err
+    y = status(repo, "cr")["tickets"]["Y"]
+    assert (y["status"], y["attempts"]) == ("completed", 2)
+    ys = [line for line in calls.read_text().splitlines() if line.startswith("Y ")]
+    assert ys == ["Y cold", "Y resumed-sess-Y"]
