@@ -379,3 +379,54 @@ def test_a_conflict_rerun_continues_the_session(tmp_path: Path) -> None:
     assert (y["status"], y["attempts"]) == ("completed", 2)
     ys = [line for line in calls.read_text().splitlines() if line.startswith("Y ")]
     assert ys == ["Y cold", "Y resumed-sess-Y"]
+
+
+# --- where throttles are shown -------------------------------------------------------------
+
+
+def test_the_report_and_agents_show_the_pools_that_throttled(tmp_path: Path) -> None:
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    tickets = {"A": ticket_yaml("A", agent="a1"), "B": ticket_yaml("B", agent="a2")}
+    repo = make_project(tmp_path / "r", tickets, config=throttled_once(attempts, 1))
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "tv")
+    assert code == 0, out + err
+    throttled_s = status(repo, "tv")["metrics"]["throttled_s"]
+    assert throttled_s > 0
+
+    code, report, err = gitexec(repo, "report", "--run", "tv")
+    assert code == 0, err
+    assert "### Quota pools" in report
+    assert "| acct | open | 1 |" in report
+    assert "Waiting for throttling providers: " in report
+
+    code, out, err = gitexec(repo, "agents", "--run", "tv")
+    assert code == 0, err
+    assert "quota acct: open, throttled 1 time" in out
+    assert "throttled time: " in out
+    code, out, err = gitexec(repo, "agents", "--run", "tv", "--format", "json")
+    data = json.loads(out)
+    assert data["quotas"]["acct"]["throttled_count"] == 1
+    assert data["throttled_s"] == throttled_s
+
+
+def test_agents_and_the_report_say_until_when_a_pool_is_paused(tmp_path: Path) -> None:
+    """A run killed while its pool is paused (its ticket throttled, waiting) is reported
+    like any other: this once made `report` an internal error."""
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    config = throttled_once(attempts, 600)
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", agent="a1")}, config=config)
+    live = Live(repo, "run", "--run-id", "pp")
+    wait_for(lambda: any(e["event"] == "quota-paused" for e in journal(repo, "pp")))
+    live.kill()
+    until = status(repo, "pp")["quotas"]["acct"]["until"]
+    code, out, err = gitexec(repo, "agents", "--run", "pp")
+    assert code == 0, err
+    assert f"quota acct: paused until {until} (" in out
+    code, report, err = gitexec(repo, "report", "--run", "pp")
+    assert code == 0, err
+    assert f"| acct | paused until {until} | 1 |" in report
+    code, out, err = gitexec(repo, "report", "--run", "pp", "--junit", str(tmp_path / "j.xml"))
+    assert code == 0, out + err
+    assert 'name="gitexec.throttled" value="1"' in (tmp_path / "j.xml").read_text()
