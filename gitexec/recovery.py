@@ -106,6 +106,8 @@ def take_over(
     )
     replan.restore(scheduler, state.tickets)
     replan.limits(scheduler, resources=state.resources, agents=state.agent_limits)
+    for name, limit in state.quota_limits.items():  # `adjust --quota` outlives the crash
+        scheduler.quotas.set_max_parallel(name, limit)
     now, wall = time.monotonic(), time.time()
     for name, q in state.quotas.items():  # a pause still in force is honoured
         remaining = None if q.until is None else q.until - wall

@@ -68,6 +68,7 @@ class RunState:
     quotas: dict[str, QuotaView] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)  # capacities set live
     agent_limits: dict[str, int] = field(default_factory=dict)  # max_parallel set live
+    quota_limits: dict[str, int] = field(default_factory=dict)  # pools' max_parallel set live
     enqueued: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (file, text)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
     samples: dict[str, ev.AgentSample] = field(default_factory=dict)  # running agents' latest
@@ -509,8 +510,9 @@ def _control(s: RunState, e: ev.Control) -> None:
         s.tickets[e.ticket].priority = e.priority
     elif e.action == "budget":
         s.budget_usd = e.usd
-    elif e.action == "quota" and e.pool is not None:
+    elif e.action == "quota" and e.pool is not None and e.max_parallel is not None:
         s.quotas.setdefault(e.pool, QuotaView())
+        s.quota_limits[e.pool] = e.max_parallel
     elif e.action == "resource" and e.resource is not None and e.capacity is not None:
         s.resources[e.resource] = e.capacity
     elif e.action == "agent" and e.agent is not None and e.max_parallel is not None:

@@ -17,7 +17,7 @@ from gitexec.journal import JOURNAL, load_events, lock_holder
 from gitexec.process import machine_load
 from gitexec.resources import cpu_text, live_usage, memory_text
 from gitexec.runmetrics import metrics, status_json
-from gitexec.runstate import RUNS_DIR, RunState, RunStatus, list_runs, load_run
+from gitexec.runstate import RUNS_DIR, RunState, RunStatus, iso, list_runs, load_run
 from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
 
@@ -92,7 +92,10 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
         data = status_json(state, now)
+        for pool, limit in state.quota_limits.items():  # set live with `adjust --quota`
+            data["quotas"].setdefault(pool, {})["max_parallel"] = limit
         for tid, t in state.tickets.items():
+            data["tickets"][tid]["throttled_s"] = round(t.throttled_s, 3)  # not agent time
             usage = live_usage(state, t)
             if usage is not None:  # running agents: what they use now
                 data["tickets"][tid].update(cpu_percent=usage.cpu_percent, rss_mb=usage.rss_mb)
@@ -208,8 +211,12 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
     state = load_checked(ws, rid)
     rows = agent_rows(state, _progress_of(ws, rid))
     metrics = agent_metrics(state) if include_metrics else None
+    pools = {name: q for name, q in sorted(state.quotas.items()) if q.throttled_count}
+    throttled_s = round(sum(t.throttled_s for t in state.tickets.values()), 3)
     if fmt == "json":
         out: dict[str, Any] = {"run": rid, "state": state.status.value, "agents": rows}
+        out["quotas"] = {name: q.to_json() for name, q in pools.items()}
+        out["throttled_s"] = throttled_s
         if metrics is not None:
             out["metrics"] = metrics
             out["machine"] = machine_json()
@@ -227,6 +234,16 @@ def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool
             f"{r['agent_id']:<12} | {r['ticket']:<14} | {r['status']:<11} | {p:>8} | "
             f"{r['eta']:<7} | {usage}"
         )
+    if pools:  # providers that throttled: which pool, until when, how often
+        print()
+        now = time.time()
+        for name, q in pools.items():
+            when = q.state
+            if q.state == "paused" and q.until is not None:
+                when += f" until {iso(q.until)} ({format_duration(max(0.0, q.until - now))} left)"
+            times = "time" if q.throttled_count == 1 else "times"
+            print(f"quota {name}: {when}, throttled {q.throttled_count} {times}")
+        print(f"throttled time: {format_duration(throttled_s)} (not agent time)")
     if metrics:
         print()
         print(

@@ -70,6 +70,7 @@ STATUS_ICONS = {
     TicketState.RUNNING: "⏳",
     TicketState.VALIDATING: "⏳",
     TicketState.MERGING: "⏳",
+    TicketState.THROTTLED: "⏸️",  # waiting for its provider's quota
     TicketState.COMPLETED: "✅",
     TicketState.FAILED: "❌",
     TicketState.CONFLICT: "💥",
@@ -122,6 +123,17 @@ class _Context:
             "analytics": _analytics(report, m),
             "warnings": [text(w) for w in state.warnings[:20]],
             "spend": _spend(m),
+            "quotas": [
+                {
+                    "pool": text(name),
+                    "state": q.state,
+                    "until": iso(q.until) if q.state == "paused" else None,
+                    "throttled_count": q.throttled_count,
+                }
+                for name, q in sorted(state.quotas.items())
+                if q.throttled_count
+            ],
+            "throttled": format_duration(m["throttled_s"]) if m["throttled_s"] else "",
         }
 
     def build(self, budget: Budget) -> dict[str, Any]:

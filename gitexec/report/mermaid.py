@@ -94,8 +94,8 @@ def gantt(report: RunReport, limit: int) -> str:
 def _status_class(t: TicketRun) -> str:
     if t.status in (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING):
         return "running"
-    if t.status in (TicketState.PENDING, TicketState.READY):
-        return "pending"
+    if t.status in (TicketState.PENDING, TicketState.READY, TicketState.THROTTLED):
+        return "pending"  # a throttled ticket waits for its quota pool
     return str(t.status.value)
 
 
