@@ -117,7 +117,7 @@ def status_json(state: RunState, now: float | None = None) -> dict[str, Any]:
             "ticket_usd": state.ticket_budget_usd,
             "hard": state.budget_hard,
         },
-        "quotas": {name: q.to_json() for name, q in sorted(state.quotas.items())},
+        "quotas": _quotas(state),
         "warnings": state.warnings,
     }
 
@@ -126,3 +126,11 @@ def _ratio(value: float, digits: int) -> float:
     """`value` rounded to `digits` decimals, but never a positive value shown as 0."""
     rounded = round(value, digits)
     return rounded if rounded or value <= 0 else float(f"{value:.2g}")
+
+
+def _quotas(state: RunState) -> dict[str, dict[str, Any]]:
+    """Each pool's state, and its max_parallel where `adjust --quota` set it live."""
+    out: dict[str, dict[str, Any]] = {n: q.to_json() for n, q in state.quotas.items()}
+    for pool, limit in state.quota_limits.items():
+        out.setdefault(pool, {})["max_parallel"] = limit
+    return dict(sorted(out.items()))

@@ -116,6 +116,7 @@ class TicketRun:
             "throttled": self.throttles,
             "throttled_until": iso(self.throttled_until),
             "cpu_s": round(self.cpu_s, 3),
+            "throttled_s": round(self.throttled_s, 3),  # waiting for a provider, not agent time
             "peak_rss_mb": self.peak_rss_mb,
         }
 

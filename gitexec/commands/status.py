@@ -92,10 +92,7 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
         data = status_json(state, now)
-        for pool, limit in state.quota_limits.items():  # set live with `adjust --quota`
-            data["quotas"].setdefault(pool, {})["max_parallel"] = limit
         for tid, t in state.tickets.items():
-            data["tickets"][tid]["throttled_s"] = round(t.throttled_s, 3)  # not agent time
             usage = live_usage(state, t)
             if usage is not None:  # running agents: what they use now
                 data["tickets"][tid].update(cpu_percent=usage.cpu_percent, rss_mb=usage.rss_mb)
