@@ -141,15 +141,19 @@ def test_a_throttle_pauses_the_pool_then_a_probe_goes_first(tmp_path: Path) -> N
     assert st["quotas"]["acct"]["state"] == "open"
     assert st["quotas"]["acct"]["throttled_count"] >= 1
     # While the pool probes, one ticket goes alone; the pool then opens or pauses again.
+    # (An agent that started before the pause and is then served also opens the pool: with
+    # four slots that can happen before any probe was needed.)
+    events = journal(repo, "q")
     probes: list[list[str]] = []
-    for e in journal(repo, "q"):
+    for e in events:
         if e["event"] == "quota-probing":
             probes.append([])
         elif e["event"] in ("quota-opened", "quota-paused") and probes:
             probes[-1].append("|")  # the probe's answer
         elif e["event"] == "agent-started" and probes and "|" not in probes[-1]:
             probes[-1].append(e["ticket"])
-    assert probes, "the pool never probed"
+    kinds = [e["event"] for e in events if e["event"].startswith("quota-")]
+    assert probes or kinds[-2:] == ["quota-paused", "quota-opened"], kinds
     assert all(len([t for t in p if t != "|"]) <= 1 for p in probes), probes
 
 
