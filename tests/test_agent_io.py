@@ -55,12 +55,6 @@ def test_a_long_prompt_reaches_the_agent_by_stdin_or_file(tmp_path: Path, agent:
     assert got.startswith("You are working on ticket A")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process/output.py _CappedLog.write: a first chunk that crosses the cap while "
-    "less than the head was written truncates the file *up* to the head size, leaving NUL "
-    "bytes in the head (fix: fill the head from the chunk before truncating)",
-)
 def test_logs_max_size_keeps_the_head_and_the_tail_of_a_chatty_agent(tmp_path: Path) -> None:
     repo = make_project(
         tmp_path / "r",
