@@ -213,35 +213,47 @@ def test_a_closed_output_pipe_does_not_stop_the_run(tmp_path: Path) -> None:
 
 
 def test_a_pending_gate_runs_again_after_a_crash(tmp_path: Path) -> None:
-    hold = tmp_path / "hold"
+    """The gate the crash left running would never end by itself: resume must kill it."""
+    hold, pid_file, alive = tmp_path / "hold", tmp_path / "gate.pid", tmp_path / "alive"
     gate_log = tmp_path / "gates"
+    # The first gate waits for a file nobody creates; the later ones pass, noting whether
+    # the first one is still running beside them.
+    gate = (
+        f"echo gate >> {gate_log}; if [ $(wc -l < {gate_log}) -gt 1 ]; then p=$(cat {pid_file}); "
+        f'if [ -d /proc/$p ] && ! grep -q ") Z" /proc/$p/stat; then echo $p >> {alive}; fi; '
+        f"exit 0; fi; echo $$ > {pid_file}; while [ ! -f {hold} ]; do sleep 0.05; done"
+    )
     repo = make_project(
         tmp_path / "r",
         {
             "A": ticket_yaml("A", run="echo A > A.txt"),
             "B": ticket_yaml("B", depends_on=["A"], run="echo B > B.txt"),
         },
-        config=(
-            "version: 1\ngates:\n  integration:\n"
-            f"    - 'echo gate >> {gate_log}; while [ ! -f {hold} ]; do sleep 0.05; done'\n"
-        ),
+        config=f"version: 1\ngates:\n  integration:\n    - '{gate}'\n",
     )
     proc = start(repo, "pg")
-    wait_for(lambda: gate_log.exists())  # A merged, its gate is running
-    orphans = run_processes("pg")
-    assert orphans
-    proc.kill()
-    proc.wait()
-    hold.touch()  # from now on the gate passes
-    code, out, err = gitexec(repo, "resume", "--run", "pg", "--no-monitor")
-    assert code == 0, out + err
-    events = journal_of(repo, "pg")
-    resumed = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
-    after = [e["event"] for e in events[resumed:]]
-    assert after.index("gate-passed") < after.index("ticket-dispatched")  # A gated before B runs
-    assert gate_log.read_text().split() == ["gate", "gate", "gate"]  # again for A, then for B
-    assert [p for p in orphans if Path(f"/proc/{p}").exists() and p in run_processes("pg")] == []
-    assert sorted(first_parent_tickets(repo, "gitexec/pg")) == ["A", "B"]
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        orphan = int(pid_file.read_text())  # A merged, its gate is running
+        assert orphan in run_processes("pg")
+        proc.kill()
+        proc.wait()
+        assert orphan in run_processes("pg")  # the crash left it running
+        code, out, err = gitexec(repo, "resume", "--run", "pg", "--no-monitor")
+        assert code == 0, out + err
+        events = journal_of(repo, "pg")
+        resumed = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
+        after = [e["event"] for e in events[resumed:]]
+        assert after.index("gate-passed") < after.index("ticket-dispatched")  # A gated first
+        assert gate_log.read_text().split() == ["gate", "gate", "gate"]  # again for A, then B
+        assert not alive.exists()  # resume killed it before gating again
+        assert run_processes("pg") == []
+        assert sorted(first_parent_tickets(repo, "gitexec/pg")) == ["A", "B"]
+    finally:
+        hold.touch()  # lets a gate resume failed to kill end
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_stopping_during_a_gate_stops_it(tmp_path: Path) -> None:
