@@ -279,23 +279,46 @@ def test_stopping_during_a_gate_stops_it(tmp_path: Path) -> None:
     assert git(repo, "rev-parse", "gitexec/sg").strip() == git(repo, "rev-parse", "main").strip()
 
 
+def _kill_early(repo: Path, anchor: Path | None, delay_s: float) -> None:
+    """Start a run and kill it `delay_s` after `anchor` appears (after the start if None)."""
+    proc = start(repo, "kr")
+    while anchor is not None and proc.poll() is None and not anchor.exists():
+        time.sleep(0.001)
+    time.sleep(delay_s)
+    proc.kill()
+    proc.wait()
+
+
 def test_a_run_killed_in_its_first_moments_is_absent_or_resumable(tmp_path: Path) -> None:
-    for n, delay in enumerate([0.0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3]):
+    """Kills placed from the run directory's creation (just before the first record) to
+    moments after the journal appeared, like benchmarks/kill_resume.py --early: starting
+    the interpreter takes longer than any fixed delay would cover."""
+    run_dir = Path(".git/gitexec/runs/kr")
+    points: list[tuple[Path | None, float]] = [(None, 0.1)]
+    points += [(run_dir, d) for d in (0.0, 0.001, 0.003, 0.01)]
+    points += [(run_dir / "journal.jsonl", d) for d in (0.0, 0.002, 0.01, 0.05, 0.2)]
+    outcomes = []
+    for n, (anchor, delay) in enumerate(points):
         repo = make_project(tmp_path / f"r{n}", {"A": ticket_yaml("A", run="echo A > A.txt")})
-        proc = start(repo, "kr")
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-        journal = repo / ".git/gitexec/runs/kr/journal.jsonl"
-        if journal.exists():
-            assert journal_of(repo, "kr")[0]["event"] == "run-started"
-            if status(repo, "kr")["state"] != "completed":
+        _kill_early(repo, None if anchor is None else repo / anchor, delay)
+        where = f"killed {delay}s after {anchor or 'the start'}"
+        if (repo / run_dir / "journal.jsonl").exists():
+            records = journal_of(repo, "kr")
+            assert records and records[0]["event"] == "run-started", where  # never empty
+            if status(repo, "kr")["state"] == "completed":
+                outcomes.append("completed")
+            else:
                 code, out, err = gitexec(repo, "resume", "--run", "kr", "--no-monitor")
-                assert code == 0, f"killed after {delay}s: {out}{err}"
+                assert code == 0, f"{where}: {out}{err}"
+                outcomes.append("resumed")
         else:
+            assert not git(repo, "branch", "--list", "gitexec/kr").strip(), where
             code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "kr")
-            assert code == 0, f"killed after {delay}s: {out}{err}"
-        assert first_parent_tickets(repo, "gitexec/kr") == ["A"]
+            assert code == 0, f"{where}: {out}{err}"
+            outcomes.append("absent")
+        assert status(repo, "kr")["state"] == "completed", where
+        assert first_parent_tickets(repo, "gitexec/kr") == ["A"], where
+    assert "resumed" in outcomes and "absent" in outcomes, outcomes
 
 
 def test_a_run_killed_before_recording_its_end_is_finished_by_resume(tmp_path: Path) -> None:
