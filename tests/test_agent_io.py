@@ -149,8 +149,13 @@ def test_collect_reports_carry_the_log_tails_of_run_ticket_results(
     monkeypatch.setenv("DEPLOY_TOKEN", SECRET)
     code, out, err = gitexec(repo, "run-ticket", "A", "--out", "results", "--run-id", "w1")
     assert code == 1, out + err
-    # The collect job runs elsewhere, where the secret is not set.
+    # The collect job runs elsewhere, where the secret is not set, but another one is that
+    # the runner did not know as a secret.
     monkeypatch.delenv("DEPLOY_TOKEN")
+    other = "zz-Other-Value-0815"
+    monkeypatch.setenv("COLLECT_TOKEN", other)
+    with (repo / "results/A.log").open("a") as log:
+        log.write(f"pushing with {other}\n")
     code, out, err = gitexec(
         repo, "collect", "results", "--run-id", "w1", "--markdown", "m.md", "--junit", "j.xml"
     )
@@ -166,4 +171,7 @@ def test_collect_reports_carry_the_log_tails_of_run_ticket_results(
     assert (run_dir / "logs/A.log").is_file()
     for path in [p for p in run_dir.rglob("*") if p.is_file()]:
         assert SECRET.encode() not in path.read_bytes(), path
-    assert SECRET not in markdown + junit + later + out + err
+        assert other.encode() not in path.read_bytes(), path
+    assert "pushing with ***" in (run_dir / "logs/A.log").read_text()
+    for text in (markdown, junit, later, out, err):
+        assert SECRET not in text and other not in text
