@@ -55,12 +55,6 @@ def test_a_long_prompt_reaches_the_agent_by_stdin_or_file(tmp_path: Path, agent:
     assert got.startswith("You are working on ticket A")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process/output.py _CappedLog.write: a first chunk that crosses the cap while "
-    "less than the head was written truncates the file *up* to the head size, leaving NUL "
-    "bytes in the head (fix: fill the head from the chunk before truncating)",
-)
 def test_logs_max_size_keeps_the_head_and_the_tail_of_a_chatty_agent(tmp_path: Path) -> None:
     repo = make_project(
         tmp_path / "r",
@@ -146,3 +140,38 @@ def test_run_ticket_artifacts_carry_no_secret(
     assert SECRET not in out + err
     log = (repo / "results/A.log").read_text()
     assert "deploying with ***" in log and "token was ***" in log
+
+
+def test_collect_reports_carry_the_log_tails_of_run_ticket_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_project(tmp_path / "r", {"A": _leaky_agent()})
+    monkeypatch.setenv("DEPLOY_TOKEN", SECRET)
+    code, out, err = gitexec(repo, "run-ticket", "A", "--out", "results", "--run-id", "w1")
+    assert code == 1, out + err
+    # The collect job runs elsewhere, where the secret is not set, but another one is that
+    # the runner did not know as a secret.
+    monkeypatch.delenv("DEPLOY_TOKEN")
+    other = "zz-Other-Value-0815"
+    monkeypatch.setenv("COLLECT_TOKEN", other)
+    with (repo / "results/A.log").open("a") as log:
+        log.write(f"pushing with {other}\n")
+    code, out, err = gitexec(
+        repo, "collect", "results", "--run-id", "w1", "--markdown", "m.md", "--junit", "j.xml"
+    )
+    assert code == 1, out + err
+    markdown, junit = (repo / "m.md").read_text(), (repo / "j.xml").read_text()
+    for report in (markdown, junit):
+        assert "deploying with ***" in report and "token was ***" in report
+    code, out, err = gitexec(repo, "report", "--run", "w1", "--markdown", "later.md")
+    assert code == 0, err
+    later = (repo / "later.md").read_text()
+    assert "token was ***" in later
+    run_dir = repo / ".git/gitexec/runs/w1"
+    assert (run_dir / "logs/A.log").is_file()
+    for path in [p for p in run_dir.rglob("*") if p.is_file()]:
+        assert SECRET.encode() not in path.read_bytes(), path
+        assert other.encode() not in path.read_bytes(), path
+    assert "pushing with ***" in (run_dir / "logs/A.log").read_text()
+    for text in (markdown, junit, later, out, err):
+        assert SECRET not in text and other not in text

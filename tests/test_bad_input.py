@@ -4,7 +4,6 @@ wrong, exit 1 or 2; never exit 3, a traceback or a hang."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from gitexec.project import load_project
 from tests.helpers import commit_all, git, init_repo, write_files
 from tests.project import gitexec, make_project, ticket_yaml
+from tests.unprivileged import cli, sandbox
 
 OK = ticket_yaml("OK", run="true")
 
@@ -73,18 +73,16 @@ def test_a_symlinked_config_is_a_finding(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_an_unreadable_ticket_is_a_finding(tmp_path: Path) -> None:
-    repo = make_project(tmp_path / "r", {"OK": OK})
-    secret = repo / ".gitexec/tickets/S.yaml"
-    secret.write_text("id: S\ntitle: s\nrun: 'true'\n")
-    secret.chmod(0)
-    try:
-        code, out, err = gitexec(repo, "check")
-    finally:
-        secret.chmod(0o644)
-    assert_clean_failure(code, out, err, 1)
-    assert out.startswith(
+def test_an_unreadable_ticket_is_a_finding() -> None:
+    """Run as an unprivileged user (root reads files whatever their mode)."""
+    with sandbox() as box:
+        repo = make_project(box / "r", {"OK": OK})
+        secret = repo / ".gitexec/tickets/S.yaml"
+        secret.write_text("id: S\ntitle: s\nrun: 'true'\n")
+        secret.chmod(0)
+        proc = cli(box, repo, "check")
+    assert_clean_failure(proc.returncode, proc.stdout, proc.stderr, 1)
+    assert proc.stdout.startswith(
         ".gitexec/tickets/S.yaml:1:1: error: cannot read the file: Permission denied\n"
     )
 

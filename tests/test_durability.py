@@ -213,35 +213,47 @@ def test_a_closed_output_pipe_does_not_stop_the_run(tmp_path: Path) -> None:
 
 
 def test_a_pending_gate_runs_again_after_a_crash(tmp_path: Path) -> None:
-    hold = tmp_path / "hold"
+    """The gate the crash left running would never end by itself: resume must kill it."""
+    hold, pid_file, alive = tmp_path / "hold", tmp_path / "gate.pid", tmp_path / "alive"
     gate_log = tmp_path / "gates"
+    # The first gate waits for a file nobody creates; the later ones pass, noting whether
+    # the first one is still running beside them.
+    gate = (
+        f"echo gate >> {gate_log}; if [ $(wc -l < {gate_log}) -gt 1 ]; then p=$(cat {pid_file}); "
+        f'if [ -d /proc/$p ] && ! grep -q ") Z" /proc/$p/stat; then echo $p >> {alive}; fi; '
+        f"exit 0; fi; echo $$ > {pid_file}; while [ ! -f {hold} ]; do sleep 0.05; done"
+    )
     repo = make_project(
         tmp_path / "r",
         {
             "A": ticket_yaml("A", run="echo A > A.txt"),
             "B": ticket_yaml("B", depends_on=["A"], run="echo B > B.txt"),
         },
-        config=(
-            "version: 1\ngates:\n  integration:\n"
-            f"    - 'echo gate >> {gate_log}; while [ ! -f {hold} ]; do sleep 0.05; done'\n"
-        ),
+        config=f"version: 1\ngates:\n  integration:\n    - '{gate}'\n",
     )
     proc = start(repo, "pg")
-    wait_for(lambda: gate_log.exists())  # A merged, its gate is running
-    orphans = run_processes("pg")
-    assert orphans
-    proc.kill()
-    proc.wait()
-    hold.touch()  # from now on the gate passes
-    code, out, err = gitexec(repo, "resume", "--run", "pg", "--no-monitor")
-    assert code == 0, out + err
-    events = journal_of(repo, "pg")
-    resumed = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
-    after = [e["event"] for e in events[resumed:]]
-    assert after.index("gate-passed") < after.index("ticket-dispatched")  # A gated before B runs
-    assert gate_log.read_text().split() == ["gate", "gate", "gate"]  # again for A, then for B
-    assert [p for p in orphans if Path(f"/proc/{p}").exists() and p in run_processes("pg")] == []
-    assert sorted(first_parent_tickets(repo, "gitexec/pg")) == ["A", "B"]
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
+        orphan = int(pid_file.read_text())  # A merged, its gate is running
+        assert orphan in run_processes("pg")
+        proc.kill()
+        proc.wait()
+        assert orphan in run_processes("pg")  # the crash left it running
+        code, out, err = gitexec(repo, "resume", "--run", "pg", "--no-monitor")
+        assert code == 0, out + err
+        events = journal_of(repo, "pg")
+        resumed = max(n for n, e in enumerate(events) if e["event"] == "run-resumed")
+        after = [e["event"] for e in events[resumed:]]
+        assert after.index("gate-passed") < after.index("ticket-dispatched")  # A gated first
+        assert gate_log.read_text().split() == ["gate", "gate", "gate"]  # again for A, then B
+        assert not alive.exists()  # resume killed it before gating again
+        assert run_processes("pg") == []
+        assert sorted(first_parent_tickets(repo, "gitexec/pg")) == ["A", "B"]
+    finally:
+        hold.touch()  # lets a gate resume failed to kill end
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_stopping_during_a_gate_stops_it(tmp_path: Path) -> None:
@@ -267,23 +279,46 @@ def test_stopping_during_a_gate_stops_it(tmp_path: Path) -> None:
     assert git(repo, "rev-parse", "gitexec/sg").strip() == git(repo, "rev-parse", "main").strip()
 
 
+def _kill_early(repo: Path, anchor: Path | None, delay_s: float) -> None:
+    """Start a run and kill it `delay_s` after `anchor` appears (after the start if None)."""
+    proc = start(repo, "kr")
+    while anchor is not None and proc.poll() is None and not anchor.exists():
+        time.sleep(0.001)
+    time.sleep(delay_s)
+    proc.kill()
+    proc.wait()
+
+
 def test_a_run_killed_in_its_first_moments_is_absent_or_resumable(tmp_path: Path) -> None:
-    for n, delay in enumerate([0.0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.25, 0.3]):
+    """Kills placed from the run directory's creation (just before the first record) to
+    moments after the journal appeared, like benchmarks/kill_resume.py --early: starting
+    the interpreter takes longer than any fixed delay would cover."""
+    run_dir = Path(".git/gitexec/runs/kr")
+    points: list[tuple[Path | None, float]] = [(None, 0.1)]
+    points += [(run_dir, d) for d in (0.0, 0.001, 0.003, 0.01)]
+    points += [(run_dir / "journal.jsonl", d) for d in (0.0, 0.002, 0.01, 0.05, 0.2)]
+    outcomes = []
+    for n, (anchor, delay) in enumerate(points):
         repo = make_project(tmp_path / f"r{n}", {"A": ticket_yaml("A", run="echo A > A.txt")})
-        proc = start(repo, "kr")
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-        journal = repo / ".git/gitexec/runs/kr/journal.jsonl"
-        if journal.exists():
-            assert journal_of(repo, "kr")[0]["event"] == "run-started"
-            if status(repo, "kr")["state"] != "completed":
+        _kill_early(repo, None if anchor is None else repo / anchor, delay)
+        where = f"killed {delay}s after {anchor or 'the start'}"
+        if (repo / run_dir / "journal.jsonl").exists():
+            records = journal_of(repo, "kr")
+            assert records and records[0]["event"] == "run-started", where  # never empty
+            if status(repo, "kr")["state"] == "completed":
+                outcomes.append("completed")
+            else:
                 code, out, err = gitexec(repo, "resume", "--run", "kr", "--no-monitor")
-                assert code == 0, f"killed after {delay}s: {out}{err}"
+                assert code == 0, f"{where}: {out}{err}"
+                outcomes.append("resumed")
         else:
+            assert not git(repo, "branch", "--list", "gitexec/kr").strip(), where
             code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "kr")
-            assert code == 0, f"killed after {delay}s: {out}{err}"
-        assert first_parent_tickets(repo, "gitexec/kr") == ["A"]
+            assert code == 0, f"{where}: {out}{err}"
+            outcomes.append("absent")
+        assert status(repo, "kr")["state"] == "completed", where
+        assert first_parent_tickets(repo, "gitexec/kr") == ["A"], where
+    assert "resumed" in outcomes and "absent" in outcomes, outcomes
 
 
 def test_a_run_killed_before_recording_its_end_is_finished_by_resume(tmp_path: Path) -> None:

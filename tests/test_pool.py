@@ -4,14 +4,17 @@ Git itself is the oracle: after a collect `git status` must show nothing left be
 nothing ignored committed, and after a reset the slot must be exactly the new base (index,
 HEAD and files) plus the ignored output of `worktree.setup`, whatever the agent (or a
 failed attempt) did: type changes, negated ignore rules, symlinks out of the worktree,
-unreadable directories (which only bite when not running as root).
+unreadable directories (run as an unprivileged user when the suite runs as root, where
+they bite), background processes that escape the agent and write later.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ import pytest
 from gitexec import watch
 from gitexec.gitutil import Identity, find_repo
 from gitexec.pool import Pool
-from tests.helpers import commit_all, git, init_repo, write_files
+from gitexec.process import run_process
+from tests.helpers import commit_all, git, init_repo, wait_for, write_files
+from tests.unprivileged import python, sandbox
 
 ENV = Identity("t", "t@example.com", None)
 
@@ -55,10 +60,33 @@ def ignored(path: Path) -> set[str]:
     return {line[3:] for line in out.splitlines() if line.startswith("!! ")}
 
 
-def mutate(root: Path, rnd: random.Random, step: int, outside: Path) -> None:
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def escape(root: Path, side: Path, step: int) -> None:
+    """An agent step that starts a background process in its own session and exits: the
+    process waits for a later ticket (`go<step>` appears), then writes into the worktree."""
+    go = f"{side}/go{step}"
+    daemon = (  # gives up after 3000 polls, so a failing test leaves nothing running
+        f"i=0; until [ -e {go} ] || [ $i -ge 3000 ]; do sleep 0.01; i=$((i+1)); done; "
+        f"[ -e {go} ] && echo late > late{step}.txt && touch {side}/landed{step}"
+    )
+    script = f"setsid sh -c '{daemon}' >/dev/null 2>&1 & echo $! > {side}/pid{step}"
+    result = run_process(
+        ["sh", "-c", script], cwd=root, env={}, log=side / f"agent{step}.log", timeout_s=60
+    )
+    assert result.ok, result
+
+
+def mutate(root: Path, rnd: random.Random, step: int, outside: Path, seen: Counter[str]) -> None:
     """A random agent: edits, creates, deletes, renames, chmods, type changes (to and from
     symlinks too, one pointing out of the worktree), ignored and re-included output,
-    unreadable directories."""
+    unreadable directories, escaped background processes. `seen` counts what took effect."""
     files = [
         p for p in root.rglob("*") if ".git" not in p.parts and (p.is_file() or p.is_symlink())
     ]
@@ -86,6 +114,7 @@ def mutate(root: Path, rnd: random.Random, step: int, outside: Path) -> None:
                 "symlink2dir",
                 "negated",
                 "unreadable",
+                "escaped",
                 "noop",
             ]
         )
@@ -153,7 +182,14 @@ def mutate(root: Path, rnd: random.Random, step: int, outside: Path) -> None:
                 (root / "build").mkdir(exist_ok=True)
                 (root / "build" / "keep.md").write_text(f"keep {step}\n")
             elif op == "unreadable" and dirs:
-                rnd.choice(dirs).chmod(0)
+                d = rnd.choice(dirs)
+                d.chmod(0)
+                if not os.access(d, os.R_OK):
+                    seen["unreadable"] += 1
+            elif op == "escaped" and not seen[f"escaped{step}"]:
+                escape(root, outside.parent / "side", step)
+                seen[f"escaped{step}"] += 1
+                seen["escaped"] += 1
         except OSError:
             pass  # a random agent is allowed to fail at things
         files = [
@@ -166,9 +202,8 @@ def mutate(root: Path, rnd: random.Random, step: int, outside: Path) -> None:
         ]
 
 
-@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
-@pytest.mark.parametrize("seed", range(6))
-def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
+def exercise(tmp_path: Path, seed: int) -> Counter[str]:
+    """25 random agent steps in one pooled slot, each checked against git; what took effect."""
     repo = init_repo(tmp_path / "repo", FILES)
     os.chmod(repo / "tools/run.sh", 0o755)  # noqa: S103 - an executable script, on purpose
     base = commit_all(repo, "executable")
@@ -180,16 +215,19 @@ def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
 
     outside = tmp_path / "outside"
     write_files(outside, {"o.txt": "outside\n", "deep/p.txt": "p\n"})
+    side = tmp_path / "side"
+    side.mkdir()
 
     paths = find_repo(repo)
     slot = Pool(paths, 1).slots[0]
     rnd = random.Random(seed)
+    seen: Counter[str] = Counter()
     bases = [base, other]
     current = base
     slot.prepare(paths, current, SETUP)
     assert ignored(slot.path) == SETUP_OUTPUT
     for step in range(25):
-        mutate(slot.path, rnd, step, outside)
+        mutate(slot.path, rnd, step, outside, seen)
         if rnd.random() < 0.2:
             current = rnd.choice(bases)  # the attempt failed: nothing is collected
         else:
@@ -206,6 +244,12 @@ def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
                 (slot.path / f"junk{step}.log").write_text("ignored junk\n")
             current = rnd.choice([*bases, collected.commit])
         slot.prepare(paths, current, SETUP)
+        if seen[f"escaped{step}"]:
+            # The next ticket has its slot: the escaped process would write into it now.
+            pid = int((side / f"pid{step}").read_text())
+            (side / f"go{step}").touch()
+            wait_for(lambda: not alive(pid) or (side / f"landed{step}").exists())  # noqa: B023
+            assert not (side / f"landed{step}").exists(), f"step {step}: the late write landed"
         assert git(slot.path, "rev-parse", "HEAD").strip() == current
         assert status(slot.path) == "", f"step {step}: reset left differences"
         assert git(slot.path, "diff-index", "--cached", current) == ""
@@ -215,6 +259,30 @@ def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
     assert slot.fast_collects > 8
     assert slot.fast_resets > 8
     slot.close()
+    return seen
+
+
+@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_reset_and_collect_match_git(tmp_path: Path, seed: int) -> None:
+    exercise(tmp_path, seed)
+
+
+@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_reset_and_collect_match_git_where_permissions_hold(seed: int) -> None:
+    """The same steps as an unprivileged user, for whom `chmod 0` makes a directory
+    unreadable (root reads it anyway)."""
+    with sandbox() as box:
+        code = (
+            "import json, sys; from pathlib import Path; from tests.test_pool import exercise; "
+            "print(json.dumps(exercise(Path(sys.argv[1]), int(sys.argv[2]))))"
+        )
+        (box / "w").mkdir()
+        proc = python(box, "-c", code, str(box / "w"), str(seed), timeout_s=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert seen.get("unreadable", 0) > 0, seen  # the case bit
 
 
 @pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")

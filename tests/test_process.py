@@ -359,6 +359,23 @@ def test_the_log_cap_keeps_head_and_tail_and_says_what_was_dropped(tmp_path: Pat
     assert result.dropped_bytes == lines * 12 - (cap // 2) - len(tail_output)
 
 
+def test_a_first_chunk_past_the_cap_fills_the_head(tmp_path: Path) -> None:
+    """One read larger than the cap: the head is its start, never NUL bytes."""
+    cap = 4096
+    script = "import sys; sys.stdout.write(''.join(f'{i}\\n' for i in range(1, 30001)))"
+    result = run(tmp_path, [PY, "-u", "-c", script], header="=== h\n", log_cap=cap)
+    assert result.ok
+    log = log_bytes(tmp_path)
+    assert b"\0" not in log
+    head = log.split(b"\n[gitexec: ")[0]
+    assert head.startswith(b"=== h\n1\n2\n3\n")
+    assert len(head) == len(b"=== h\n") + cap // 2
+    assert log.endswith(
+        b"29999\n30000\n"
+        + f"gitexec: {result.dropped_bytes} bytes of output were dropped from this log (log cap)\n".encode()
+    )
+
+
 def test_a_huge_burst_and_an_early_closed_stdout_do_not_hang(tmp_path: Path) -> None:
     burst = run(tmp_path, [PY, "-c", "import sys; sys.stdout.write('y' * (20 << 20))"])
     assert burst.ok

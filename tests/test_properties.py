@@ -141,6 +141,20 @@ def _assert_clear(code: int, out: str, err: str) -> None:
             assert m.group("path").startswith(".gitexec/"), line
         elif ": error:" in text or ": warning:" in text:
             raise AssertionError(f"a finding without its file and position: {line!r}")
+    for message in _bare_errors(err):
+        # Every input here is a file under .gitexec/: an error names the one it is about.
+        assert ".gitexec/" in message, f"an error that names no file: {message!r}"
+
+
+def _bare_errors(err: str) -> list[str]:
+    """Each `gitexec: error: ...` message with the lines that continue it."""
+    messages: list[str] = []
+    for line in err.splitlines():
+        if line.startswith("gitexec: error: "):
+            messages.append(line)
+        elif messages and not line.startswith("gitexec: "):
+            messages[-1] += "\n" + line
+    return messages
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +177,11 @@ def test_check_plan_and_dry_run_never_crash(
         _assert_clear(code, out, err)
         if args == ["check"] and code == 1:  # exit 1: there is an error, and it is shown
             assert any(": error: " in line for line in out.splitlines())
+
+
+def test_the_property_catches_an_error_that_names_no_file() -> None:
+    with pytest.raises(AssertionError, match="names no file"):
+        _assert_clear(2, "", "gitexec: error: the plan cannot be made\n")
+    _assert_clear(
+        2, "", "gitexec: error: the tickets have errors:\n.gitexec/tickets/A.yaml:1:1: error: x\n"
+    )

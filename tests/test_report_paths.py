@@ -45,9 +45,12 @@ def test_reports_refuse_paths_inside_a_git_directory(repo: Path, option: str, ta
 
 def test_run_with_a_report_path_in_the_git_directory_leaves_it_alone(repo: Path) -> None:
     head = (repo / ".git/HEAD").read_bytes()
-    _, _, err = run_ok(repo, "--run-id", "r2", "--junit", ".git/HEAD")
+    code, out, err = run_ok(repo, "--run-id", "r2", "--junit", ".git/HEAD")
+    assert code == 2, out + err  # refused before anything runs
+    assert err.startswith("gitexec: error: refusing to write the report to .git/HEAD: it is ")
+    assert "inside the git directory" in err and "Traceback" not in err
     assert (repo / ".git/HEAD").read_bytes() == head
-    assert "refusing to write the report" in err and ".git/HEAD" in err
+    assert not (repo / ".git/gitexec/runs/r2").exists()
     ws = Workspace.find(repo)
     with captured() as (_, err_stream):
         assert publish_reports(ws, "r2", junit=".git/HEAD", markdown=None) is False
@@ -74,6 +77,10 @@ def test_a_report_that_cannot_be_written_fails_the_command(repo: Path) -> None:
     code, _, err = gitexec(repo, "report", "--run", "r", "--junit", "taken")
     assert code == 2
     assert "cannot write the report" in err
+    code, out, err = run_ok(repo, "--run-id", "r3", "--junit", "taken")
+    assert code == 1, out + err
+    assert "cannot write the report" in err and "taken" in err and "Traceback" not in err
+    assert (repo / "taken").is_dir()
     ws = Workspace.find(repo)
     with captured():
         assert publish_reports(ws, "r", junit="taken", markdown=None) is False

@@ -107,6 +107,14 @@ def cli(
     box: Path, repo: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m gitexec -C repo args...` as the sandbox's user, with its home and cache."""
+    return python(box, "-m", "gitexec", "-C", str(repo), *args, env=env)
+
+
+def python(
+    box: Path, *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python args...` as the sandbox's user, with its home and cache; gitexec and the
+    tests package are importable (to run test code where permissions hold)."""
     home = box / "home"
     full = {
         **os.environ,
@@ -116,15 +124,17 @@ def cli(
         "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
         **(env or {}),
     }
-    python, extra = _interpreter()
+    interpreter, extra = _interpreter()
     full.update(extra)
+    tests_root = str(Path(__file__).resolve().parent.parent)
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (tests_root, full.get("PYTHONPATH")) if p)
     hand_over(box)
     return subprocess.run(
-        [python, "-m", "gitexec", "-C", str(repo), *args],
+        [interpreter, *args],
         capture_output=True,
         text=True,
         env=full,
-        timeout=120,
+        timeout=timeout_s,
         check=False,
         cwd=box,
         user=NOBODY if _AS_ROOT else None,

@@ -25,6 +25,7 @@ from gitexec.plan import make_plan
 from gitexec.planfile import PLAN_FILE, Plan, check_plan_against, load_plan
 from gitexec.refs import integration_ref, ticket_ref
 from gitexec.runstate import RUNS_DIR, RunStatus, load_run
+from gitexec.secrets import Redactor
 from gitexec.tickets import TicketState, id_problem
 from gitexec.workspace import Workspace
 
@@ -77,10 +78,11 @@ def matrix(ws: Workspace, *, wave: int | None, count: bool) -> int:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """`<ID>.json` next to `<ID>.bundle`: what a runner did with one ticket."""
+    """`<ID>.json` next to `<ID>.bundle` and `<ID>.log`: what a runner did with one ticket."""
 
     data: dict[str, Any]
     bundle: Path | None
+    log: Path | None = None
 
     @classmethod
     def read(cls, path: Path) -> ResultFile:
@@ -93,8 +95,8 @@ class ResultFile:
         problem = id_problem(str(data.get("ticket", "")))
         if problem:
             raise UserError(f"{path}: {problem}")
-        bundle = path.with_suffix(".bundle")
-        return cls(data, bundle if bundle.is_file() else None)
+        bundle, log = path.with_suffix(".bundle"), path.with_suffix(".log")
+        return cls(data, bundle if bundle.is_file() else None, log if log.is_file() else None)
 
 
 def run_ticket(
@@ -264,7 +266,9 @@ def collect(
             )
         )
     engine = Engine(ws.repo, spec, PlainReporter(sys.stderr), resume=state, offline=True)
+    ended = {t for t, ts in state.tickets.items() if ts.status.terminal} if state else set()
     final = collect_results(engine, remote)
+    _import_logs([r for r in results if str(r.data["ticket"]) not in ended], engine.run_dir)
     remember(ws, final)
     print(summary(final, engine.run_dir))
     if out is not None:
@@ -277,6 +281,25 @@ def collect(
         left = [t for t, ts in final.tickets.items() if not ts.status.terminal]
         print(f"  waiting for: {', '.join(left)}")
     return EXIT_FAILED if (failed and not keep_going) or not reported else EXIT_OK
+
+
+def _import_logs(results: list[ResultFile], run_dir: Path) -> None:
+    """Each collected ticket's log into the run's `logs/`, where reports find its tail;
+    redacted again with this machine's secrets (the runner may not have known them all)."""
+    redact = Redactor.from_environ().redact_bytes
+    logs = run_dir / "logs"
+    for r in results:
+        if r.log is None:
+            continue
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            data = r.log.read_bytes()
+        except OSError as exc:
+            print(
+                f"gitexec: warning: {r.log}: cannot read the log ({exc.strerror})", file=sys.stderr
+            )
+            continue
+        (logs / f"{r.data['ticket']}.log").write_bytes(redact(data))
 
 
 def _export_state(ws: Workspace, directory: Path, run_id: str, base: str) -> None:

@@ -84,11 +84,17 @@ class _CappedLog:
             self.written += len(data)
             return
         if not self.capped:
-            # Past the cap: the file keeps the head; what followed it becomes the tail.
+            # Past the cap: the file keeps the head (filled from this chunk if it is short);
+            # what followed the head becomes the tail.
             self.capped = True
+            fill = max(0, self.head - self.written)
+            self.f.write(data[:fill])
+            self.written += fill
+            data = data[fill:]
             self.f.seek(self.start + self.head)
             moved = self.f.read()
             self.f.truncate(self.start + self.head)
+            self.f.seek(0, os.SEEK_END)
             self._keep(moved)
         self._keep(data)
 
