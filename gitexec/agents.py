@@ -130,7 +130,7 @@ def agent_environment(
     progress_file: Path,
     conflicts: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The GITEXEC_* variables of DESIGN.md §5, plus the agent's own `env`."""
+    """The GITEXEC_* variables an agent sees (listed in the README), plus its own `env`."""
     env = {
         "GITEXEC_RUN": run_id,
         "GITEXEC_TICKET": ticket.id,

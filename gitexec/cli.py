@@ -7,32 +7,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gitexec import __version__
+from gitexec import __version__, cliargs
 from gitexec.config import Strategy
 from gitexec.errors import EXIT_OK, run_guarded, tolerant_output
 from gitexec.workspace import Workspace
 
 Handler = Callable[[argparse.Namespace, Workspace], int]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _strategy(text: str) -> Strategy:
-    try:
-        return Strategy(text)
-    except ValueError:
-        choices = ", ".join(s.value for s in Strategy)
-        raise argparse.ArgumentTypeError(
-            f"invalid strategy {text!r} (choose from {choices})"
-        ) from None
 
 
 def _comma_list(values: Sequence[str] | None) -> list[str]:
@@ -196,42 +176,6 @@ def _stop(a: argparse.Namespace, ws: Workspace) -> int:
     return stop(ws, run_id=a.run, force=a.force, preserve_state=a.preserve_state)
 
 
-def _priority(text: str) -> tuple[str, int]:
-    tid, sep, value = text.partition("=")
-    try:
-        return tid, int(value) if sep else int("x")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ID=N, got {text!r}") from None
-
-
-def _quota(text: str) -> tuple[str, int]:
-    pool, sep, value = text.partition("=")
-    if not sep or not pool or not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected POOL=N with N at least 1, got {text!r}")
-    return pool, int(value)
-
-
-def _capacity(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        number = float(value) if sep and name else -1.0
-    except ValueError:
-        number = -1.0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected NAME=N with N above 0, got {text!r}")
-    return name, number
-
-
-def _usd(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
-    if not 0 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range (0 to 1,000,000 USD)")
-    return value
-
-
 def _adjust(a: argparse.Namespace, ws: Workspace) -> int:
     from gitexec.commands.control import adjust
 
@@ -311,26 +255,17 @@ def _workflow(a: argparse.Namespace, ws: Workspace) -> int:
     return workflow(ws, output=a.output, install=a.install, runs_on=a.runs_on)
 
 
-def _duration(text: str) -> float:
-    from gitexec.fields import parse_duration
-
-    value = parse_duration(text)
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 500ms, 5s)")
-    return value
-
-
 # --- parser ---------------------------------------------------------------------------------
 
 
 def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strategy",
-        type=_strategy,
+        type=cliargs.strategy,
         metavar="{" + ",".join(s.value for s in Strategy) + "}",
         help="planning strategy (default: plan.strategy in config, else balanced)",
     )
-    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N", help="agent slots")
+    p.add_argument("--jobs", "-j", type=cliargs.positive_int, metavar="N", help="agent slots")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,11 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", _init, "run the whole pipeline on an embedded example project")
     p.add_argument("--dir", metavar="DIR", help="where to create it (default: a temp dir)")
-    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N")
+    p.add_argument("--jobs", "-j", type=cliargs.positive_int, metavar="N")
     p.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=None)
 
     p = command("init", _init, "scaffold .gitexec/ with a config and an example ticket")
-    p.add_argument("--jobs", "-j", type=_positive_int, default=4, metavar="N")
+    p.add_argument("--jobs", "-j", type=cliargs.positive_int, default=4, metavar="N")
 
     p = command("new", _new, "add a ticket file")
     p.add_argument("id", metavar="ID")
@@ -414,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--into", metavar="BRANCH", help="merge the result into BRANCH at the end")
     p.add_argument(
         "--budget-usd",
-        type=_usd,
+        type=cliargs.usd,
         metavar="USD",
         help="stop starting tickets once agents have spent this much (config: budget.run_usd)",
     )
@@ -455,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--ticket", metavar="ID", help="this ticket's past runs")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the newest N runs")
+    p.add_argument("--limit", type=cliargs.positive_int, metavar="N", help="only the newest N runs")
 
     p = command("agents", _agents, "agent status matrix of a run")
     p.add_argument("--run", metavar="ID")
@@ -464,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("monitor", _monitor, "follow a running run from another terminal")
     p.add_argument("--run", metavar="ID")
-    p.add_argument("--refresh", type=_duration, default=1.0, metavar="DURATION")
+    p.add_argument("--refresh", type=cliargs.duration, default=1.0, metavar="DURATION")
     p.add_argument(
         "--dashboard",
         action=argparse.BooleanOptionalAction,
@@ -491,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check journal, refs and worktrees first (repairing what is safe)",
     )
     p.add_argument(
-        "--budget-usd", type=_usd, metavar="USD", help="a new budget for the run's spend"
+        "--budget-usd", type=cliargs.usd, metavar="USD", help="a new budget for the run's spend"
     )
     p.add_argument(
         "--onto",
@@ -513,22 +448,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("adjust", _adjust, "change a live run: parallelism, priorities")
     p.add_argument("--run", metavar="ID")
-    p.add_argument("--jobs", "-j", type=_positive_int, metavar="N")
+    p.add_argument("--jobs", "-j", type=cliargs.positive_int, metavar="N")
     p.add_argument("--increase-parallelism", action="count", default=0, help="one more slot")
     p.add_argument("--decrease-parallelism", action="count", default=0, help="one slot fewer")
-    p.add_argument("--priority", action="append", type=_priority, metavar="ID=N")
+    p.add_argument("--priority", action="append", type=cliargs.priority, metavar="ID=N")
     p.add_argument(
-        "--quota", action="append", type=_quota, metavar="POOL=N", help="agents of POOL at once"
+        "--quota",
+        action="append",
+        type=cliargs.quota,
+        metavar="POOL=N",
+        help="agents of POOL at once",
     )
     p.add_argument(
         "--resource",
         action="append",
-        type=_capacity,
+        type=cliargs.capacity,
         metavar="NAME=N",
         help="a resource's capacity",
     )
     p.add_argument(
-        "--agent", action="append", type=_quota, metavar="NAME=N", help="an agent's max_parallel"
+        "--agent",
+        action="append",
+        type=cliargs.quota,
+        metavar="NAME=N",
+        help="an agent's max_parallel",
     )
 
     p = command("retry", _retry, "requeue a failed ticket and the tickets it blocked")
@@ -562,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="ID")
 
     p = command("matrix", _matrix, "a plan wave as a GitHub Actions matrix (scale-out)")
-    p.add_argument("--wave", type=_positive_int, metavar="N", help="plan group N (1-based)")
+    p.add_argument("--wave", type=cliargs.positive_int, metavar="N", help="plan group N (1-based)")
     p.add_argument("--count", action="store_true", help="print the number of waves")
 
     p = command("run-ticket", _run_ticket, "run one ticket and write a bundle + result")

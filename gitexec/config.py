@@ -1,7 +1,7 @@
 """`.gitexec/config.yaml`: the value type, parsing with positions, and setting resolution.
 
 Settings resolve: command-line flag > GITEXEC_* environment > `git config gitexec.*` >
-config.yaml > built-in default (DESIGN.md §2).
+config.yaml > built-in default.
 """
 
 from __future__ import annotations

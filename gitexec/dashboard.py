@@ -183,7 +183,7 @@ def snapshot(
 
 
 def remaining_s(state: RunState, jobs: int, progress: Callable[[str], float | None]) -> float:
-    """ETA: a list schedule of what is left on `jobs` slots (DESIGN.md §7).
+    """ETA: a list schedule of what is left on `jobs` slots.
 
     Estimates are calibrated by how long finished tickets took against theirs; running
     tickets use their reported progress when they write GITEXEC_PROGRESS_FILE.
@@ -379,7 +379,7 @@ def render(snap: Snapshot, events: deque[str]) -> RenderableType:
 
 
 class RichReporter:
-    """The live dashboard of DESIGN.md §7 (TTY only)."""
+    """The live dashboard: a run's tickets, slots and ETA, redrawn in place (TTY only)."""
 
     def __init__(self) -> None:
         from rich.console import Console

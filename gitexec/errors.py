@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import importlib.metadata
 import os
 import platform
@@ -104,6 +105,30 @@ def write_bug_report(exc: BaseException, argv: list[str]) -> Path:
     return path
 
 
+# What the machine refused, not what gitexec got wrong: a clear error, never a bug report.
+_REFUSALS = {
+    errno.EACCES: ("cannot access", "permission denied"),
+    errno.EPERM: ("cannot access", "operation not permitted"),
+    errno.EROFS: ("cannot write", "the file system is read-only"),
+    errno.ENOSPC: ("cannot write", "no space left on the device"),
+    errno.EDQUOT: ("cannot write", "disk quota exceeded"),
+}
+_REFUSAL_TEXTS = ("Permission denied", "Read-only file system", "No space left on device")
+
+
+def refusal(exc: OSError) -> str | None:
+    """A message for a file operation the system refused (permissions, a read-only or full
+    file system), naming the file; None for any other error."""
+    if exc.errno in _REFUSALS:
+        verb, why = _REFUSALS[exc.errno]
+        where = f" {exc.filename}" if exc.filename is not None else ""
+        return f"{verb}{where}: {why}"
+    text = str(exc)
+    if exc.errno is None and any(t in text for t in _REFUSAL_TEXTS):
+        return text  # pygit2 (libgit2) says which file in its message
+    return None
+
+
 def run_guarded(command: Callable[[], int], argv: list[str]) -> int:
     """Run a command, mapping escaping exceptions to exit codes (see EXIT_*)."""
     try:
@@ -119,17 +144,27 @@ def run_guarded(command: Callable[[], int], argv: list[str]) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+    except OSError as exc:
+        message = refusal(exc)
+        if message is None:
+            return _internal_error(exc, argv)
+        print(f"gitexec: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
-        try:
-            where = str(write_bug_report(exc, argv))
-        except OSError as log_exc:
-            where = f"(could not write a bug report: {log_exc})"
-        print(
-            f"gitexec: internal error: {type(exc).__name__}: {exc}\n"
-            f"gitexec: this is a bug; a report with versions was written to {where}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+        return _internal_error(exc, argv)
+
+
+def _internal_error(exc: Exception, argv: list[str]) -> int:
+    try:
+        where = str(write_bug_report(exc, argv))
+    except OSError as log_exc:
+        where = f"(could not write a bug report: {log_exc})"
+    print(
+        f"gitexec: internal error: {type(exc).__name__}: {exc}\n"
+        f"gitexec: this is a bug; a report with versions was written to {where}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
 
 
 class PipeSafe:

@@ -117,7 +117,7 @@ class RepoPaths:
 
     @property
     def state_dir(self) -> Path:
-        """Everything gitexec keeps: `<common>/gitexec` (DESIGN.md §4)."""
+        """Everything gitexec keeps: `<common>/gitexec`."""
         return self.common_dir / "gitexec"
 
 

@@ -330,6 +330,52 @@ class History:
                 from_agent.add(ticket.id)
         return Measured(seconds, frozenset(from_agent))
 
+    def expected_cost(self, tickets: Iterable[Ticket], default_agent: str) -> CostRange | None:
+        """What running `tickets` should cost, from what past runs spent: per ticket, the
+        range of its own last runs with the same agent, else what its agent's tickets
+        cost (the middle 80% once there are ten of them). None: no past run knew a cost."""
+        own: dict[tuple[str, str], list[float]] = {}
+        by_agent: dict[str, list[float]] = {}
+        for _, t in self.facts():
+            if t.ran and t.cost_usd is not None:
+                own.setdefault((t.ticket, t.agent), []).append(t.cost_usd)
+                by_agent.setdefault(t.agent, []).append(t.cost_usd)
+        if not by_agent:
+            return None
+        low = high = 0.0
+        unknown: list[str] = []
+        for ticket in tickets:
+            agent = ticket.agent or default_agent
+            costs = own.get((ticket.id, agent), [])[-RECENT:] or by_agent.get(agent, [])
+            if not costs:
+                unknown.append(ticket.id)
+                continue
+            if len(costs) >= 10:
+                deciles = statistics.quantiles(costs, n=10)
+                low, high = low + deciles[0], high + deciles[-1]
+            else:
+                low, high = low + min(costs), high + max(costs)
+        return CostRange(round(low, 6), round(high, 6), tuple(unknown))
+
+
+@dataclass(frozen=True)
+class CostRange:
+    """A run's expected cost in USD, and the tickets no past run gives a cost for."""
+
+    low_usd: float
+    high_usd: float
+    unknown: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        span = f"${self.low_usd:.2f}" + (
+            f"–${self.high_usd:.2f}" if round(self.high_usd, 2) != round(self.low_usd, 2) else ""
+        )
+        text = f"expected cost {span} (from past runs)"
+        if self.unknown:
+            shown = ", ".join(self.unknown[:5]) + (", ..." if len(self.unknown) > 5 else "")
+            text += f"; no past cost for {len(self.unknown)} ticket(s): {shown}"
+        return text
+
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitexec.errors import UserError
-from gitexec.events import Event
-from gitexec.records import Loaded, parse_lines, to_record
+from gitexec.events import Event, RunStarted, TicketEnqueued, TicketEvent
+from gitexec.records import InvalidEvent, Loaded, from_record, to_record
 
 E = TypeVar("E", bound=Event)
 
@@ -32,15 +33,45 @@ class JournalClosed(Exception):
     """The engine has stopped writing this journal (a worker outlived an engine error)."""
 
 
+class JournalUnwritable(UserError):
+    """The journal cannot be written (a full disk, a failing file system): the run stops
+    where its journal ends, which is where `resume` continues."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        run_id = path.parent.name
+        super().__init__(
+            f"cannot write the journal {path}: {why}. The run stopped there; its journal and "
+            f"branch agree. Make room, then continue it with `git exec resume --run {run_id}`"
+        )
+
+
+# A journal on a file system with less room than this stops its run: an almost full disk
+# would otherwise fail the run's tickets (their logs and files) for reasons not theirs.
+MIN_FREE_BYTES = 256 * 1024
+
+
 class Journal:
-    """Appends events to `runs/<id>/journal.jsonl`; safe to call from several threads."""
+    """Appends events to `runs/<id>/journal.jsonl`; safe to call from several threads.
+
+    When the journal cannot be written, or its disk is (nearly) full, it stays failed:
+    the thread that opened it (the engine's) gets JournalUnwritable at its next append,
+    so the run stops; events from other threads (workers) are dropped meanwhile, so the
+    journal stays a whole prefix of the run, and every worker still reports back.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._owner = threading.get_ident()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._seq = _last_seq(path)
-        self._repair_torn_tail()
+        self._failed: str | None = None
+        try:
+            self._repair_torn_tail()
+        except OSError as exc:
+            os.close(self._fd)
+            raise JournalUnwritable(path, _why(exc)) from None
+        self._size = os.fstat(self._fd).st_size
 
     @classmethod
     def create(cls, path: Path, first: E) -> tuple[Journal, E]:
@@ -53,12 +84,18 @@ class Journal:
         first = dataclasses.replace(first, seq=1, t=round(time.time(), 6))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".journal-")
         try:
-            os.write(fd, _line(first))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
+            try:
+                _room(fd)
+                _write_all(fd, _line(first))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise JournalUnwritable(path, _why(exc)) from None
         _fsync_dir(path.parent)
         return cls(path), first
 
@@ -80,17 +117,54 @@ class Journal:
         with self._lock:
             if self._fd < 0:
                 raise JournalClosed(event.kind)
-            self._seq += 1
-            event = dataclasses.replace(event, seq=self._seq, t=event.t or round(time.time(), 6))
-            os.write(self._fd, _line(event))
-            os.fdatasync(self._fd)
-            return event
+            event = dataclasses.replace(
+                event, seq=self._seq + 1, t=event.t or round(time.time(), 6)
+            )
+            if self._failed is None:
+                line = _line(event)
+                try:
+                    _room(self._fd)
+                    _write_all(self._fd, line)
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    self._failed = _why(exc)
+                    # No torn line: what did not go in whole does not stay in part.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                else:
+                    self._seq += 1
+                    self._size += len(line)
+                    return event
+            if threading.get_ident() == self._owner:
+                raise JournalUnwritable(self.path, self._failed)
+            return event  # not journaled: the engine stops at its next event
 
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a nearly full disk takes part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _room(fd: int) -> None:
+    """Refuse to write on a file system with less than MIN_FREE_BYTES left."""
+    try:
+        st = os.fstatvfs(fd)
+    except OSError:
+        return  # cannot tell: let the write say
+    if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES // 1024} KiB left on the device")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def _line(event: Event) -> bytes:
@@ -130,13 +204,39 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def load_events(path: Path) -> Loaded:
-    """The journal's typed events, and the lines that did not fit their schema."""
-    return parse_lines(read_lines(path))
+    """The journal's typed events, and the lines skipped, each named by its line number:
+    lines that do not fit their event's schema, a second run-started record, and events
+    about a ticket neither the run-started record nor an enqueue named."""
+    events: list[Event] = []
+    problems: list[str] = []
+    tickets: set[str] = set()
+    started = False
+    for number, record in read_lines(path):
+        try:
+            event = from_record(record)
+        except InvalidEvent as exc:
+            problems.append(f"line {number}: {exc}; skipped")
+            continue
+        if isinstance(event, RunStarted):
+            if started:
+                problems.append(f"line {number}: a second run-started record; skipped")
+                continue
+            started, tickets = True, set(event.tickets)
+        elif isinstance(event, TicketEnqueued) and started:
+            tickets.add(event.ticket)  # a ticket added to the run while it went
+        elif isinstance(event, TicketEvent) and event.ticket not in tickets:
+            problems.append(
+                f"line {number}: {event.kind} names unknown ticket {event.ticket!r}; skipped"
+            )
+            continue
+        events.append(event)
+    return Loaded(events, problems)
 
 
 def _last_seq(path: Path) -> int:
-    seqs = [r.get("seq") for r in read_records(path)]
-    return max((s for s in seqs if isinstance(s, int)), default=0)
+    """The highest sequence number of the journal's valid events (a damaged line's number,
+    however large, must not push the next events out of range)."""
+    return max((e.seq for e in load_events(path).events), default=0)
 
 
 class EngineLock:
@@ -184,6 +284,11 @@ def lock_holder(state_dir: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise UserError(
+            f"cannot read {path}: permission denied (it says whether a gitexec engine runs "
+            "in this repository); make it readable, or run gitexec as the user who owns it"
+        ) from None
     try:
         if not _lock(fd, fcntl.LOCK_SH):
             return os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"

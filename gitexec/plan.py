@@ -24,7 +24,9 @@ from gitexec.planfile import plan_to_dict as plan_to_dict
 from gitexec.planfile import render_json as render_json
 from gitexec.planfile import render_mermaid as render_mermaid
 from gitexec.planfile import render_yaml as render_yaml
-from gitexec.tickets import Ticket
+from gitexec.quotas import QuotaPools
+from gitexec.scheduler import AgentPolicy, Policy, fits
+from gitexec.tickets import Ticket, TicketState
 
 # --- the graph -----------------------------------------------------------------------------
 
@@ -201,19 +203,22 @@ def make_plan(
     jobs: int,
     default_estimate_s: float,
     measured: Measured = NOT_MEASURED,
+    constraints: Constraints | None = None,
 ) -> Plan:
     """Group tickets for parallel execution; raise CycleError when the DAG has a cycle.
 
     `measured` estimates stand in for missing ones in the estimate and the critical path,
     never in the groups or the fingerprint: the groups a run merges in (`merge.order:
-    plan`) depend on the tickets alone, not on what this clone happened to run before."""
+    plan`) depend on the tickets alone, not on what this clone happened to run before.
+    The estimate simulates the run: with `constraints`, under the scheduler's own rule of
+    what may run side by side; tickets already completed take no time."""
     # Planning allocates millions of small lists and tuples that all stay alive until the
     # end: the cyclic garbage collector would only rescan them (a third of the time at
     # 100,000 tickets).
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _make_plan(tickets, strategy, jobs, default_estimate_s, measured)
+        return _make_plan(tickets, strategy, jobs, default_estimate_s, measured, constraints)
     finally:
         if paused:
             gc.enable()
@@ -225,6 +230,7 @@ def _make_plan(
     jobs: int,
     default_estimate_s: float,
     measured: Measured,
+    constraints: Constraints | None,
 ) -> Plan:
     graph = Graph(tickets)
     order = graph.topological_order()
@@ -258,10 +264,21 @@ def _make_plan(
             separate_overlaps=strategy is Strategy.CONSERVATIVE,
         )
 
-    makespan = simulate(graph, est, jobs, key=lambda i: (-prio[i], -learned_rank[i], i))
-    total = sum(est)
+    done = [i for i, t in enumerate(graph.tickets) if t.status is TicketState.COMPLETED]
+    makespan = simulate(
+        graph,
+        est,
+        jobs,
+        key=lambda i: (-prio[i], -learned_rank[i], i),
+        done=done,
+        fits=fit_rule(graph, constraints, jobs),
+    )
+    left = list(est)
+    for i in done:
+        left[i] = 0.0
+    total = sum(left)
     return Plan(
-        barrier_makespan_s=round(barrier_makespan(groups, est, jobs), 1),
+        barrier_makespan_s=round(barrier_makespan(groups, left, jobs), 1),
         strategy=strategy,
         jobs=jobs,
         fingerprint=fingerprint(graph.tickets, default_estimate_s),
@@ -362,33 +379,15 @@ def simulate(
     key: Callable[[int], tuple[float, ...]],
     done: Iterable[int] = (),
     running: Iterable[tuple[int, float]] = (),
+    fits: FitRule | None = None,
 ) -> float:
     """Makespan of a list schedule on `jobs` slots (the dynamic scheduler's model).
 
-    `done` tickets are finished; `running` are (ticket, remaining seconds) already on slots.
-    Used for plan estimates and for the live ETA.
+    `done` tickets are finished; `running` are (ticket, remaining seconds) already on slots;
+    `fits` is what may run side by side (see `fit_rule`). Used for plan estimates and for
+    the live ETA.
     """
-    pos, at = positions(len(graph), key)
-    finished = set(done)
-    indeg = [sum(1 for d in deps if d not in finished) for deps in graph.deps]
-    busy: list[tuple[float, int]] = []
-    started = set(finished)
-    for i, remaining in running:
-        heapq.heappush(busy, (max(0.0, remaining), i))
-        started.add(i)
-    ready = [pos[i] for i, d in enumerate(indeg) if d == 0 and i not in started]
-    heapq.heapify(ready)
-    now = 0.0
-    while ready or busy:
-        while ready and len(busy) < max(jobs, 1):
-            i = at[heapq.heappop(ready)]
-            heapq.heappush(busy, (now + durations[i], i))
-        now, i = heapq.heappop(busy)
-        for j in graph.dependents[i]:
-            indeg[j] -= 1
-            if indeg[j] == 0 and j not in started:
-                heapq.heappush(ready, pos[j])
-    return now
+    return _list_schedule(graph, durations, jobs, key, fits, done, running, record=False)[0]
 
 
 def barrier_makespan(
@@ -452,26 +451,156 @@ class Slotted:
 
 
 def schedule(
-    graph: Graph, durations: Sequence[float], jobs: int, key: Callable[[int], tuple[float, ...]]
+    graph: Graph,
+    durations: Sequence[float],
+    jobs: int,
+    key: Callable[[int], tuple[float, ...]],
+    *,
+    fits: FitRule | None = None,
 ) -> list[Slotted]:
     """A list schedule with slot numbers: what `run --dry-run` shows."""
-    indeg = [len(d) for d in graph.deps]
-    ready = [(key(i), i) for i, d in enumerate(indeg) if d == 0]
-    heapq.heapify(ready)
-    free = list(range(1, max(jobs, 1) + 1))
+    return _list_schedule(graph, durations, jobs, key, fits, (), (), record=True)[1]
+
+
+# --- what may run side by side, as the scheduler decides it ----------------------------------
+
+FitRule = Callable[[int, Sequence[int]], bool]  # (ticket, tickets running) -> may it start?
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What a run's scheduler enforces (its policy: agents' max_parallel, merge rules,
+    --allow-overlap), and the agent of tickets that name none."""
+
+    policy: Policy
+    default_agent: str
+
+
+@dataclass(frozen=True)
+class _Placed:
+    agent: str
+    ticket: Ticket
+
+
+def fit_rule(graph: Graph, constraints: Constraints | None, jobs: int) -> FitRule | None:
+    """The scheduler's rule (scheduler.fits) over the graph's tickets, path overlaps
+    remembered per pair of scopes; None when nothing in these tickets is constrained."""
+    if constraints is None:
+        return None
+    policy = constraints.policy
+    placed = [_Placed(t.agent or constraints.default_agent, t) for t in graph.tickets]
+    limited = any(
+        policy.agents.get(p.agent, AgentPolicy()).max_parallel is not None for p in placed
+    ) or any(pool.max_parallel is not None for pool in policy.pools.values())
+    # Quota pools as they stand before anything was throttled: only their max_parallel.
+    pools = QuotaPools(policy.pools, lambda _: None)
+    scoped = not policy.allow_overlap and any(t.paths for t in graph.tickets)
+    weighted = any(t.resources for t in graph.tickets)
+    if not (limited or scoped or weighted):
+        return None
+    memo: dict[tuple[tuple[str, ...], tuple[str, ...]], bool] = {}
+    prefixes: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def prefixes_of(scope: tuple[str, ...]) -> tuple[str, ...]:
+        found = prefixes.get(scope)
+        if found is None:
+            found = prefixes[scope] = tuple(literal_prefix(p) for p in scope)
+        return found
+
+    def overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+        """pathsets_may_overlap's answer, remembered; scopes under unrelated literal
+        directories (`src/api` and `docs`) cannot meet, which is most pairs, cheaply."""
+        found = memo.get((a, b))
+        if found is None:
+            found = any(_related(x, y) for x in prefixes_of(a) for y in prefixes_of(b)) and bool(
+                pathsets_may_overlap(a, b, policy.settled)
+            )
+            memo[(a, b)] = found
+        return found
+
+    def check(i: int, busy: Sequence[int]) -> bool:
+        return fits(
+            placed[i], [placed[j] for j in busy], policy, jobs, room=pools.room, overlap=overlap
+        )
+
+    return check
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one literal directory is the other or below it (where two globs may meet)."""
+    return not a or not b or a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+# A simulated dispatch passes over at most this many ready tickets that may not start, and
+# stops after this many in a row whose scope is already known not to fit: the scheduler
+# looks at every ready ticket, a simulation of 100,000 cannot.
+_FIT_LOOKAHEAD = 64
+_KNOWN_MISFIT_STREAK = 8
+
+
+def _list_schedule(
+    graph: Graph,
+    durations: Sequence[float],
+    jobs: int,
+    key: Callable[[int], tuple[float, ...]],
+    fits: FitRule | None,
+    done: Iterable[int],
+    running: Iterable[tuple[int, float]],
+    *,
+    record: bool,
+) -> tuple[float, list[Slotted]]:
+    """Greedy list scheduling in `key` order on `jobs` slots, as the scheduler dispatches:
+    whenever a slot is free, the first ready tickets that `fits` allows beside those
+    running. Returns the makespan, and each start when `record`."""
+    pos, at = positions(len(graph), key)
+    jobs = max(jobs, 1)
+    finished = set(done)
+    indeg = [sum(1 for d in deps if d not in finished) for deps in graph.deps]
+    free = list(range(1, jobs + 1))  # slot numbers, lowest first
     busy: list[tuple[float, int, int]] = []  # (end, slot, ticket)
+    active: list[int] = []
+    started = set(finished)
     out: list[Slotted] = []
+    for i, remaining in running:
+        slot = heapq.heappop(free) if free else 0
+        heapq.heappush(busy, (max(0.0, remaining), slot, i))
+        active.append(i)
+        started.add(i)
+    ready = [pos[i] for i, d in enumerate(indeg) if d == 0 and i not in started]
+    heapq.heapify(ready)
+    tickets = graph.tickets
     now = 0.0
     while ready or busy:
-        while ready and free:
-            _, i = heapq.heappop(ready)
-            slot = heapq.heappop(free)
-            out.append(Slotted(graph.tickets[i].id, slot, now, now + durations[i]))
-            heapq.heappush(busy, (now + durations[i], slot, i))
+        if ready and len(active) < jobs:
+            aside: list[int] = []
+            misfits: set[tuple[object, ...]] = set()
+            streak = 0
+            while ready and len(active) < jobs and len(aside) < _FIT_LOOKAHEAD:
+                p = heapq.heappop(ready)
+                i = at[p]
+                if fits is not None and active:  # (more running never lets more fit)
+                    t = tickets[i]
+                    shape = (t.agent, t.paths, t.resources)
+                    if shape in misfits or not fits(i, active):
+                        aside.append(p)
+                        streak = streak + 1 if shape in misfits else 0
+                        misfits.add(shape)
+                        if streak >= _KNOWN_MISFIT_STREAK:
+                            break
+                        continue
+                slot = heapq.heappop(free)
+                heapq.heappush(busy, (now + durations[i], slot, i))
+                active.append(i)
+                if record:
+                    out.append(Slotted(tickets[i].id, slot, now, now + durations[i]))
+            for p in aside:
+                heapq.heappush(ready, p)
         now, slot, i = heapq.heappop(busy)
-        heapq.heappush(free, slot)
+        active.remove(i)
+        if slot:
+            heapq.heappush(free, slot)
         for j in graph.dependents[i]:
             indeg[j] -= 1
-            if indeg[j] == 0:
-                heapq.heappush(ready, (key(j), j))
-    return out
+            if indeg[j] == 0 and j not in started:
+                heapq.heappush(ready, pos[j])
+    return now, out

@@ -2,9 +2,11 @@
 seen by any of them pauses the pool for all (pure state, like the scheduler that holds it).
 
 When an attempt is throttled, nothing of its pool starts until the wait the provider
-named (or an exponential backoff, capped). Then one ticket goes first (a probe); the pool
-opens up again only once the provider answers it. A pool throttled longer than its
-`max_wait` in one stretch gives up: its waiting tickets fail with the reason.
+named (or 2 s). Then one ticket goes first (a probe); the pool opens up again only once
+the provider answers it. A probe throttled again doubles the wait (capped), whatever the
+provider names, so a provider that keeps refusing is not asked every second. A pool
+throttled longer than its `max_wait` in one stretch gives up: its waiting tickets fail
+with the reason.
 """
 
 from __future__ import annotations
@@ -80,13 +82,16 @@ class QuotaPools:
     ) -> float | None:
         """Pause the pool; the wait, or None when the pool has waited past `max_wait`."""
         pool = self[name]
-        pool.in_a_row += 1
+        if pool.state is not QuotaState.PAUSED:  # attempts started before a pause count once
+            pool.in_a_row += 1
         if pool.since is None:
             pool.since = now
-        if retry_after_s is not None:
-            delay = max(retry_after_s, 0.0)
-        else:
-            delay = min(self.backoff_s * 2 ** (pool.in_a_row - 1), self.max_backoff_s)
+        if retry_after_s is None:
+            delay = self._doubling(pool.in_a_row)
+        elif pool.in_a_row == 1:
+            delay = max(retry_after_s, 0.0)  # the provider said how long: believe it once,
+        else:  # not when its probes keep failing
+            delay = max(retry_after_s, self._doubling(pool.in_a_row - 1))
         if now + delay - pool.since > pool.policy.max_wait_s:
             return None
         if pool.state is not QuotaState.PAUSED or now + delay > pool.until:
@@ -94,6 +99,9 @@ class QuotaPools:
             pool.until = now + delay
             self.emit(ev.QuotaPaused(pool=name, delay_s=delay, reason=reason, ticket=ticket))
         return pool.until - now
+
+    def _doubling(self, n: int) -> float:
+        return float(min(self.backoff_s * 2 ** (n - 1), self.max_backoff_s))
 
     def answered(self, name: str) -> None:
         """The provider answered an attempt of the pool: the pool opens again."""

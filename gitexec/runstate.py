@@ -86,7 +86,12 @@ class RunState:
     enqueued: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (file, text)
     problems: list[str] = field(default_factory=list)  # journal lines that were skipped
     samples: dict[str, ev.AgentSample] = field(default_factory=dict)  # running agents' latest
+    gate_s: float = 0.0  # integration gates running, in all
+    gate_only_s: float = 0.0  # ... while no ticket held a slot (nothing else could run)
     _conflict_started: dict[str, float] = field(default_factory=dict)
+    _gate_since: float | None = None  # a gate is running since then
+    _in_slots: set[str] = field(default_factory=set)  # tickets holding a slot
+    _alone_since: float | None = None  # only a gate has been running since then
 
     # --- replay ----------------------------------------------------------------------------
 
@@ -103,10 +108,32 @@ class RunState:
                 self.problems.append(f"event {e.seq} ({e.kind}) names unknown ticket {e.ticket!r}")
             elif on_ticket is not None:
                 on_ticket(self, t, e)
-            return
-        on_run = _RUN_HANDLERS.get(type(e))
-        if on_run is not None:
-            on_run(self, e)
+        else:
+            on_run = _RUN_HANDLERS.get(type(e))
+            if on_run is not None:
+                on_run(self, e)
+        self._time_gates(e)
+
+    def _time_gates(self, e: Event) -> None:
+        """Time gates, and the part of it when only a gate ran (nothing held a slot)."""
+        if isinstance(e, ev.TicketDispatched):
+            self._in_slots.add(e.ticket)
+        elif isinstance(e, ev.WorkDone):
+            self._in_slots.discard(e.ticket)
+        elif isinstance(e, ev.GateStarted):
+            self._gate_since = e.t
+        elif isinstance(e, (ev.GatePassed, ev.GateFailed)) and self._gate_since is not None:
+            self.gate_s += max(0.0, e.t - self._gate_since)
+            self._gate_since = None
+        elif isinstance(e, ev.RunResumed):  # what a crash cut off never reported back
+            self._in_slots.clear()
+            self._gate_since = self._alone_since = None
+        alone = self._gate_since is not None and not self._in_slots
+        if alone and self._alone_since is None:
+            self._alone_since = e.t
+        elif not alone and self._alone_since is not None:
+            self.gate_only_s += max(0.0, e.t - self._alone_since)
+            self._alone_since = None
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -135,6 +162,12 @@ class RunState:
         overhead = max(0.0, slot - agent) + self.merge_s
         done = [t for t in ts if t.status is TicketState.COMPLETED]
         count = {s: sum(1 for t in ts if t.status is s) for s in TicketState}
+        gate_s, gate_only_s = self.gate_s, self.gate_only_s
+        if now is not None and not self.finished:  # a gate running right now
+            if self._gate_since is not None:
+                gate_s += max(0.0, now - self._gate_since)
+            if self._alone_since is not None:
+                gate_only_s += max(0.0, now - self._alone_since)
         return {
             "total": len(ts),
             "completed": count[TicketState.COMPLETED],
@@ -149,8 +182,8 @@ class RunState:
             "throttled": count[TicketState.THROTTLED],
             "skipped": len(self.skipped),
             "average_ticket_s": round(sum(t.agent_s for t in done) / len(done), 3) if done else 0,
-            "parallelism_factor": round(agent / wall, 2) if wall > 0 else 0.0,
-            "resource_utilization": round(min(1.0, slot / (self.jobs * wall)), 3)
+            "parallelism_factor": _ratio(agent / wall, 2) if wall > 0 else 0.0,
+            "resource_utilization": _ratio(min(1.0, slot / (self.jobs * wall)), 3)
             if wall > 0 and self.jobs
             else 0.0,
             "coordination_efficiency": round(agent / (agent + overhead), 3)
@@ -167,6 +200,8 @@ class RunState:
             "critical_path_s": round(self.measured_critical_path_s(), 3),
             "gate_runs": self.gate_runs,
             "gate_failures": self.gate_failures,
+            "gate_s": round(gate_s, 3),
+            "gate_only_s": round(min(gate_only_s, wall), 3),
             "wall_s": round(wall, 3),
             "throttled_s": round(sum(t.throttled_s for t in ts), 3),
             **self.spend(),
@@ -232,6 +267,12 @@ class RunState:
             "quotas": {name: q.to_json() for name, q in sorted(self.quotas.items())},
             "warnings": self.warnings,
         }
+
+
+def _ratio(value: float, digits: int) -> float:
+    """`value` rounded to `digits` decimals, but never a positive value shown as 0."""
+    rounded = round(value, digits)
+    return rounded if rounded or value <= 0 else float(f"{value:.2g}")
 
 
 # --- event handlers ------------------------------------------------------------------------

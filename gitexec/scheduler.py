@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gitexec import events as ev
 from gitexec.globs import PathSet, pathsets_may_overlap
@@ -109,6 +110,64 @@ class Record:
 
 
 Emit = Callable[[ev.Event], object]
+
+
+class Placed(Protocol):
+    """A ticket with the agent that runs it (a Record, or a ticket in a simulated run)."""
+
+    @property
+    def agent(self) -> str: ...
+    @property
+    def ticket(self) -> Ticket: ...
+
+
+Overlap = Callable[[tuple[str, ...], tuple[str, ...]], object]
+
+
+def fits(
+    candidate: Placed,
+    busy: Sequence[Placed],
+    policy: Policy,
+    jobs: int,
+    *,
+    limits: Mapping[str, int] | None = None,
+    capacities: Mapping[str, float] | None = None,
+    room: Callable[[str, int], bool] | None = None,
+    overlap: Overlap | None = None,
+) -> bool:
+    """Whether `candidate` may start beside `busy` (what runs already): its agent's
+    `max_parallel` (or the limit set live in `limits`), room in its quota pool (`room`),
+    declared paths that overlap (but for paths merge rules settle, and unless overlaps
+    are allowed), and resource weights (together at most `capacities`, else `jobs`, of
+    each).
+
+    The scheduler's one rule; plan estimates and `run --dry-run` simulate runs with it.
+    `overlap(a, b)` may stand in for the path check with the same answers (a memo).
+    """
+    agent = policy.agents.get(candidate.agent, AgentPolicy())
+    limit = (limits or {}).get(candidate.agent, agent.max_parallel)
+    if limit is not None and sum(1 for b in busy if b.agent == candidate.agent) >= limit:
+        return False
+    if room is not None:
+        pool = policy.pool_of.get(candidate.agent, candidate.agent)
+        in_pool = sum(1 for b in busy if policy.pool_of.get(b.agent, b.agent) == pool)
+        if not room(pool, in_pool):
+            return False
+    paths = candidate.ticket.paths
+    if paths and not policy.allow_overlap:
+        for b in busy:
+            if b.ticket.paths and (
+                overlap(paths, b.ticket.paths)
+                if overlap is not None
+                else pathsets_may_overlap(paths, b.ticket.paths, policy.settled)
+            ):
+                return False
+    for name, weight in candidate.ticket.resources:
+        capacity = (capacities or {}).get(name, float(jobs))
+        used = sum(b.ticket.resource(name) for b in busy)
+        if used > 0 and used + min(weight, capacity) > capacity:
+            return False
+    return True
 
 
 class Scheduler:
@@ -229,26 +288,15 @@ class Scheduler:
         return [r.id for r in chosen]
 
     def _fits(self, r: Record, busy: Sequence[Record]) -> bool:
-        agent = self.policy.agents.get(r.agent, AgentPolicy())
-        limit = self.agent_limits.get(r.agent, agent.max_parallel)
-        if limit is not None and sum(1 for b in busy if b.agent == r.agent) >= limit:
-            return False
-        pool = self.pool_of(r)
-        if not self.quotas.room(pool, sum(1 for b in busy if self.pool_of(b) == pool)):
-            return False
-        paths = r.ticket.paths
-        if paths and not self.policy.allow_overlap:
-            for b in busy:
-                if b.ticket.paths and pathsets_may_overlap(
-                    paths, b.ticket.paths, self.policy.settled
-                ):
-                    return False
-        for name, weight in r.ticket.resources:
-            capacity = self.capacities.get(name, float(self.jobs))
-            used = sum(b.ticket.resource(name) for b in busy)
-            if used > 0 and used + min(weight, capacity) > capacity:
-                return False
-        return True
+        return fits(
+            r,
+            busy,
+            self.policy,
+            self.jobs,
+            limits=self.agent_limits,
+            capacities=self.capacities,
+            room=self.quotas.room,
+        )
 
     def start(self, tid: str, slot: int, base: str) -> Attempt:
         """Record that `tid` starts on `slot` from `base` (journaled as dispatched)."""

@@ -18,7 +18,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class TicketState(enum.Enum):
-    """DESIGN.md §5. Stored lowercase in ticket files and JSON."""
+    """Where a ticket is in its life. Stored lowercase in ticket files and JSON."""
 
     PENDING = "pending"
     READY = "ready"

@@ -273,3 +273,43 @@ def test_a_run_journals_measured_estimates_for_its_eta(tmp_path: Path) -> None:
     started = read_records(journal)[0]
     assert started["tickets"]["B"]["estimate_s"] == 60.0
     assert 0 < started["tickets"]["A"]["estimate_s"] < 600.0
+
+
+def priced_agent(cost: str) -> str:
+    """Agent `paid`: does its ticket's work and reports what it cost (`cost` is a shell
+    expression, so tickets can differ)."""
+    script = (
+        'sh -c "$1"; printf \'{"status": "success", "cost_usd": %s}\' '
+        f'"$({cost})" > "$GITEXEC_RESULT_FILE"'
+    )
+    return (
+        "version: 1\ndefault_agent: paid\nagents:\n  paid:\n"
+        f"    command: [sh, -c, {json.dumps(script)}, paid, '{{{{ ticket.run }}}}']\n"
+    )
+
+
+def test_dry_run_shows_the_cost_past_runs_spent(tmp_path: Path) -> None:
+    cost = "case $GITEXEC_TICKET in A) echo 0.25;; *) echo 0.75;; esac"
+    tickets = {t: ticket_yaml(t, run=f"echo {t} > {t}.txt") for t in "AB"}
+    repo = make_project(tmp_path / "r", tickets, config=priced_agent(cost))
+    code, out, err = gitexec(repo, "run", "--dry-run")
+    assert code == 0, err
+    assert "expected cost" not in out  # nothing was ever spent here
+
+    assert run_ok(repo, "--run-id", "one")[0] == 0
+    write_files(repo, {".gitexec/tickets/C.yaml": ticket_yaml("C", run="echo C > C.txt")})
+    commit_all(repo, "a new ticket")
+    code, out, err = gitexec(repo, "run", "--dry-run")
+    assert code == 0, err
+    # A and B as they cost; C, never run, as any ticket of its agent did (0.25 to 0.75).
+    assert "expected cost $1.25–$1.75 (from past runs)" in out, out
+
+
+def test_tickets_of_an_agent_that_never_reported_a_cost_are_named(tmp_path: Path) -> None:
+    config = priced_agent("echo 0.5") + "  free:\n    command: [sh, -c, 'true']\n"
+    tickets = {"A": ticket_yaml("A", run="echo A > A.txt"), "F": ticket_yaml("F", agent="free")}
+    repo = make_project(tmp_path / "r", tickets, config=config)
+    assert run_ok(repo, "--run-id", "one")[0] == 0
+    code, out, err = gitexec(repo, "run", "--dry-run")
+    assert code == 0, err
+    assert "expected cost $0.50 (from past runs); no past cost for 1 ticket(s): F" in out, out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -230,6 +231,100 @@ def test_plan_update_is_a_formatter_hook(tmp_path: Path) -> None:
     text = (repo / ".gitexec/plan.yaml").read_text()
     assert "strategy: conservative\njobs: 6\n" in text  # the team's choice is kept
     assert gitexec(repo, "plan", "--update")[0] == 0
+
+
+# --- estimates and dry runs follow what `run` enforces ----------------------------------------
+
+_SLOW_AGENT = (
+    "version: 1\nagents:\n  slow:\n    command: [sh, -c, '{{ ticket.run }}']\n    max_parallel: 1\n"
+)
+_UNION = "version: 1\nmerge:\n  rules:\n    - {paths: [CHANGELOG.md], strategy: union}\n"
+
+
+def _ten_minutes(tid: str, **fields: Any) -> str:
+    return ticket_yaml(tid, None, **{"run": "true", "estimate": "10m", **fields})
+
+
+@pytest.mark.parametrize(
+    ("tickets", "config", "minutes"),
+    [
+        pytest.param(  # A and B may touch the same files: never side by side
+            {"A": {"paths": ["src/**"]}, "B": {"paths": ["src/x.py"]}, "C": {"paths": ["doc/**"]}},
+            None,
+            20,
+            id="overlapping-scopes",
+        ),
+        pytest.param(  # ... unless a merge rule settles the file they share
+            {"A": {"paths": ["CHANGELOG.md"]}, "B": {"paths": ["CHANGELOG.md"]}},
+            _UNION,
+            10,
+            id="settled-by-a-merge-rule",
+        ),
+        pytest.param(
+            {t: {"agent": "slow"} for t in "ABC"}, _SLOW_AGENT, 30, id="agent-max-parallel"
+        ),
+        pytest.param(  # jobs 4 is four units of each resource: A and C fit, B waits
+            {"A": {"resources": {"cpu": 3}}, "B": {"resources": {"cpu": 3}}, "C": {}},
+            None,
+            20,
+            id="resource-weights",
+        ),
+        pytest.param(  # a completed ticket takes no time
+            {"A": {"status": "completed", "estimate": "2h"}, "B": {}}, None, 10, id="completed"
+        ),
+    ],
+)
+def test_estimates_and_dry_runs_follow_the_schedulers_rules(
+    tmp_path: Path, tickets: dict[str, dict[str, object]], config: str | None, minutes: int
+) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {tid: _ten_minutes(tid, **fields) for tid, fields in tickets.items()},
+        config=config,
+    )
+    code, out, err = gitexec(repo, "plan", "--format", "json", "--jobs", "4")
+    assert code == 0, err
+    assert json.loads(out)["estimate"]["makespan_s"] == minutes * 60
+    code, _, err = gitexec(repo, "plan", "-o", "plan.yaml", "--jobs", "4")
+    assert f"; estimated {minutes}m at " in err
+    code, out, err = gitexec(repo, "run", "--dry-run", "--jobs", "4")
+    assert code == 0, err
+    assert f"estimated wall time {minutes}m; nothing was executed" in out
+    starts = {
+        line.split()[1]: line.split()[3] for line in out.splitlines() if line[:5].strip().isdigit()
+    }
+    running = [tid for tid in tickets if tickets[tid].get("status") != "completed"]
+    assert sorted(starts) == sorted(running)
+
+
+def test_dry_run_keeps_overlapping_scopes_apart_unless_allowed(tmp_path: Path) -> None:
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": _ten_minutes("A", paths=["src/**"], priority=1),
+            "B": _ten_minutes("B", paths=["src/api/**"]),
+            "C": _ten_minutes("C", paths=["docs/**"]),
+        },
+    )
+    code, out, _ = gitexec(repo, "run", "--dry-run", "--jobs", "3")
+    assert code == 0
+    assert "    1  A          1       0s      10m  -" in out
+    assert "    2  C          2       0s      10m  -" in out
+    assert "    3  B          1      10m      20m  -" in out  # after A, in the slot A left
+    code, out, _ = gitexec(repo, "run", "--dry-run", "--jobs", "3", "--allow-overlap")
+    assert "    2  B          2       0s      10m  -" in out
+    assert "estimated wall time 10m" in out
+
+
+def test_plan_update_ignores_estimates_that_moved_with_status(tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "r", {t: _ten_minutes(t) for t in "AB"})
+    assert gitexec(repo, "plan", "-o", ".gitexec/plan.yaml", "--jobs", "1")[0] == 0
+    before = (repo / ".gitexec/plan.yaml").read_text()
+    # Status written back (a run landed): the estimate would shrink, the plan is not stale.
+    (repo / ".gitexec/tickets/A.yaml").write_text(_ten_minutes("A", status="completed"))
+    assert gitexec(repo, "plan", "--update")[0] == 0
+    assert (repo / ".gitexec/plan.yaml").read_text() == before
+    assert gitexec(repo, "check")[0] == 0
 
 
 def test_plan_formats_and_errors(tmp_path: Path) -> None:

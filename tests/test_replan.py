@@ -168,6 +168,25 @@ def test_cancel_running_needs_force(tmp_path: Path) -> None:
     assert not gate.exists()  # its agent never got to finish
 
 
+def test_a_ticket_cancelled_while_running_stays_cancelled_after_kill_9(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    repo = make_project(tmp_path / "r", {"A": gated("A", gate), "B": gated("B", gate)})
+    live = Live(repo, "ck", "--jobs", "1")
+    wait_for(lambda: any(e["event"] == "agent-started" for e in events(repo, "ck")))
+    first = next(e["ticket"] for e in events(repo, "ck") if e["event"] == "agent-started")
+    other = "B" if first == "A" else "A"
+    code, out, err = gitexec(repo, "cancel", first, "--force")
+    assert code == 0, out + err
+    wait_for(lambda: live.state(first) == "cancelled")
+    live.kill()
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "ck", "--no-monitor")
+    assert code == 1, out + err  # a cancelled ticket did not complete
+    st = status(repo, "ck")["tickets"]
+    assert st[first]["status"] == "cancelled" and st[other]["status"] == "completed"
+    assert first_parent_tickets(repo, "gitexec/ck") == [other]
+
+
 # --- retry --keep-worktree ---------------------------------------------------------------------
 
 
@@ -188,6 +207,27 @@ def test_retry_keep_worktree_starts_from_what_the_failed_attempt_left(tmp_path: 
     # Without it, a retry starts afresh (and fails again the same way).
     code, _, err = gitexec(repo, "retry", "A", "--keep-worktree", "--run", "kw")
     assert code == 2  # the run is over
+
+
+def test_a_kept_worktree_survives_kill_9_and_resume(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    # The first attempt writes part 1 and fails; the retry (from what it left) waits for
+    # the gate, so the engine dies while it runs.
+    run = (
+        f"if [ -f part1 ]; then while [ ! -f {gate} ]; do sleep 0.02; done; echo 2 > part2; "
+        "else echo 1 > part1; exit 1; fi"
+    )
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=run), "H": gated("H", gate)})
+    live = Live(repo, "kk")
+    wait_for(lambda: live.state("A") == "failed")
+    code, out, err = gitexec(repo, "retry", "A", "--keep-worktree")
+    assert code == 0, out + err
+    wait_for(lambda: len([e for e in events(repo, "kk") if e["event"] == "agent-started"]) >= 3)
+    live.kill()
+    gate.touch()
+    resume(repo, "kk")
+    assert git(repo, "show", "gitexec/kk:part1") == "1\n"
+    assert git(repo, "show", "gitexec/kk:part2") == "2\n"
 
 
 # --- adjust --resource / --agent ---------------------------------------------------------------

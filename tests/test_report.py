@@ -18,6 +18,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from gitexec import secrets
+from gitexec.fields import format_duration
 from gitexec.journal import EngineLock
 from gitexec.report import (
     Outcome,
@@ -39,6 +40,7 @@ from gitexec.report.markdown import (
 from gitexec.runstate import RunState, RunStatus, TicketRun
 from gitexec.tickets import TicketState
 from tests.project import gitexec, make_project, run_ok, ticket_yaml
+from tests.project import status as run_status
 
 SECRET = "hunter2-sup3r-s3cret-value"
 
@@ -848,3 +850,41 @@ def test_markdown_report_reads_well_raw_and_a_failed_rerun_shows_no_empty_diff(
     )
     assert "```\n\n```" not in details
     assert [f for f in fences(details, "") if not f.strip()] == []
+
+
+# --- gate time -------------------------------------------------------------------------------
+
+
+def test_a_run_that_was_mostly_its_gate_is_measured_with_the_gate(tmp_path: Path) -> None:
+    # The agent works for 3 s, the integration gate for 6 s: a green run, mostly gate.
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", run="sleep 3; echo a > a")},
+        config='version: 1\njobs: 1\ngates:\n  integration: ["sleep 6"]\n',
+    )
+    code, out, err = run_ok(repo, "--run-id", "g", "--markdown", "m.md")
+    assert code == 0, out + err
+    m = run_status(repo, "g")["metrics"]
+    assert m["gate_runs"] == 1
+    assert m["gate_s"] >= 6.0  # the gate slept that long
+    assert 0 < m["gate_only_s"] <= m["gate_s"] < m["wall_s"]
+    assert m["parallelism_factor"] > 0 and m["resource_utilization"] > 0
+    assert f"; gates {format_duration(m['gate_s'])})" in out.splitlines()[0]
+    code, text, _ = gitexec(repo, "status", "--run", "g")
+    assert f", gates {format_duration(m['gate_s'])}" in text
+    markdown = (repo / "m.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in markdown.splitlines()
+        if line.startswith("| ") and line.count("|") == 5
+    }
+    assert rows["Gate time"].startswith(
+        f"| Gate time | {format_duration(m['gate_s'])} in 1 run(s) |"
+    )
+    # Slots cannot work while only the gate runs: that time is no shortfall of theirs.
+    for name in ("Parallelism factor", "Resource utilization"):
+        assert rows[name].endswith("| ✅ |"), rows[name]
+        assert "| 0× |" not in rows[name] and "| 0% |" not in rows[name]
+    assert f"(gates {format_duration(m['gate_s'])})" in markdown
+    timeline = markdown.split("### Timeline", 1)[1].split("```", 2)[1]
+    assert "    section gates\n    gate A :done," in timeline

@@ -153,6 +153,23 @@ def test_a_throttle_pauses_the_pool_then_a_probe_goes_first(tmp_path: Path) -> N
     assert all(len([t for t in p if t != "|"]) <= 1 for p in probes), probes
 
 
+def test_a_provider_that_keeps_refusing_is_asked_less_often_then_given_up(
+    tmp_path: Path,
+) -> None:
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    config = throttling_agent(attempts, 1000, 0) + "quotas:\n  acct: {max_wait: 3s}\n"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", agent="a1")}, config=config)
+    code, out, err = gitexec(repo, "run", "--no-monitor", "--run-id", "qr")
+    assert code == 1, out + err
+    a = status(repo, "qr")["tickets"]["A"]
+    assert a["status"] == "failed"
+    assert "quota acct waited longer than its max_wait" in a["reason"]
+    delays = [e["delay_s"] for e in journal(repo, "qr") if e["event"] == "quota-paused"]
+    assert delays[0] == 0 and delays[1:] and all(d >= 2 for d in delays[1:])
+    assert len(list(attempts.iterdir())) == len(delays) + 1  # the last refusal gives up
+
+
 def test_a_quota_pause_survives_kill_9_and_resume(tmp_path: Path) -> None:
     attempts = tmp_path / "attempts"
     attempts.mkdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pygit2
 
@@ -48,6 +49,7 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
     """Default: the worktree pool, plus refs and directories of finished runs beyond the
     newest `keep`. `--run ID` removes that run entirely (its integration branch too);
     `--all` removes every run. Resumable runs are kept unless named or `--all`."""
+    ws.require_readable(ws.state_dir / RUNS_DIR)
     holder = lock_holder(ws.state_dir)
     if holder is not None:
         raise UserError(f"a gitexec engine is running ({holder}); stop it before cleaning")
@@ -60,13 +62,6 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
         if run_id not in runs and not _traces(ws, repo, run_id):
             raise UserError(f"no run {run_id!r}")
     out = _Outcome()
-
-    pools = remove_pools(ws.repo)
-    if pools.removed:
-        out.say(f"removed worktrees: {', '.join(pools.removed)}")
-    for problem in pools.failed:
-        out.fail(problem)
-
     if everything:
         targets = [*runs, *(r for r in _leftover_runs(repo) if r not in runs)]
     elif run_id is not None:
@@ -74,11 +69,31 @@ def clean(ws: Workspace, *, run_id: str | None, everything: bool, keep: int = KE
     else:
         targets = _old_runs(ws, runs, keep, out)
     whole = everything or run_id is not None
+    ws.require_writable(_removed_paths(ws, targets, whole=whole))
+
+    pools = remove_pools(ws.repo)
+    if pools.removed:
+        out.say(f"removed worktrees: {', '.join(pools.removed)}")
+    for problem in pools.failed:
+        out.fail(problem)
+
     for rid in targets:
         _remove_run(ws, repo, rid, whole=whole, out=out)
     if not targets and not pools.removed and not pools.failed:
         out.say("nothing to clean")
     return EXIT_FAILED if out.failed else EXIT_OK
+
+
+def _removed_paths(ws: Workspace, targets: list[str], *, whole: bool) -> list[Path]:
+    """The directories removing these runs writes in (those that exist): nothing is
+    removed unless all of them can be written."""
+    common = ws.repo.common_dir
+    paths = [ws.state_dir / RUNS_DIR]
+    for rid in targets:
+        paths += [ws.state_dir / RUNS_DIR / rid, common / results_prefix(rid)]
+    if whole:
+        paths.append(common / INTEGRATION_PREFIX)
+    return [p for p in paths if p.is_dir()] if targets else []
 
 
 def _old_runs(ws: Workspace, runs: list[str], keep: int, out: _Outcome) -> list[str]:

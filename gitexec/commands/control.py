@@ -13,7 +13,8 @@ from typing import Any
 from gitexec import control
 from gitexec.errors import EXIT_OK, UserError
 from gitexec.journal import lock_holder
-from gitexec.runstate import RUNS_DIR, list_runs, load_run
+from gitexec.runstate import RUNS_DIR, RunState, list_runs, load_run
+from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
 
 
@@ -137,10 +138,42 @@ def resume(
     )
 
 
-def _resumable(ws: Workspace) -> str:
-    from gitexec.commands.run import resumable
+RESUME_UNASKED_S = 86400.0  # older runs are only resumed when named with --run
 
-    for rid in reversed(list_runs(ws.state_dir)):
-        if resumable(load_run(ws.state_dir, rid)):
-            return rid
-    raise UserError("no run to resume: none crashed or was stopped with work left")
+
+def _resumable(ws: Workspace) -> str:
+    """The run `resume` continues when none is named: the newest run, if it can be
+    resumed and is less than a day old. Anything else is asked for with --run."""
+    from gitexec.commands.run import resumable, run_age
+
+    runs = list_runs(ws.state_dir)
+    states = {rid: load_run(ws.state_dir, rid) for rid in runs}
+    candidates = [rid for rid in reversed(runs) if resumable(states[rid])]
+    if not candidates:
+        raise UserError("no run to resume: none crashed or was stopped with work left")
+    now = time.time()
+    picked = states[candidates[0]]
+    newest = states[runs[-1]]
+    why = None
+    if picked is not newest:
+        why = (
+            f"the newest run is {newest.run_id} ({newest.status.value}, started "
+            f"{run_age(newest, now)} ago)"
+        )
+    elif not picked.started_at or now - picked.started_at > RESUME_UNASKED_S:
+        why = f"run {picked.run_id} was started {run_age(picked, now)} ago"
+    if why is None:
+        return picked.run_id
+    listing = "\n".join(
+        f"  {rid}  {states[rid].status.value}, started {run_age(states[rid], now)} ago, "
+        f"{_done(states[rid])} of {len(states[rid].tickets)} ticket(s) completed"
+        for rid in candidates[:10]
+    )
+    raise UserError(
+        f"{why}: say which run to resume with `git exec resume --run ID`; runs that can be "
+        f"resumed:\n{listing}"
+    )
+
+
+def _done(state: RunState) -> int:
+    return sum(1 for t in state.tickets.values() if t.status is TicketState.COMPLETED)

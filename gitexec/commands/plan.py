@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
@@ -9,12 +10,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gitexec.config import Strategy
+from gitexec.config import Config, Strategy
 from gitexec.errors import EXIT_FAILED, EXIT_OK
 from gitexec.fields import format_duration
 from gitexec.plan import (
     NOT_MEASURED,
     PLAN_FILE,
+    Constraints,
     Measured,
     Plan,
     load_plan,
@@ -24,6 +26,7 @@ from gitexec.plan import (
     render_yaml,
 )
 from gitexec.project import Project
+from gitexec.runspec import RunSpec, policy_for
 from gitexec.tickets import Ticket
 from gitexec.workspace import Workspace
 
@@ -37,14 +40,37 @@ def build_plan(
     measured: Measured | None = None,
 ) -> Plan:
     """A fresh plan of a valid project with flag/env/git-config/config settings applied;
-    tickets without an `estimate` are estimated from `measured` (default: past runs)."""
+    tickets without an `estimate` are estimated from `measured` (default: past runs); the
+    estimate follows what a run's scheduler would enforce, and skips completed tickets."""
     project.require_valid()
     config = ws.settings(project.config, {"strategy": strategy, "jobs": jobs})
     if measured is None:
         measured = measured_estimates(ws, project.tickets, config.default_agent)
     return make_plan(
-        project.tickets, config.strategy, config.jobs, config.default_estimate_s, measured
+        project.tickets,
+        config.strategy,
+        config.jobs,
+        config.default_estimate_s,
+        measured,
+        constraints_for(config),
     )
+
+
+def constraints_for(config: Config, *, allow_overlap: bool = False) -> Constraints:
+    """What the scheduler of a run with these settings enforces: the run's own policy
+    (runspec.policy_for), so plans and runs cannot disagree about it."""
+    probe = RunSpec(
+        run_id="plan",
+        base="",
+        base_rev="",
+        tickets=(),
+        skipped=(),
+        plan=Plan(config.strategy, config.jobs, "", (), 0.0, 1.0, ()),
+        config=config,
+        jobs=config.jobs,
+        allow_overlap=allow_overlap,
+    )
+    return Constraints(policy_for(probe), config.default_agent)
 
 
 def measured_estimates(ws: Workspace, tickets: Sequence[Ticket], default_agent: str) -> Measured:
@@ -132,6 +158,20 @@ def plan(
     return EXIT_OK
 
 
+def _same_but_estimates(a: Plan, b: Plan) -> bool:
+    """Whether two plans differ at most in their estimates, which move with ticket status
+    (completed tickets take no time): no reason for the hook to rewrite a committed plan."""
+    return (
+        dataclasses.replace(
+            a,
+            makespan_s=b.makespan_s,
+            parallelism=b.parallelism,
+            barrier_makespan_s=b.barrier_makespan_s,
+        )
+        == b
+    )
+
+
 def _is_committed_plan(ws: Workspace, output: str) -> bool:
     try:
         return (ws.cwd / output).resolve() == (ws.root / PLAN_FILE).resolve()
@@ -154,8 +194,9 @@ def update(ws: Workspace, *, strategy: Strategy | None, jobs: int | None) -> int
         strategy = strategy or committed.strategy
         jobs = jobs or committed.jobs
     project = ws.load(check_plan=False)
-    new = render_yaml(build_plan(ws, project, strategy, jobs, measured=NOT_MEASURED))
-    if new == old:
+    fresh = build_plan(ws, project, strategy, jobs, measured=NOT_MEASURED)
+    new = render_yaml(fresh)
+    if new == old or (committed is not None and _same_but_estimates(committed, fresh)):
         return EXIT_OK
     write_atomic(path, new)
     print(f"gitexec: {PLAN_FILE} was out of date and has been regenerated; add it to the commit")

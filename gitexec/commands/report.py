@@ -40,10 +40,11 @@ def report(
     With neither file asked for, the Markdown report goes to stdout. Inside GitHub Actions
     (or with `github=True`) the run is also published: summary, outputs, annotations.
     """
-    from gitexec.commands.status import pick_run
+    from gitexec.commands.status import journal_warnings, pick_run
 
     rid = pick_run(ws, run_id)
     data = load(ws, rid)
+    journal_warnings(ws, rid, data.state.problems)
     if junit is None and markdown is None:
         from gitexec.report.markdown import render_markdown
 

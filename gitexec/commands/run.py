@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
-from gitexec.config import Strategy
+from gitexec.config import Config, Strategy
 from gitexec.engine import Engine
 from gitexec.enqueue import replayed_tickets
 from gitexec.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CommandError, UserError
-from gitexec.fields import format_duration
+from gitexec.events import RunStarted
+from gitexec.fields import MAX_JOBS, format_duration
 from gitexec.gitutil import git, run_git
+from gitexec.history import CostRange
+from gitexec.journal import JOURNAL, load_events
 from gitexec.plan import (
-    NOT_MEASURED,
+    Constraints,
     Graph,
-    Measured,
     Plan,
     check_plan_against,
     effective_estimates,
+    fit_rule,
     load_plan,
     make_plan,
     schedule,
 )
 from gitexec.project import Project, TreeSource, load_project
-from gitexec.refs import branch_name, integration_branch
-from gitexec.runspec import RunSpec, new_run_id
-from gitexec.runstate import RunState, RunStatus
+from gitexec.refs import branch_name, integration_branch, integration_ref
+from gitexec.runspec import RunSpec, new_run_id, policy_for
+from gitexec.runstate import RUNS_DIR, RunState, RunStatus
 from gitexec.tickets import TICKETS_DIR, Ticket, TicketState, id_problem
 from gitexec.workspace import Workspace
 
@@ -139,7 +143,7 @@ def build_spec(ws: Workspace, repo: pygit2.Repository, request: RunRequest) -> R
         raise UserError(f"--run-id: {problem}")
 
     tickets, skipped = select(project, request.only, request.with_deps)
-    plan = _plan_for(ws, project, tickets, request, config.strategy, config.jobs)
+    plan = _plan_for(ws, project, tickets, request, config)
     from gitexec.commands.plan import measured_estimates
 
     return RunSpec(
@@ -164,12 +168,14 @@ def _plan_for(
     project: Project,
     tickets: Sequence[Ticket],
     request: RunRequest,
-    strategy: Strategy,
-    jobs: int,
+    config: Config,
 ) -> Plan:
+    from gitexec.commands.plan import constraints_for
+
     estimate = project.config.default_estimate_s
     if request.plan_file is None:
-        return make_plan(tickets, strategy, jobs, estimate)
+        constraints = constraints_for(config, allow_overlap=request.allow_overlap)
+        return make_plan(tickets, config.strategy, config.jobs, estimate, constraints=constraints)
     path = ws.cwd / request.plan_file
     try:
         text = path.read_text(encoding="utf-8")
@@ -183,13 +189,17 @@ def _plan_for(
     return plan
 
 
-def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
+def dry_run(spec: RunSpec, cost: CostRange | None = None) -> int:
+    """What would run where and when: the run's own scheduling rule, simulated on the
+    estimates (tickets with overlapping scopes apart, max_parallel, resource weights)."""
+    measured = spec.measured
     graph = Graph(spec.tickets)
     est = effective_estimates(graph, spec.config.default_estimate_s, measured)
     order = graph.topological_order() or []
     rank = graph.bottom_levels(order, est)
     prio = [t.priority for t in graph.tickets]
-    slots = schedule(graph, est, spec.jobs, key=lambda i: (-prio[i], -rank[i], i))
+    rule = fit_rule(graph, Constraints(policy_for(spec), spec.config.default_agent), spec.jobs)
+    slots = schedule(graph, est, spec.jobs, key=lambda i: (-prio[i], -rank[i], i), fits=rule)
     print(
         f"dry run {spec.run_id}: {len(spec.tickets)} ticket(s) from {spec.base_rev} "
         f"({spec.base[:12]}), jobs {spec.jobs}, {spec.plan.strategy.value}"
@@ -214,6 +224,8 @@ def dry_run(spec: RunSpec, measured: Measured = NOT_MEASURED) -> int:
         print(f"estimates measured in past runs: {', '.join(own)}")
     if agent:
         print(f"estimates from their agent's past tickets: {', '.join(agent)}")
+    if cost is not None:
+        print(cost.describe())
     print(f"estimated wall time {format_duration(makespan)}; nothing was executed")
     return EXIT_OK
 
@@ -340,12 +352,14 @@ def run(ws: Workspace, request: RunRequest) -> int:
     into = check_into(ws, request.into) if request.into else None
     _warn_uncommitted_tickets(ws, spec.base_rev)
     if request.dry_run:
-        from gitexec.commands.plan import measured_estimates
+        from gitexec.history import History
 
-        return dry_run(spec, measured_estimates(ws, spec.tickets, spec.config.default_agent))
+        history = History.load(ws.state_dir)
+        return dry_run(spec, history.expected_cost(spec.tickets, spec.config.default_agent))
     if not spec.tickets:
         print(f"nothing to run: all {len(spec.skipped)} ticket(s) are completed at {spec.base_rev}")
         return EXIT_OK
+    ws.require_writable(ws.run_paths(spec.run_id))
     engine = Engine(ws.repo, spec, choose_reporter(request.monitor))
     state = engine.run()
     remember(ws, state)
@@ -416,7 +430,9 @@ def summary(state: RunState, run_dir: Path) -> str:
     lines = [
         f"run {state.run_id} {state.status.value}: {m['completed']}/{m['total']} completed"
         + "".join(f", {m[k]} {k}" for k in ("failed", "conflict", "blocked", "cancelled") if m[k])
-        + f" in {format_duration(m['wall_s'])} (parallelism {m['parallelism_factor']:g}x)",
+        + f" in {format_duration(m['wall_s'])} (parallelism {m['parallelism_factor']:g}x"
+        + (f"; gates {format_duration(m['gate_s'])}" if m["gate_s"] else "")
+        + ")",
         f"  integration branch: {branch_name(state.integration)} at {state.head[:12]}",
         f"  journal: {run_dir / 'journal.jsonl'}",
         f"  logs:    {run_dir / 'logs'}",
@@ -424,7 +440,41 @@ def summary(state: RunState, run_dir: Path) -> str:
     for tid, t in sorted(state.tickets.items()):
         if t.status.terminal and t.status is not TicketState.COMPLETED:
             lines.append(f"  {t.status.value:>9}  {tid}: {t.reason}")
+    if state.validation is not None:
+        problems = state.validation["problems"]
+        if state.validation["ok"]:
+            lines.append(
+                "  validation: ok (the ticket files on the branch record every outcome; "
+                "the integration gates pass on the result)"
+            )
+        else:
+            lines.append(f"  validation: {len(problems)} problem(s)")
+            lines.extend(f"    - {p}" for p in problems)
     return "\n".join(lines)
+
+
+def resume_header(state: RunState, now: float) -> str:
+    """What `resume` is about to continue: the run, its state and age, what is left."""
+    left = [t for t in state.tickets.values() if not t.status.terminal]
+    kinds = {
+        "interrupted": sum(
+            1
+            for t in left
+            if t.status in (TicketState.RUNNING, TicketState.VALIDATING, TicketState.MERGING)
+            and not t.awaiting_gate
+        ),
+        "awaiting their gate": sum(1 for t in left if t.awaiting_gate),
+    }
+    kinds["waiting to start"] = len(left) - sum(kinds.values())
+    detail = ", ".join(f"{n} {what}" for what, n in kinds.items() if n)
+    return (
+        f"resuming run {state.run_id} ({state.status.value}, started {run_age(state, now)} ago): "
+        f"{len(left)} of {len(state.tickets)} ticket(s) left" + (f" ({detail})" if detail else "")
+    )
+
+
+def run_age(state: RunState, now: float) -> str:
+    return format_duration(max(0.0, now - state.started_at)) if state.started_at else "?"
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -437,6 +487,44 @@ def resumable(state: RunState) -> bool:
     return state.status is RunStatus.STOPPED and any(
         not t.status.terminal for t in state.tickets.values()
     )
+
+
+def _continuable(
+    ws: Workspace, repo: pygit2.Repository, run_id: str, state: RunState
+) -> RunStarted:
+    """The run's first record, if what its journal says can be continued safely: a start
+    of this run on its own branch, from a commit this repository has, with a head it has.
+    A journal damaged past that is refused, never guessed at."""
+    refuse = f"run {run_id} cannot be resumed"
+    loaded = load_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL)
+    started = next((e for e in loaded.events if isinstance(e, RunStarted)), None)
+    if started is None:
+        why = f" ({loaded.problems[0]})" if loaded.problems else ""
+        raise UserError(
+            f"{refuse}: its journal has no usable run-started record{why}; "
+            f"remove the run with `git exec clean --run {run_id}`"
+        )
+    if started.integration != integration_ref(run_id):
+        raise UserError(
+            f"{refuse}: its journal names the branch {started.integration}, not "
+            f"{integration_ref(run_id)}"
+        )
+    if started.run != run_id:
+        raise UserError(f"{refuse}: its journal is the journal of run {started.run!r}")
+    for what, commit in (("base commit", state.base), ("last head", state.head)):
+        if commit and not _is_commit(repo, commit):
+            raise UserError(f"{refuse}: its {what} {commit} is not in this repository")
+    if not 1 <= state.jobs <= MAX_JOBS:
+        raise UserError(f"{refuse}: its journal says jobs {state.jobs} (1 to {MAX_JOBS})")
+    return started
+
+
+def _is_commit(repo: pygit2.Repository, rev: str) -> bool:
+    try:
+        obj = repo.get(pygit2.Oid(hex=rev))
+    except (ValueError, TypeError):
+        return False
+    return obj is not None and obj.type == pygit2.enums.ObjectType.COMMIT
 
 
 def resume_run(
@@ -452,20 +540,18 @@ def resume_run(
 ) -> int:
     """Restart a crashed or stopped run from its journal."""
     from gitexec.commands.report import report_targets
-
-    report_targets(ws, junit=junit, markdown=markdown)
-    from gitexec.config import Strategy
+    from gitexec.commands.status import journal_warnings
     from gitexec.dashboard import choose_reporter
     from gitexec.integration import Integration
     from gitexec.plan import PlanGroup
     from gitexec.recovery import validate_state as check_state
     from gitexec.runstate import load_run
 
+    report_targets(ws, junit=junit, markdown=markdown)
     state = load_run(ws.state_dir, run_id)
-    if not state.tickets:
-        raise UserError(
-            f"run {run_id} has no usable journal; remove it with `git exec clean --run {run_id}`"
-        )
+    journal_warnings(ws, run_id, state.problems)
+    repo = pygit2.Repository(str(ws.repo.common_dir))
+    started = _continuable(ws, repo, run_id, state)
     if not resumable(state):
         raise UserError(
             f"run {run_id} is {state.status.value}: nothing left to resume "
@@ -473,23 +559,16 @@ def resume_run(
         )
     if ws.repo.shallow:
         raise UserError(SHALLOW_MESSAGE)
-    from gitexec.events import RunStarted
-    from gitexec.journal import JOURNAL, load_events
-    from gitexec.runstate import RUNS_DIR
-
-    started = next(
-        e
-        for e in load_events(ws.state_dir / RUNS_DIR / run_id / JOURNAL).events
-        if isinstance(e, RunStarted)
-    )
-    repo = pygit2.Repository(str(ws.repo.common_dir))
     project = load_at(ws, repo, state.base)
     wanted = set(state.tickets)
     tickets = tuple(t for t in project.tickets if t.id in wanted and t.id not in state.enqueued)
     tickets += tuple(replayed_tickets(state.enqueued))
     missing = wanted - {t.id for t in tickets}
     if missing:
-        raise UserError(f"tickets {', '.join(sorted(missing))} are gone from {state.base[:12]}")
+        raise UserError(
+            f"run {run_id} cannot be resumed: its journal names ticket(s) "
+            f"{', '.join(sorted(missing))}, which its base commit {state.base[:12]} does not have"
+        )
     config = ws.settings(project.config, {"jobs": state.jobs})
     plan = Plan(
         strategy=Strategy(started.strategy or "balanced"),
@@ -512,6 +591,8 @@ def resume_run(
         barrier=started.barrier,
         allow_overlap=started.allow_overlap,
     )
+    ws.require_writable(ws.run_paths(run_id))
+    print(resume_header(state, time.time()), flush=True)
     if validate_state:
         from gitexec.gitutil import committer_identity
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
 from gitexec.errors import EXIT_OK
 from gitexec.fields import format_duration
-from gitexec.runstate import iso, list_runs, load_run
+from gitexec.runstate import RUNS_DIR, iso, list_runs, load_run
 from gitexec.tickets import TicketState
 from gitexec.workspace import Workspace
 
@@ -16,8 +17,15 @@ from gitexec.workspace import Workspace
 def run_rows(ws: Workspace, now: float) -> list[dict[str, Any]]:
     """One row per run: id, state, start, age, tickets completed of total, branch."""
     rows = []
+    ws.require_readable(ws.state_dir / RUNS_DIR)
     for run_id in list_runs(ws.state_dir):
         state = load_run(ws.state_dir, run_id)
+        if state.problems:
+            print(
+                f"gitexec: warning: run {run_id}: {len(state.problems)} line(s) of its journal "
+                f"do not fit and are skipped (`git exec status --run {run_id}` names them)",
+                file=sys.stderr,
+            )
         started = state.started_at or None
         rows.append(
             {

@@ -1,4 +1,4 @@
-"""Scale-out over CI runners: `matrix`, `run-ticket`, `collect`, `workflow` (DESIGN.md §9).
+"""Scale-out over CI runners: `matrix`, `run-ticket`, `collect`, `workflow`.
 
 A plan's groups become waves. Each wave's tickets run as a GitHub Actions matrix, one
 ticket per job (`run-ticket`: a git bundle of the result plus a result file); a collect

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gitexec.agents import read_progress
@@ -22,6 +22,7 @@ from gitexec.workspace import Workspace
 
 def pick_run(ws: Workspace, run_id: str | None) -> str:
     """The run named, else the live one, else the newest."""
+    ws.require_readable(ws.state_dir / RUNS_DIR)
     runs = list_runs(ws.state_dir)
     if run_id is not None:
         if run_id not in runs:
@@ -37,6 +38,28 @@ def pick_run(ws: Workspace, run_id: str | None) -> str:
     return runs[-1]
 
 
+def journal_warnings(ws: Workspace, run_id: str, problems: Sequence[str]) -> None:
+    """Name the journal lines a reader skipped, on stderr; the command goes on."""
+    if not problems:
+        return
+    where = ws.shown(ws.state_dir / RUNS_DIR / run_id / JOURNAL)
+    for problem in problems[:_SHOWN_PROBLEMS]:
+        print(f"gitexec: warning: {where}: {problem}", file=sys.stderr)
+    if len(problems) > _SHOWN_PROBLEMS:
+        more = len(problems) - _SHOWN_PROBLEMS
+        print(f"gitexec: warning: {where}: {more} more line(s) skipped", file=sys.stderr)
+
+
+_SHOWN_PROBLEMS = 20
+
+
+def load_checked(ws: Workspace, run_id: str) -> RunState:
+    """A run as its journal tells it, with the lines that did not fit named on stderr."""
+    state = load_run(ws.state_dir, run_id)
+    journal_warnings(ws, run_id, state.problems)
+    return state
+
+
 def _progress_of(ws: Workspace, run_id: str) -> Callable[[str], float | None]:
     base = ws.state_dir / RUNS_DIR / run_id / "progress"
     return lambda tid: read_progress(base / tid)
@@ -44,7 +67,7 @@ def _progress_of(ws: Workspace, run_id: str) -> Callable[[str], float | None]:
 
 def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
     rid = pick_run(ws, run_id)
-    state = load_run(ws.state_dir, rid)
+    state = load_checked(ws, rid)
     now = time.time() if state.status in (RunStatus.RUNNING, RunStatus.PAUSED) else None
     if fmt == "json":
         data = state.to_json(now)
@@ -67,6 +90,7 @@ def status(ws: Workspace, *, run_id: str | None, fmt: str) -> int:
         f"  {m['completed']}/{m['total']} completed, {m['running']} running, {m['pending']} pending"
         + "".join(f", {m[k]} {k}" for k in ("failed", "conflict", "blocked", "cancelled") if m[k])
         + f"; wall {format_duration(m['wall_s'])}, parallelism {m['parallelism_factor']:g}x"
+        + (f", gates {format_duration(m['gate_s'])}" if m["gate_s"] else "")
         + (f"; spent {spend_text(m)}" if spend_text(m) != "-" else "")
     )
     if state.status in (RunStatus.RUNNING, RunStatus.PAUSED):
@@ -159,7 +183,7 @@ def agent_metrics(state: RunState) -> dict[str, dict[str, Any]]:
 
 def agents(ws: Workspace, *, run_id: str | None, fmt: str, include_metrics: bool) -> int:
     rid = pick_run(ws, run_id)
-    state = load_run(ws.state_dir, rid)
+    state = load_checked(ws, rid)
     rows = agent_rows(state, _progress_of(ws, rid))
     metrics = agent_metrics(state) if include_metrics else None
     if fmt == "json":
@@ -207,7 +231,7 @@ def monitor(ws: Workspace, *, run_id: str | None, refresh_s: float, dashboard: b
     path = ws.state_dir / RUNS_DIR / rid / JOURNAL
     progress = _progress_of(ws, rid)
     use_rich = dashboard if dashboard is not None else sys.stdout.isatty()
-    seen = 0
+    seen = warned = 0
     lines: list[str] = []
     live = None
     if use_rich:
@@ -218,7 +242,10 @@ def monitor(ws: Workspace, *, run_id: str | None, refresh_s: float, dashboard: b
         live.start()
     try:
         while True:
-            events = load_events(path).events
+            loaded = load_events(path)
+            journal_warnings(ws, rid, loaded.problems[warned:])
+            warned = len(loaded.problems)
+            events = loaded.events
             state = replay(rid, events)
             for e in events[seen:]:
                 line = describe(e, state)

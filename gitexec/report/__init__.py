@@ -25,6 +25,7 @@ from gitexec.tickets import TicketState
 # Redaction lives in gitexec.secrets; these names stay importable from here.
 __all__ = [
     "REDACTED",
+    "GateSpan",
     "Outcome",
     "Redactor",
     "RunReport",
@@ -152,6 +153,33 @@ def spans_from_events(events: Iterable[ev.Event]) -> list[Span]:
     return done
 
 
+@dataclass(frozen=True)
+class GateSpan:
+    """One run of the integration gate over a batch of merges (end None: still running)."""
+
+    tickets: tuple[str, ...]
+    start: float
+    end: float | None
+    ok: bool | None
+
+
+def gate_spans_from_events(events: Iterable[ev.Event]) -> list[GateSpan]:
+    out: list[GateSpan] = []
+    current: GateSpan | None = None
+    for e in events:
+        if isinstance(e, ev.GateStarted):
+            current = GateSpan(e.tickets, e.t, None, None)
+        elif isinstance(e, (ev.GatePassed, ev.GateFailed)) and current is not None:
+            out.append(GateSpan(current.tickets, current.start, e.t, isinstance(e, ev.GatePassed)))
+            current = None
+        elif isinstance(e, ev.RunResumed) and current is not None:
+            out.append(GateSpan(current.tickets, current.start, e.t, None))  # cut off
+            current = None
+    if current is not None:
+        out.append(current)
+    return out
+
+
 def spans_from_state(state: RunState) -> list[Span]:
     """Spans approximated from tickets alone (a state built without a journal)."""
     out = [
@@ -171,6 +199,7 @@ class RunReport:
     run_dir: Path | None = None
     spans: list[Span] = field(default_factory=list)
     redactor: Redactor = field(default_factory=Redactor.from_environ)
+    gates: list[GateSpan] = field(default_factory=list)
     _texts: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -184,8 +213,14 @@ class RunReport:
         """A run from its journal: works while it runs, and after it finished or crashed."""
         run_dir = state_dir / RUNS_DIR / run_id
         state = load_run(state_dir, run_id)
-        spans = spans_from_events(load_events(run_dir / JOURNAL).events)
-        return cls(state, run_dir, spans, Redactor.from_environ(environ))
+        events = load_events(run_dir / JOURNAL).events
+        return cls(
+            state,
+            run_dir,
+            spans_from_events(events),
+            Redactor.from_environ(environ),
+            gate_spans_from_events(events),
+        )
 
     @property
     def run_id(self) -> str:
@@ -233,12 +268,15 @@ class RunReport:
         return sorted(groups.items())
 
     def target_parallelism(self) -> float:
-        """The most parallelism this DAG allows with these durations: min(jobs, work / path)."""
+        """The most parallelism this run could have had with these durations: the work over
+        the shortest wall time that can do it, max(critical path, work / jobs), plus the time
+        only gates ran (nothing else could). Without gates: min(jobs, work / path)."""
         work = sum(t.agent_s for t in self.state.tickets.values())
         path = self.state.measured_critical_path_s()
         if work <= 0 or path <= 0:
             return 1.0
-        return round(min(float(max(1, self.state.jobs)), work / path), 2)
+        shortest = max(path, work / max(1, self.state.jobs))
+        return float(f"{work / (shortest + self.state.gate_only_s):.3g}")
 
 
 def _order(t: TicketRun) -> tuple[int, str]:

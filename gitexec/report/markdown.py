@@ -204,6 +204,7 @@ class _Context:
                 "started_at": iso(state.started_at or None),
                 "finished_at": iso(state.finished_at),
                 "wall": format_duration(m["wall_s"]),
+                "gates": format_duration(m["gate_s"]) if m["gate_s"] else "",
                 "logs": f".git/gitexec/runs/{text(state.run_id)}/logs/",
             },
             "verdict": _verdict(report, m),
@@ -254,22 +255,33 @@ def _verdict(report: RunReport, m: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "icon": icon, "text": text}
 
 
+def _percent(fraction: float) -> str:
+    pct = 100 * fraction
+    return f"{pct:.0f}%" if pct >= 1 or pct == 0 else f"{pct:.2g}%"
+
+
 def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
     target = report.target_parallelism()
     factor = float(m["parallelism_factor"])
     seen, resolved = int(m["conflicts"]), int(m["conflicts_auto_resolved"])
-    return [
+    wall, gate_only = float(m["wall_s"]), float(m["gate_only_s"])
+    # Slots cannot be busy while only a gate runs: the targets leave that time out.
+    open_share = (wall - gate_only) / wall if wall > 0 else 1.0
+    utilization = float(m["resource_utilization"])
+    gated = f", less the {format_duration(gate_only)} only gates ran" if gate_only else ""
+    rows: list[dict[str, Any]] = [
         {
             "name": "Parallelism factor",
             "value": f"{factor:g}×",
-            "target": f"{target:g}× (min of slots and work ÷ critical path)",
+            "target": f"{target:g}× (work ÷ the shortest wall time for it: critical path "
+            f"or work ÷ slots{', plus gate time' if gate_only else ''})",
             "ok": factor >= 0.8 * target,
         },
         {
             "name": "Resource utilization",
-            "value": f"{100 * float(m['resource_utilization']):.0f}%",
-            "target": "≥ 70% of slot time busy",
-            "ok": float(m["resource_utilization"]) >= 0.7,
+            "value": _percent(utilization),
+            "target": f"≥ 70% of slot time busy{gated}",
+            "ok": utilization >= 0.7 * open_share,
         },
         {
             "name": "Coordination efficiency",
@@ -288,7 +300,8 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": "Wall time",
             "value": format_duration(m["wall_s"]),
-            "target": f"critical path {format_duration(m['critical_path_s'])}",
+            "target": f"critical path {format_duration(m['critical_path_s'])}"
+            + (f" + gates {format_duration(gate_only)}" if gate_only else ""),
             "ok": None,
         },
         *(
@@ -297,6 +310,17 @@ def _analytics(report: RunReport, m: dict[str, Any]) -> list[dict[str, Any]]:
             else []
         ),
     ]
+    if m["gate_runs"] or m["gate_s"]:
+        rows.append(
+            {
+                "name": "Gate time",
+                "value": f"{format_duration(m['gate_s'])} in {m['gate_runs']} run(s)",
+                "target": f"{format_duration(gate_only)} of the wall time with nothing else "
+                "running",
+                "ok": None,
+            }
+        )
+    return rows
 
 
 def _row(report: RunReport, t: TicketRun) -> dict[str, Any]:
@@ -391,9 +415,11 @@ def conflict_hunks(text: str, context: int = 3) -> str:
 
 
 def _gantt(report: RunReport, limit: int) -> str:
-    """A Gantt chart of the actual run: one section per slot, one bar per attempt."""
+    """A Gantt chart of the actual run: one section per slot, one bar per attempt, and one
+    for the integration gates (a bar per gate run)."""
     spans = report.spans[:limit]
-    if not spans:
+    gates = report.gates[: max(0, limit - len(spans))]
+    if not spans and not gates:
         return ""
     state = report.state
     now = state.finished_at or state.last_event_at or time.time()
@@ -419,6 +445,17 @@ def _gantt(report: RunReport, limit: int) -> str:
             line = f"    {name} :{', '.join(tags)}, a{n}, {start}, {end}"
             n += 1
             lines.append(line)
+    if gates:
+        lines.append("    section gates")
+    for g in gates:
+        tags = ["crit"] if g.ok is False else []
+        tags.append("active" if g.end is None else "done")
+        start = round(g.start * 1000)
+        end = max(start + 1, round((g.end if g.end is not None else now) * 1000))
+        shown = ", ".join(g.tickets[:3]) + (" …" if len(g.tickets) > 3 else "")
+        name = _gantt_name("gate " + report.text(shown))
+        lines.append(f"    {name} :{', '.join(tags)}, a{n}, {start}, {end}")
+        n += 1
     return "\n".join(lines)
 
 

@@ -107,10 +107,11 @@ class ScriptedModel:
     ) -> None:
         self.model = model
         # With `rate`, agent turns beyond `rate` per second (a bucket of one second's
-        # worth) are answered 429 with the retry-after until the next one is allowed: a
-        # provider's rate limit, which load over time decides.
+        # worth, and at least one turn) are answered 429 with the retry-after until the
+        # next one is allowed: a provider's rate limit, which load over time decides.
         self.rate = rate
-        self._tokens = rate or 0.0
+        self._burst = max(1.0, rate or 0.0)
+        self._tokens = self._burst
         self._refilled = time.monotonic()
         # With `flaky`, that share of agent turns is answered with a 429 and a retry-after
         # of 1 s instead (the script is not consumed): a provider under load.
@@ -164,7 +165,7 @@ class ScriptedModel:
             if self.rate:
                 now = time.monotonic()
                 elapsed, self._refilled = now - self._refilled, now
-                self._tokens = min(self.rate, self._tokens + elapsed * self.rate)
+                self._tokens = min(self._burst, self._tokens + elapsed * self.rate)
                 if self._tokens < 1:
                     self.throttled += 1
                     wait = round((1 - self._tokens) / self.rate, 2)
