@@ -99,9 +99,8 @@ class Integration:
     def read(self, tree: pygit2.Oid, path: str) -> bytes | None:
         """The file at `path` in `tree` (directories on the way come from the tree cache)."""
         entry = lookup(self.repo, tree, path)
-        if not is_blob(entry):
+        if entry is None or not is_blob(entry):
             return None
-        assert entry is not None
         blob = self.repo[entry[0]]
         return blob.data if isinstance(blob, pygit2.Blob) else None
 

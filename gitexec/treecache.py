@@ -152,6 +152,6 @@ def walk_files(repo: pygit2.Repository, tree: pygit2.Oid, prefix: str = "") -> I
                 yield path
 
 
-def is_blob(entry: Entry | None) -> bool:
+def is_blob(entry: Entry) -> bool:
     """A file git stores as a blob: regular, executable or symbolic link."""
-    return entry is not None and entry[1] & TYPE_MASK in (0o100000, LINK)
+    return entry[1] & TYPE_MASK in (0o100000, LINK)
