@@ -199,7 +199,9 @@ STATIC = {
 }
 
 
-def bench_static(cli: Cli, work: Path, sizes: Sequence[int]) -> dict[str, Any]:
+def bench_static(
+    cli: Cli, work: Path, sizes: Sequence[int], commands: Sequence[str] = tuple(STATIC)
+) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for n in sizes:
         repo = work / f"static-{n}"
@@ -207,25 +209,30 @@ def bench_static(cli: Cli, work: Path, sizes: Sequence[int]) -> dict[str, Any]:
         make_ticket_repo(repo, n, 0, cli.env)
         print(f"static: {n} tickets committed in {time.perf_counter() - start:.0f} s", flush=True)
         row: dict[str, Any] = {"tickets": n}
-        for name, template in STATIC.items():
-            args = [a.format(work=work, n=n) for a in template]
+        for name in commands:
+            args = [a.format(work=work, n=n) for a in STATIC[name]]
             shutil.rmtree(cache_dir(repo), ignore_errors=True)
             cold = cli.run(repo, *args)
             warm = cli.run(repo, *args)
             row[f"{name}_cold_s"] = round(cold.wall_s, 2) if not cold.timed_out else None
             row[f"{name}_warm_s"] = round(warm.wall_s, 2) if not warm.timed_out else None
             row[f"{name}_maxrss_mb"] = round(max(cold.maxrss_mb, warm.maxrss_mb), 1)
+            # CPU seconds too: on a busy machine they say more than wall time.
+            row[f"{name}_cold_cpu"] = round(cold.cpu_s, 2) if not cold.timed_out else None
+            row[f"{name}_warm_cpu"] = round(warm.cpu_s, 2) if not warm.timed_out else None
             print(
-                f"static {n} {name}: cold {cold.wall_s:.2f} s, warm {warm.wall_s:.2f} s", flush=True
+                f"static {n} {name}: cold {cold.wall_s:.2f} s ({cold.cpu_s:.2f} s CPU), "
+                f"warm {warm.wall_s:.2f} s ({warm.cpu_s:.2f} s CPU)",
+                flush=True,
             )
         rows.append(row)
         shutil.rmtree(repo, ignore_errors=True)
     small, large = rows[0], rows[-1]
     ratios: dict[str, float | None] = {}
     for key in small:
-        if key.endswith("_s"):
+        if key.endswith(("_s", "_cpu")):
             a, b = small[key], large[key]
-            ratios[key[:-2]] = round(b / a, 2) if a and b else None
+            ratios[key.removesuffix("_s")] = round(b / a, 2) if a and b else None
     return {
         "rows": rows,
         "ratios": ratios,
@@ -281,10 +288,10 @@ def print_summary(results: dict[str, Any]) -> None:
             )
         print(f"ratios (large/small, per ticket): {results['run']['ratios']}")
     if "static" in results:
-        print("\nstatic: seconds (cold = parse cache removed)")
+        print("\nstatic: seconds, wall and CPU (cold = parse cache removed)")
         rows = results["static"]["rows"]
-        keys = [k for k in rows[0] if k.endswith("_s")]
-        print(f"{'tickets':>8} " + " ".join(f"{k[:-2]:>14}" for k in keys))
+        keys = [k for k in rows[0] if k.endswith(("_s", "_cpu"))]
+        print(f"{'tickets':>8} " + " ".join(f"{k.removesuffix('_s'):>14}" for k in keys))
         for r in rows:
             cells = " ".join(f"{'-' if r[k] is None else f'{r[k]:.2f}':>14}" for k in keys)
             print(f"{r['tickets']:>8} {cells}")
@@ -307,6 +314,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--tickets", type=int, nargs=2, metavar=("SMALL", "LARGE"))
     p.add_argument("--static", type=int, nargs=2, metavar=("SMALL", "LARGE"))
+    p.add_argument(
+        "--static-commands", default=",".join(STATIC), help="of static: dry-run,plan,check"
+    )
     p.add_argument("--files", type=int, nargs=2, metavar=("SMALL", "LARGE"), default=(2000, 20000))
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--repeat", type=int, help="runs per repository size in `files` (default 3)")
@@ -342,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "run" in parts:
             results["run"] = bench_run(cli, work, tickets, args.jobs)
         if "static" in parts:
-            results["static"] = bench_static(cli, work, static)
+            commands = args.static_commands.split(",")
+            results["static"] = bench_static(cli, work, static, commands)
         if "files" in parts:
             results["files"] = bench_files(cli, work, args.files, 60, args.jobs, repeat)
     results["load_after"] = os.getloadavg()
