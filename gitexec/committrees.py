@@ -1,11 +1,15 @@
 """The trees of a few recent commits, read once: a slot's reset and collect ask about many
-paths of the same two commits (trees are immutable, so a cached one is never stale)."""
+paths of the same two commits (trees are immutable, so a cached one is never stale).
+Directories come from the shared tree cache, so a path question costs a few dictionary
+lookups however large the directories on its way are."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pygit2
+
+from gitexec.treecache import TREE, Entry, lookup, walk_files
 
 
 class CommitTrees:
@@ -27,33 +31,21 @@ class CommitTrees:
     def clear(self) -> None:
         self._trees = {}
 
-    def _entry(self, commit: str, path: str) -> pygit2.Object | None:
-        try:
-            return self.tree(commit)[path]
-        except (KeyError, ValueError):
-            return None
+    def _entry(self, commit: str, path: str) -> Entry | None:
+        return lookup(self._objects(), self.tree(commit).id, path)
 
     def is_tree(self, commit: str, path: str) -> bool:
-        return isinstance(self._entry(commit, path), pygit2.Tree)
+        entry = self._entry(commit, path)
+        return entry is not None and entry[1] == TREE
 
     def has_file(self, commit: str, path: str) -> bool:
         """A file (not a directory) at `path` in the commit's tree."""
         entry = self._entry(commit, path)
-        return entry is not None and not isinstance(entry, pygit2.Tree)
+        return entry is not None and entry[1] != TREE
 
     def files_under(self, commit: str, rel: str) -> set[str]:
         """Every file below directory `rel` in the commit's tree (none if it is not one)."""
         sub = self._entry(commit, rel)
-        if not isinstance(sub, pygit2.Tree):
+        if sub is None or sub[1] != TREE:
             return set()
-        found: set[str] = set()
-        stack: list[tuple[str, pygit2.Tree]] = [(rel, sub)]
-        while stack:
-            prefix, node = stack.pop()
-            for entry in node:
-                path = f"{prefix}/{entry.name}"
-                if isinstance(entry, pygit2.Tree):
-                    stack.append((path, entry))
-                else:
-                    found.add(path)
-        return found
+        return set(walk_files(self._objects(), sub[0], rel + "/"))

@@ -13,6 +13,8 @@ import pygit2
 
 from gitexec.gitutil import Identity
 from gitexec.merge import MergeResult, MergeRule, changed_paths, merge_trees, update_tree
+from gitexec.treecache import is_blob, lookup
+from gitexec.treewrite import TreeWriter
 
 TRAILER_RUN = "Gitexec-Run"
 TRAILER_TICKET = "Gitexec-Ticket"
@@ -50,6 +52,8 @@ class Integration:
         self.ref = ref
         self.identity = identity
         self.run_id = run_id
+        # Keeps the builder of the last status write-back: the next one starts from it.
+        self.writer = TreeWriter(repo)
 
     # --- refs ------------------------------------------------------------------------------
 
@@ -93,12 +97,11 @@ class Integration:
         return obj.tree_id
 
     def read(self, tree: pygit2.Oid, path: str) -> bytes | None:
-        try:
-            entry = self.repo[tree]
-            assert isinstance(entry, pygit2.Tree)
-            blob = entry[path]
-        except KeyError:
+        """The file at `path` in `tree` (directories on the way come from the tree cache)."""
+        entry = lookup(self.repo, tree, path)
+        if entry is None or not is_blob(entry):
             return None
+        blob = self.repo[entry[0]]
         return blob.data if isinstance(blob, pygit2.Blob) else None
 
     def changed(self, base: str, commit: str) -> list[str]:
@@ -129,6 +132,7 @@ class Integration:
             self.repo,
             tree,
             {path: (data, pygit2.enums.FileMode.BLOB) for path, data in files.items()},
+            writer=self.writer,
         )
 
     def commit(self, tree: pygit2.Oid, parents: Sequence[str], message: str) -> str:

@@ -22,6 +22,8 @@ import pygit2
 from pygit2.ffi import C, ffi
 
 from gitexec.globs import PathSet
+from gitexec.treecache import TREES, Entries
+from gitexec.treewrite import TreeWriter
 
 
 class RuleStrategy(enum.Enum):
@@ -120,12 +122,10 @@ _EMPTY_BASE_MARKER = re.compile(rb"^\|{7}(\r?\n)(={7}\r?\n)", re.MULTILINE)
 _TYPE_NAMES = {0o100000: "file", _LINK: "symlink", _GITLINK: "submodule", _TREE: "directory"}
 
 
-def _read_tree(repo: pygit2.Repository, oid: pygit2.Oid) -> dict[bytes, _Entry]:
-    """The entries of one tree object, by raw name: every tree the merge reads comes here."""
-    tree = repo[oid]
-    if not isinstance(tree, pygit2.Tree):
-        raise ValueError(f"{oid} is not a tree")
-    return {e.raw_name or b"": (e.id, int(e.filemode)) for e in tree}
+def _read_tree(repo: pygit2.Repository, oid: pygit2.Oid) -> Entries:
+    """The entries of one tree object, by raw name: every tree the merge reads comes here
+    (through the shared cache: a tree is parsed once, however often it is merged)."""
+    return TREES.entries(repo, oid)
 
 
 def _tree_key(item: tuple[bytes, _Entry]) -> bytes:
@@ -135,13 +135,14 @@ def _tree_key(item: tuple[bytes, _Entry]) -> bytes:
 
 
 class _Trees:
-    """Tree reads (cached for one operation) and raw tree writes."""
+    """Tree reads (held for one operation, and shared through `TREES`) and raw tree writes."""
 
     def __init__(self, repo: pygit2.Repository) -> None:
         self.repo = repo
-        self._cache: dict[pygit2.Oid, dict[bytes, _Entry]] = {}
+        self._cache: dict[pygit2.Oid, Entries] = {}
 
-    def entries(self, oid: pygit2.Oid | None) -> dict[bytes, _Entry]:
+    def entries(self, oid: pygit2.Oid | None) -> Entries:
+        """Read-only: copy before changing."""
         if oid is None:
             return {}
         found = self._cache.get(oid)
@@ -154,7 +155,9 @@ class _Trees:
             b"%o %s\0" % (mode, name) + oid.raw
             for name, (oid, mode) in sorted(entries.items(), key=_tree_key)
         )
-        return self.repo.odb.write(pygit2.GIT_OBJECT_TREE, data)
+        oid = self.repo.odb.write(pygit2.GIT_OBJECT_TREE, data)
+        TREES.put(oid, dict(entries))  # the next merge reads what this one wrote
+        return oid
 
     def apply(
         self,
@@ -211,10 +214,9 @@ class _Trees:
     ) -> None:
         """Record file-level differences a -> b in `side`, skipping subtrees equal by id."""
         ae, be = self.entries(a), self.entries(b)
-        for name in ae.keys() | be.keys():
+        # Compared in C: two versions of a large directory differ in a few entries.
+        for name in {name for name, _ in ae.items() ^ be.items()}:
             x, y = ae.get(name), be.get(name)
-            if x == y:
-                continue
             path = _join(prefix, name)
             xf, xd = _split(x)
             yf, yd = _split(y)
@@ -1112,11 +1114,14 @@ def update_tree(
     repo: pygit2.Repository,
     tree: pygit2.Oid | None,
     changes: Mapping[str, tuple[bytes, int] | None],
+    *,
+    writer: TreeWriter | None = None,
 ) -> pygit2.Oid:
     """`tree` with files written or deleted (None), rebuilding only the trees on their paths.
 
     Used to put ticket status files into a merge result. A written path replaces whatever is
-    there (a file or a directory); deleting a missing path does nothing.
+    there (a file or a directory); deleting a missing path does nothing. The trees are
+    written by libgit2's tree builder (`writer`: one that keeps its builders between calls).
     """
     entries: dict[str, _Entry | None] = {}
     for path, change in changes.items():
@@ -1130,6 +1135,10 @@ def update_tree(
         if mode not in _FILE_MODES:
             raise ValueError(f"invalid file mode {mode:o} for {path!r}")
         entries[path] = (repo.create_blob(data), int(mode))
+    start = _tree_id(repo, tree) if tree is not None else None
     trees = _Trees(repo)
-    result = trees.apply(_tree_id(repo, tree) if tree is not None else None, entries)
+    try:
+        result = (writer or TreeWriter(repo)).update(start, entries)
+    except UnicodeEncodeError:  # a name that is not UTF-8: the builder takes only text
+        result = trees.apply(start, entries)
     return result if result is not None else trees.write({})

@@ -133,6 +133,7 @@ class MergeQueue:
         self.awaiting_gate: list[Landed] = []
         self.gating: GateBatch | None = None
         self.log: list[tuple[str, str, frozenset[str]]] = []  # (head, ticket, changed paths)
+        self._logged: dict[str, int] = {}  # head -> its place in `log`
 
     # --- taking results ------------------------------------------------------------------------
 
@@ -160,6 +161,8 @@ class MergeQueue:
     def next_in_plan_order(self) -> list[Verdict] | None:
         """Merge the next buffered result in plan order; None when it has not arrived (or a
         ticket before it has not settled): the same inputs always give the same tree."""
+        if not self.buffered:
+            return None  # nothing waits (and no walk over every settled ticket)
         for tid in self.plan_order:
             ts = self.state.tickets[tid]
             if ts.status.terminal:
@@ -235,6 +238,7 @@ class MergeQueue:
             )
         )
         self._move(head, new_head, f"merge {tid}")
+        self._logged[new_head] = len(self.log)
         self.log.append((new_head, tid, frozenset(changed)))
         if self.gated:
             self.awaiting_gate.append(Landed(tid, base, commit, new_head, head))
@@ -277,8 +281,8 @@ class MergeQueue:
 
     def merged_since(self, base: str) -> list[tuple[str, frozenset[str]]]:
         """(ticket, changed paths) of merges on top of `base` in this session."""
-        heads = [h for h, _, _ in self.log]
-        start = heads.index(base) + 1 if base in heads else 0
+        at = self._logged.get(base)
+        start = at + 1 if at is not None else 0
         return [(tid, changed) for _, tid, changed in self.log[start:]]
 
     def collided_with(self, base: str, paths: Sequence[str]) -> list[str]:
@@ -287,9 +291,11 @@ class MergeQueue:
         return [tid for tid, changed in self.merged_since(base) if changed & wanted]
 
     def _forget_after(self, head: str) -> None:
-        heads = [h for h, _, _ in self.log]
-        if head in heads:
-            del self.log[heads.index(head) + 1 :]
+        at = self._logged.get(head)
+        if at is not None:
+            for gone, _, _ in self.log[at + 1 :]:
+                del self._logged[gone]
+            del self.log[at + 1 :]
 
     # --- integration gates -----------------------------------------------------------------------
 

@@ -214,54 +214,68 @@ class FileSource:
 
 
 class TreeSource:
-    """Files in a commit (what a run executes); cache keys are blob ids."""
+    """Files in a commit (what a run executes); cache keys are blob ids.
+
+    Each directory is read once (through `gitexec.treecache`), so looking up every ticket
+    of a large `.gitexec/tickets/` costs a dictionary lookup each, not a tree parse."""
 
     def __init__(self, repo: pygit2.Repository, tree: pygit2.Tree) -> None:
+        from gitexec import treecache  # pygit2 is loaded by now; `check` never gets here
+
         self.repo = repo
         self.tree = tree
+        self._trees = treecache
 
-    def _entry(self, rel: str) -> pygit2.Object | None:
-        try:
-            return self.tree[rel]
-        except KeyError:
-            return None
+    def _entry(self, rel: str) -> tuple[pygit2.Oid, int] | None:
+        return self._trees.lookup(self.repo, self.tree.id, rel)
+
+    def _blob(self, rel: str) -> pygit2.Oid | None:
+        entry = self._entry(rel)
+        return entry[0] if entry is not None and self._trees.is_blob(entry) else None
 
     def ticket_names(self) -> list[str] | None:
         entry = self._entry(TICKETS_DIR)
         if entry is None:
             return []
-        if entry.type_str != "tree":
+        if entry[1] != self._trees.TREE:
             return None
-        return sorted(e.name for e in entry if e.type_str == "blob" and e.name)  # type: ignore[attr-defined]
+        return sorted(
+            name.decode("utf-8", "surrogateescape")
+            for name, found in self._trees.entries(self.repo, entry[0]).items()
+            if self._trees.is_blob(found) and name
+        )
 
     def problem(self, rel: str) -> str | None:
         entry = self._entry(rel)
-        if entry is None or entry.filemode != _LINK_MODE:
+        if entry is None or entry[1] != _LINK_MODE:
             return None
-        target = entry.data.decode("utf-8", "replace")  # type: ignore[attr-defined]
+        target = self.repo[entry[0]].data.decode("utf-8", "replace")  # type: ignore[attr-defined]
         return symlink_problem(None, rel, target)
 
     def file_problem(self, rel: str) -> str | None:
-        node: pygit2.Object = self.tree
+        node = (self.tree.id, self._trees.TREE)
         for part in rel.split("/"):
-            entry = node[part] if node.type_str == "tree" and part in node else None  # type: ignore[operator, index]
-            if entry is None:
+            found = None
+            if part and node[1] == self._trees.TREE:
+                key = part.encode("utf-8", "surrogateescape")
+                found = self._trees.entries(self.repo, node[0]).get(key)
+            if found is None:
                 return f"{rel!r} does not exist in the repository"
-            if entry.filemode == _LINK_MODE:
+            if found[1] == _LINK_MODE:
                 return (
                     f"{rel!r} goes through a symbolic link: gitexec reads only regular files "
                     "in the repository here"
                 )
-            node = entry
-        return None if node.type_str == "blob" else f"{rel!r} is not a regular file"
+            node = found
+        return None if self._trees.is_blob(node) else f"{rel!r} is not a regular file"
 
     def read(self, rel: str) -> bytes | None:
-        entry = self._entry(rel)
-        return entry.data if entry is not None and entry.type_str == "blob" else None  # type: ignore[attr-defined]
+        oid = self._blob(rel)
+        return None if oid is None else self.repo[oid].data  # type: ignore[attr-defined]
 
     def cache_key(self, rel: str) -> tuple[Hashable, bool] | None:
-        entry = self._entry(rel)
-        return (str(entry.id), False) if entry is not None and entry.type_str == "blob" else None
+        oid = self._blob(rel)
+        return None if oid is None else (str(oid), False)
 
 
 def _parse_cached(

@@ -237,7 +237,9 @@ def tree_reads(monkeypatch: pytest.MonkeyPatch) -> list[pygit2.Oid]:
     reads: list[pygit2.Oid] = []
     original = merge_module._read_tree
 
-    def counting(repo: pygit2.Repository, oid: pygit2.Oid) -> dict[bytes, tuple[pygit2.Oid, int]]:
+    def counting(
+        repo: pygit2.Repository, oid: pygit2.Oid
+    ) -> Mapping[bytes, tuple[pygit2.Oid, int]]:
         reads.append(oid)
         return original(repo, oid)
 
