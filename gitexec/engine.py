@@ -318,7 +318,9 @@ class Engine:
             if self.merges.awaiting_gate and not self.force_stop:
                 continue  # merged work counts once its gate passed
             # Results waiting for their turn in plan order do not hold up a stop.
-            if self.stop_requested or (not self.merges.buffered and not self.scheduler.pending):
+            if self.stop_requested or (
+                not self.merges.buffered and not self.scheduler.has_pending()
+            ):
                 break
             if not self.steering.paused and self.scheduler.stalled():
                 pending = sorted(r.id for r in self.scheduler.pending)

@@ -53,6 +53,7 @@ class Replayed(Protocol):
 
 def set_priority(s: Scheduler, tid: str, priority: int) -> None:
     s.known(tid).priority = priority
+    s.reorder()
 
 
 def make_sequential(s: Scheduler, tids: Iterable[str]) -> list[str]:
@@ -119,6 +120,7 @@ def retry(
                 reason="retry requested" if t == tid else f"unblocked by retry of {tid}",
             )
         )
+    s.reorder()
     return requeued
 
 
@@ -173,6 +175,7 @@ def add(
             s.dependents.setdefault(dep, []).append(t.id)
             if s.records[dep].outcome is not TicketState.COMPLETED:
                 r.deps_left += 1
+    s.reorder()
 
 
 def restore(s: Scheduler, tickets: Mapping[str, Replayed]) -> None:
@@ -207,6 +210,7 @@ def restore(s: Scheduler, tickets: Mapping[str, Replayed]) -> None:
         if r.outcome is TicketState.COMPLETED:
             for dep in s.dependents[tid]:
                 s.records[dep].deps_left -= 1
+    s.reorder()
 
 
 def limits(s: Scheduler, *, resources: Mapping[str, float], agents: Mapping[str, int]) -> None:

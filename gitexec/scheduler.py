@@ -216,6 +216,25 @@ class Scheduler:
                 if dep in self.records:
                     self.dependents[dep].append(r.id)
                     r.deps_left += 1
+        self._order: list[Record] | None = None  # records not done, best first
+
+    def reorder(self) -> None:
+        """Priorities changed, or records were added or brought back: sort again."""
+        self._order = None
+
+    def _live(self) -> list[Record]:
+        """Records not done, best first: highest priority, then longest remaining path,
+        then id. Sorted once (and again after `reorder`), and pruned as tickets finish, so
+        a dispatch costs a pass over what is left, never a sort of every ticket."""
+        order = self._order
+        if order is None:
+            order = sorted(
+                (r for r in self.records.values() if r.phase is not Phase.DONE), key=_best_first
+            )
+        else:
+            order = [r for r in order if r.phase is not Phase.DONE]
+        self._order = order
+        return order
 
     # --- queries -----------------------------------------------------------------------------
 
@@ -227,11 +246,14 @@ class Scheduler:
 
     @property
     def running(self) -> list[Record]:
-        return [r for r in self.records.values() if r.phase is Phase.RUNNING]
+        return [r for r in self._live() if r.phase is Phase.RUNNING]
 
     @property
     def pending(self) -> list[Record]:
-        return [r for r in self.records.values() if r.phase is Phase.PENDING]
+        return [r for r in self._live() if r.phase is Phase.PENDING]
+
+    def has_pending(self) -> bool:
+        return any(r.phase is Phase.PENDING for r in self._live())
 
     def stalled(self) -> bool:
         """Work left, nothing in flight, and nothing that could ever start: a bug."""
@@ -246,7 +268,12 @@ class Scheduler:
         """Pending tickets whose dependencies merged and backoff passed, best first:
         highest priority, then longest remaining path."""
         ready = [
-            r for r in self.pending if r.deps_left == 0 and r.not_before <= now and r.kept is None
+            r
+            for r in self._live()
+            if r.phase is Phase.PENDING
+            and r.deps_left == 0
+            and r.not_before <= now
+            and r.kept is None
         ]
         if self.policy.barrier and ready:
             current = min(
@@ -258,7 +285,6 @@ class Scheduler:
                 default=0,
             )
             ready = [r for r in ready if r.group <= current]
-        ready.sort(key=lambda r: (-r.priority, -r.rank, r.id))
         return ready
 
     def select(self, now: float, free_slots: int) -> list[str]:
@@ -550,9 +576,13 @@ class Scheduler:
         now; they are the merge queue's from here."""
         ready = [r for r in self.pending if r.kept is not None and r.deps_left == 0]
         out = []
-        for r in sorted(ready, key=lambda r: (-r.priority, -r.rank, r.id)):
+        for r in ready:
             assert r.kept is not None
             out.append((r.id, *r.kept))
             r.kept = None
             r.phase = Phase.MERGING
         return out
+
+
+def _best_first(r: Record) -> tuple[int, float, str]:
+    return (-r.priority, -r.rank, r.id)
