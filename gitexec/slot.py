@@ -377,10 +377,11 @@ class Slot:
         paths = known.dirty | touched | set(differ)
         if any(_is_rule_file(p) for p in paths):
             return False  # ignore rules changed: only a full clean is sure to be right
-        # After an in-process commit the index still holds `index_base`'s entries.
-        trees = [old, new] + ([known.index_base] if known.index_base else [])
+        # What git tracks: the new tree and the index (which an in-process commit left at
+        # `index_base` on `dirty`); files only HEAD has are leftovers like any other.
+        trees = (new, known.index_base or old)
         tracked = sorted(p for p in paths if any(self.trees.has_file(c, p) for c in trees))
-        # Directories either tree has are handled through the files listed in them (unless
+        # Directories git tracks are handled through the files listed in them (unless
         # something else took their place).
         candidates = {slotfiles.symlink_above(self.path, p) or p for p in paths - set(tracked)}
         untracked = sorted(

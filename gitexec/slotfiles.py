@@ -11,7 +11,10 @@ from gitexec.gitutil import NO_HOOKS, git
 
 
 def disk_files(root: Path, rel: str) -> set[str]:
-    """Files (and symlinks) below directory `rel`; never through a symlink."""
+    """Files, symlinks and directories below directory `rel`; never through a symlink.
+
+    Directories too: one git does not track goes as a whole, even when empty or when
+    what is in it (an ignored file an agent made a directory of) goes."""
     found: set[str] = set()
     top = root / rel
     if symlink_above(root, rel) is not None or os.path.islink(top):
@@ -22,8 +25,7 @@ def disk_files(root: Path, rel: str) -> set[str]:
         for name in filenames:
             found.add(name if base == "." else f"{base}/{name}")
         for name in dirnames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                found.add(name if base == "." else f"{base}/{name}")
+            found.add(name if base == "." else f"{base}/{name}")
     return found
 
 
