@@ -52,7 +52,6 @@ from gitexec.worktrees import (
 
 SLOT_PREFIX = "slot-"
 GATE_SLOT = "gate"
-ENGINE_DIR = ".gitexec"
 # Applied to every git command gitexec runs in a slot (agents' own git is left alone).
 SLOT_GIT = (
     *NO_HOOKS,
@@ -66,10 +65,11 @@ SLOT_GIT = (
     "core.preloadIndex=false",
 )
 _IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
-# Files whose change alters what git considers ignored or how it filters content.
-_RULE_FILES = (".gitignore", ".gitattributes")
 
 _create_lock = threading.Lock()
+# At a run's start every slot resets at once: sharing the CPU among all of them only
+# delays the first agents, it does not speed up the last.
+_resets = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
 class _ResetFailed(Exception):
@@ -85,14 +85,6 @@ class Collected:
 
     def empty(self, base: str) -> bool:
         return self.commit == base
-
-
-def _is_rule_file(path: str) -> bool:
-    return path.rsplit("/", 1)[-1] in _RULE_FILES
-
-
-def _engine_path(path: str) -> bool:
-    return path == ENGINE_DIR or path.startswith(ENGINE_DIR + "/")
 
 
 class Slot:
@@ -253,10 +245,10 @@ class Slot:
         keep = setup_output(setup, self._setup_marker, self._setup_output_list) or NOTHING_KEPT
         saved = slotstate.load(self._state_file, self.path) if self._watcher is None else None
         slotstate.forget(self._state_file)  # from here on, only this engine knows the slot
-        if not self.exists():
-            self._create(repo, commit)
-        else:
+        with _resets:
             try:
+                if not self.exists():
+                    raise _ResetFailed("no worktree")
                 if saved is not None:
                     self._resume(saved)
                 if not self._fast_reset(commit, keep):
@@ -375,7 +367,7 @@ class Slot:
                 self.trees.tree(new).id,
             )
         paths = known.dirty | touched | set(differ)
-        if any(_is_rule_file(p) for p in paths):
+        if any(slotfiles.is_rule_file(p) for p in paths):
             return False  # ignore rules changed: only a full clean is sure to be right
         # What git tracks: the new tree and the index (which an in-process commit left at
         # `index_base` on `dirty`); files only HEAD has are leftovers like any other.
@@ -460,8 +452,8 @@ class Slot:
         if known is not None and touched is not None:
             dirty = known.dirty | touched
             mapped = {slotfiles.symlink_above(self.path, p) or p for p in touched}
-            candidates = sorted(p for p in mapped if not _engine_path(p))
-            if not any(_is_rule_file(p) for p in candidates):
+            candidates = sorted(p for p in mapped if not slotfiles.engine_path(p))
+            if not any(slotfiles.is_rule_file(p) for p in candidates):
                 head = known.head
                 tree = self._tree_in_process(head, candidates)
                 if tree is not None:
@@ -473,7 +465,7 @@ class Slot:
                 if known.index_base is not None:
                     # The index lags behind HEAD on what earlier commits took: add it too.
                     mapped |= {slotfiles.symlink_above(self.path, p) or p for p in known.dirty}
-                    candidates = sorted(p for p in mapped if not _engine_path(p))
+                    candidates = sorted(p for p in mapped if not slotfiles.engine_path(p))
                 try:
                     added = self._add(known.index_base or head, candidates)
                 except CommandError:
@@ -484,7 +476,7 @@ class Slot:
                     unchanged = None if added else str(self.trees.tree(head).id)
                     return self._commit(base, head, message, identity, dirty, unchanged)
         # Full scan: the agent used git itself, or the watcher cannot vouch for the tree.
-        self._git(["add", "-A", "--", ".", f":(exclude){ENGINE_DIR}"])
+        self._git(["add", "-A", "--", ".", f":(exclude){slotfiles.ENGINE_DIR}"])
         head = self._git(["rev-parse", "HEAD"]).strip()
         return self._commit(base, head, message, identity, dirty=touched or ())
 

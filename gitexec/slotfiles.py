@@ -9,6 +9,18 @@ from pathlib import Path
 
 from gitexec.gitutil import NO_HOOKS, git
 
+ENGINE_DIR = ".gitexec"  # ticket files: the engine's to write, never collected
+# Files whose change alters what git considers ignored or how it filters content.
+_RULE_FILES = (".gitignore", ".gitattributes")
+
+
+def is_rule_file(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in _RULE_FILES
+
+
+def engine_path(path: str) -> bool:
+    return path == ENGINE_DIR or path.startswith(ENGINE_DIR + "/")
+
 
 def disk_files(root: Path, rel: str) -> set[str]:
     """Files, symlinks and directories below directory `rel`; never through a symlink.
