@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,9 +108,7 @@ def sleeps(n: int, seconds: float, seed: int = 3) -> Workload:
 
 
 def sh(cmd: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
-    return subprocess.run(
-        cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout
+    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 def write_tickets(repo: Path, work: Workload, env: Mapping[str, str]) -> None:
@@ -131,14 +130,21 @@ def write_tickets(repo: Path, work: Workload, env: Mapping[str, str]) -> None:
 @dataclass(frozen=True)
 class Run:
     wall_s: float
+    cpu_s: float  # the engine's and its git processes' CPU (agents' sleep costs none)
     journal: list[dict[str, Any]]
 
 
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def gitexec_run(repo: Path, jobs: int, run_id: str, env: Mapping[str, str]) -> Run:
+    cpu = _children_cpu()
     start = time.perf_counter()
+    command = [sys.executable, "-m", "gitexec", "run", "--no-monitor"]
     proc = subprocess.run(
-        [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--jobs", str(jobs)]
-        + ["--run-id", run_id],
+        [*command, "--jobs", str(jobs), "--run-id", run_id],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -146,10 +152,11 @@ def gitexec_run(repo: Path, jobs: int, run_id: str, env: Mapping[str, str]) -> R
         check=False,
     )
     wall = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"gitexec run {run_id} failed:\n{proc.stdout}\n{proc.stderr}")
     journal = read_records(repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl")
-    return Run(wall, journal)
+    return Run(wall, cpu, journal)
 
 
 def make_run(work: Workload, jobs: int, where: Path) -> float:
@@ -264,6 +271,7 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
         row: dict[str, Any] = {
             "seed": seed,
             "gitexec_s": round(run.wall_s, 2),
+            "cpu_s": round(run.cpu_s, 2),
             "make_s": round(make_s, 2),
             "bound_s": round(bound, 2),
             "ratio": round(run.wall_s / make_s, 3),
@@ -276,7 +284,7 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
         per_seed.append(row)
 
     def median(key: str) -> float:
-        return round(statistics.median(r[key] for r in per_seed), 3)
+        return round(float(statistics.median(r[key] for r in per_seed)), 3)
 
     return {
         "tickets": tickets,
@@ -284,6 +292,7 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
         "files": files,
         "seeds": per_seed,
         "ratio": median("ratio"),
+        "cpu_s": median("cpu_s"),
         "handoff_ms": median("handoff_ms"),
         "first_start_s": median("first_start_s"),
         "goals": {"ratio": "<= 1.0", "handoff_ms": "<= 25", "first_start_s": "<= 0.2"},
@@ -305,6 +314,8 @@ def bench_b(work_dir: Path, tickets: int, files: int) -> dict[str, Any]:
         "files": files,
         "gitexec_first_run_s": round(first.wall_s, 2),
         "gitexec_s": round(warm.wall_s, 2),
+        "cpu_first_run_s": round(first.cpu_s, 2),
+        "cpu_s": round(warm.cpu_s, 2),
         "make_s": round(make_s, 2),
         "ratio_first_run": round(first.wall_s / make_s, 3),
         "ratio": round(warm.wall_s / make_s, 3),
@@ -331,9 +342,10 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.quick:
         seeds = seeds[:1]
+    quick = args.quick
     runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "a": lambda: bench_a(work_dir, seeds, 40 if args.quick else 200, 200 if args.quick else 2000),
-        "b": lambda: bench_b(work_dir, 12 if args.quick else 60, 2000 if args.quick else 20000),
+        "a": lambda: bench_a(work_dir, seeds, 40 if quick else 200, 200 if quick else 2000),
+        "b": lambda: bench_b(work_dir, 12 if quick else 60, 2000 if quick else 20000),
     }
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cpus, {sys.platform}",
