@@ -472,8 +472,9 @@ class Slot:
                     added = None  # e.g. a path git cannot read: let git's own scan decide
                 if added is not None:
                     self.fast_collects += 1
-                    # Nothing touched: the index still equals HEAD, no need to ask git.
-                    unchanged = None if added else str(self.trees.tree(head).id)
+                    # Nothing touched and the index equal to HEAD: no need to ask git.
+                    same = not added and known.index_base is None
+                    unchanged = str(self.trees.tree(head).id) if same else None
                     return self._commit(base, head, message, identity, dirty, unchanged)
         # Full scan: the agent used git itself, or the watcher cannot vouch for the tree.
         self._git(["add", "-A", "--", ".", f":(exclude){slotfiles.ENGINE_DIR}"])

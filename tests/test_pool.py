@@ -255,3 +255,33 @@ def test_agent_using_git_falls_back_to_a_full_scan(tmp_path: Path) -> None:
     assert status(slot.path) == ""
     assert git(slot.path, "ls-files", "README.md").strip() == "README.md"
     slot.close()
+
+
+@pytest.mark.skipif(not watch.available(), reason="inotify is Linux-only")
+def test_a_second_collect_through_git_takes_what_the_first_left_in_the_index(
+    tmp_path: Path,
+) -> None:
+    """After an in-process commit the index lags behind HEAD; a failed validation's
+    collect that git has to make (it touched a name that is not UTF-8) must still see that
+    a file the agent committed was deleted since."""
+    repo = init_repo(tmp_path / "repo", FILES)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    paths = find_repo(repo)
+    slot = Pool(paths, 1).slots[0]
+    slot.prepare(paths, base)
+    write_files(slot.path, {"made.txt": "by the agent\n"})
+    first = slot.collect(base, "agent\n", ENV)
+    assert slot.in_process_commits == 1
+    assert git(slot.path, "ls-tree", "--name-only", first.commit, "made.txt").strip()
+    (slot.path / "made.txt").unlink()  # validation removes it, and a file of its own
+    odd = slot.path / os.fsdecode(b"odd-\xff.txt")
+    odd.write_text("x\n")
+    odd.unlink()
+    second = slot.collect(base, "left\n", ENV)
+    assert slot.in_process_commits == 1  # git made this one
+    assert against_head(slot.path, tmp_path / "index") == ""
+    names = git(slot.path, "ls-tree", "--name-only", second.commit)
+    assert "made.txt" not in names
+    slot.prepare(paths, base)
+    assert status(slot.path) == "" and git(slot.path, "diff-index", "--cached", base) == ""
+    slot.close()
