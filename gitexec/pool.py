@@ -77,6 +77,10 @@ class Pool:
             self._free.append(slot)
 
     def close(self) -> None:
+        """Let go of every slot; idle ones leave what this engine knows of them for the
+        next engine (slots still in use leave nothing: the next engine resets them fully)."""
+        for slot in self._free:
+            slot.save_state()
         for slot in [*self.slots, *([self._gate] if self._gate else [])]:
             slot.close()
 

@@ -17,12 +17,12 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
-from gitexec import watch
+from gitexec import slotcommit, slotfiles, slotstate, watch
 from gitexec.committrees import CommitTrees
 from gitexec.errors import CommandError
 from gitexec.gitutil import (
@@ -41,6 +41,7 @@ from gitexec.slotsetup import (
     save_setup_output,
     setup_output,
 )
+from gitexec.slotstate import Known
 from gitexec.worktrees import (
     WORKTREES,
     force_remove,
@@ -51,7 +52,6 @@ from gitexec.worktrees import (
 
 SLOT_PREFIX = "slot-"
 GATE_SLOT = "gate"
-ENGINE_DIR = ".gitexec"
 # Applied to every git command gitexec runs in a slot (agents' own git is left alone).
 SLOT_GIT = (
     *NO_HOOKS,
@@ -65,10 +65,11 @@ SLOT_GIT = (
     "core.preloadIndex=false",
 )
 _IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
-# Files whose change alters what git considers ignored or how it filters content.
-_RULE_FILES = (".gitignore", ".gitattributes")
 
 _create_lock = threading.Lock()
+# At a run's start every slot resets at once: sharing the CPU among all of them only
+# delays the first agents, it does not speed up the last.
+_resets = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
 class _ResetFailed(Exception):
@@ -86,25 +87,6 @@ class Collected:
         return self.commit == base
 
 
-@dataclass
-class _Known:
-    """What the slot looked like after gitexec last wrote it: HEAD, index and the paths
-    touched since then. Valid only while the watcher is healthy and nobody else wrote
-    HEAD or the index."""
-
-    head: str
-    index: tuple[int, int, int]
-    dirty: set[str] = field(default_factory=set)
-
-
-def _is_rule_file(path: str) -> bool:
-    return path.rsplit("/", 1)[-1] in _RULE_FILES
-
-
-def _engine_path(path: str) -> bool:
-    return path == ENGINE_DIR or path.startswith(ENGINE_DIR + "/")
-
-
 class Slot:
     """One pooled worktree; used by one ticket at a time (one thread)."""
 
@@ -118,12 +100,18 @@ class Slot:
         self.common_dir = common_dir
         self._gitdir: Path | None = None
         self._watcher: watch.TreeWatcher | None = None
-        self._known: _Known | None = None
+        # Valid only while the watcher is healthy and nobody else wrote HEAD or the index.
+        self._known: Known | None = None
+        self._skip: tuple[str, ...] = ()  # directories the watcher skips (ignored whole)
         self._objects: pygit2.Repository | None = None
         self._worktree: pygit2.Repository | None = None
+        self._plain_content: bool | None = None  # settings leave blobs as on disk
         self.trees = CommitTrees(lambda: self.objects)
-        self.fast_resets = 0  # how often the O(changes) path was taken (for tests, metrics)
+        # How often each fast path was taken (for tests and metrics).
+        self.fast_resets = 0
         self.fast_collects = 0
+        self.in_process_commits = 0
+        self.resumed = 0  # a state saved by an earlier engine was taken up
 
     def __repr__(self) -> str:
         return f"Slot({self.name})"
@@ -149,6 +137,10 @@ class Slot:
     @property
     def _setup_output_list(self) -> Path:
         return self.state_dir / WORKTREES / f"{self.name}.kept"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / WORKTREES / f"{self.name}.state"
 
     @property
     def setup_log(self) -> Path:
@@ -187,19 +179,23 @@ class Slot:
         except OSError:
             return ""
 
-    def _remember(self, head: str, dirty: Iterable[str] = ()) -> None:
-        self._known = _Known(head, self._index_stat(), set(dirty))
+    def _remember(
+        self, head: str, dirty: Iterable[str] = (), index_base: str | None = None
+    ) -> None:
+        self._known = Known(head, self._index_stat(), set(dirty), index_base)
 
-    def _untouched_since_known(self) -> _Known | None:
+    def _untouched_since_known(self) -> Known | None:
         """The known state, if HEAD and index are still as gitexec left them."""
         known = self._known
-        if known is None or self._watcher is None:
-            return None
-        if self._head() != known.head or self._index_stat() != known.index:
-            return None
-        if (self.gitdir / "index.lock").exists() or (self.gitdir / "HEAD.lock").exists():
+        if known is None or self._watcher is None or not self._as_saved(known):
             return None
         return known
+
+    def _as_saved(self, known: Known) -> bool:
+        """HEAD and the index as `known` says, and no git command busy writing them."""
+        if self._head() != known.head or self._index_stat() != known.index:
+            return False
+        return not any((self.gitdir / n).exists() for n in ("index.lock", "HEAD.lock"))
 
     def _touched(self, trees: Sequence[str]) -> set[str] | None:
         """Paths touched since the last call (directories expanded), or None if unknown."""
@@ -211,45 +207,11 @@ class Slot:
         out = {os.fsdecode(f) for f in files}
         for d in dirs:
             rel = os.fsdecode(d)
-            out.update(self._disk_files(rel))
+            out.update(slotfiles.disk_files(self.path, rel))
             for commit in trees:
                 out.update(self.trees.files_under(commit, rel))
             out.add(rel)  # a file may have become this directory, or the other way round
         return out
-
-    def _disk_files(self, rel: str) -> set[str]:
-        """Files (and symlinks) below directory `rel`; never through a symlink."""
-        found: set[str] = set()
-        top = self.path / rel
-        if self._symlink_above(rel) is not None or os.path.islink(top):
-            return found
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            base = os.path.relpath(dirpath, self.path)
-            for name in filenames:
-                found.add(name if base == "." else f"{base}/{name}")
-            for name in dirnames:
-                if os.path.islink(os.path.join(dirpath, name)):
-                    found.add(name if base == "." else f"{base}/{name}")
-        return found
-
-    def _is_dir(self, rel: str) -> bool:
-        """A real directory (not a symlink to one)."""
-        path = self.path / rel  # os.path: an unreadable parent is "no", not an error
-        return os.path.isdir(path) and not os.path.islink(path)
-
-    def _symlink_above(self, rel: str) -> str | None:
-        """The highest directory above `rel` that is now a symlink, if any.
-
-        Git refuses paths beyond a symlink ("beyond a symbolic link"); the symlink stands for
-        them, just as `git add -A` sees it.
-        """
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            above = "/".join(parts[:i])
-            if os.path.islink(self.path / above):
-                return above
-        return None
 
     def _a_tree_in(self, path: str, *commits: str) -> bool:
         return any(self.trees.is_tree(c, path) for c in commits)
@@ -265,37 +227,7 @@ class Slot:
         if peeked is not None:
             files, dirs = peeked
             return {os.fsdecode(p) for p in files | dirs}
-        return {path for _, path in self._status("--untracked-files=all")}
-
-    def _status(self, *options: str) -> list[tuple[str, str]]:
-        """(status code, path) of `git status` (read-only: never takes the index lock)."""
-        listing = git(
-            [*NO_HOOKS, "--no-optional-locks", "status", "--porcelain=v1", "-z", *options],
-            self.path,
-        )
-        out: list[tuple[str, str]] = []
-        entries = listing.split("\0")
-        i = 0
-        while i < len(entries):
-            entry = entries[i]
-            if len(entry) > 3:
-                out.append((entry[:2], entry[3:]))
-                if entry[0] in "RC":
-                    i += 1  # the rename's source follows
-                    if i < len(entries) and entries[i]:
-                        out.append((entry[:2], entries[i]))
-            i += 1
-        return out
-
-    def _ignored(self) -> list[str]:
-        """Ignored paths, a directory as one entry (`dir/`) only when the directory itself is
-        ignored: then nothing below it can be re-included (`!pattern`), so none of it is
-        ever committed. `build/*` with `!build/keep.md` lists `build/`'s files instead."""
-        return [
-            path
-            for code, path in self._status("--ignored=matching", "--untracked-files=all")
-            if code == "!!"
-        ]
+        return {path for _, path in slotfiles.status(self.path, "--untracked-files=all")}
 
     # --- reset -----------------------------------------------------------------------------
 
@@ -311,10 +243,14 @@ class Slot:
         Clean means: exactly `commit`, plus the ignored output of `worktree.setup`.
         """
         keep = setup_output(setup, self._setup_marker, self._setup_output_list) or NOTHING_KEPT
-        if not self.exists():
-            self._create(repo, commit)
-        else:
+        saved = slotstate.load(self._state_file, self.path) if self._watcher is None else None
+        slotstate.forget(self._state_file)  # from here on, only this engine knows the slot
+        with _resets:
             try:
+                if not self.exists():
+                    raise _ResetFailed("no worktree")
+                if saved is not None:
+                    self._resume(saved)
                 if not self._fast_reset(commit, keep):
                     self._full_reset(commit, keep)
             except (CommandError, OSError, _ResetFailed):
@@ -328,6 +264,31 @@ class Slot:
             # its ignored output stays, and is what later resets keep.
             kept = self._full_reset(commit, keep=None)
             save_setup_output(setup, kept, self._setup_marker, self._setup_output_list)
+
+    def _resume(self, saved: slotstate.Saved) -> None:
+        """Take up what an earlier engine knew of the slot, if HEAD and the index are
+        still exactly as it left them (checked again once the new watcher runs)."""
+        k = saved.known
+        if not self._as_saved(k):
+            return
+        self._start_watching(k.head, [f"{p}/" for p in saved.skip])
+        if self._known is None:
+            return
+        if not self._as_saved(k):
+            self._stop_watching()
+            return
+        self._known = Known(k.head, k.index, set(k.dirty), k.index_base)
+        self.resumed += 1
+
+    def save_state(self) -> None:
+        """Leave what this engine knows of the slot for the next one (the slot is idle:
+        no agent of this engine can touch it any more)."""
+        known = self._untouched_since_known()
+        touched = self._touched([known.head]) if known is not None else None
+        if known is None or touched is None:
+            return
+        known = Known(known.head, known.index, known.dirty | touched, known.index_base)
+        slotstate.save(self._state_file, slotstate.Saved(str(self.path), known, self._skip))
 
     def carry(self, repo: RepoPaths, base: str, content: str) -> None:
         """`content` (a commit on `base`) as uncommitted changes to `base` (the collect
@@ -375,7 +336,7 @@ class Slot:
         self._stop_watching()
         self._git(["checkout", "-f", "-q", "--detach", commit])
         self._git(["clean", "-fdq"])  # untracked leftovers; ignored ones are sorted below
-        ignored = self._ignored()
+        ignored = slotfiles.ignored(self.path)
         if keep is not None:
             leftovers = {p for p in ignored if not keep.keeps(p.rstrip("/"), p.endswith("/"))}
             self._remove(sorted(leftovers))
@@ -406,43 +367,30 @@ class Slot:
                 self.trees.tree(new).id,
             )
         paths = known.dirty | touched | set(differ)
-        if any(_is_rule_file(p) for p in paths):
+        if any(slotfiles.is_rule_file(p) for p in paths):
             return False  # ignore rules changed: only a full clean is sure to be right
-        tracked = sorted(
-            p for p in paths if self.trees.has_file(old, p) or self.trees.has_file(new, p)
-        )
-        # Directories either tree has are handled through the files listed in them (unless
+        # What git tracks: the new tree and the index (which an in-process commit left at
+        # `index_base` on `dirty`); files only HEAD has are leftovers like any other.
+        trees = (new, known.index_base or old)
+        tracked = sorted(p for p in paths if any(self.trees.has_file(c, p) for c in trees))
+        # Directories git tracks are handled through the files listed in them (unless
         # something else took their place).
-        candidates = {self._symlink_above(p) or p for p in paths - set(tracked)}
+        candidates = {slotfiles.symlink_above(self.path, p) or p for p in paths - set(tracked)}
         untracked = sorted(
             p
             for p in candidates
             if os.path.lexists(self.path / p)
-            and not (self._is_dir(p) and self._a_tree_in(p, old, new))
+            and not (slotfiles.is_dir(self.path, p) and self._a_tree_in(p, *trees))
         )
         if untracked:
-            # Leftovers nobody committed (a failed agent, validation output): `git clean`
-            # removes them unless ignored, exactly like the full reset...
-            self._git(["--literal-pathspecs", "clean", "-fdq", "--", *untracked])
-            # ...and what is left is ignored: it goes too, unless setup made it.
-            self._remove(
-                p
-                for p in untracked
-                if os.path.lexists(self.path / p) and not keep.keeps(p, self._is_dir(p))
-            )
+            # Leftovers nobody committed (a failed agent, validation output) go, ignored or
+            # not, unless setup made them and they are still ignored (git clean tells).
+            kept = [p for p in untracked if keep.keeps(p, slotfiles.is_dir(self.path, p))]
+            if kept:
+                self._git(["--literal-pathspecs", "clean", "-fdq", "--", *kept])
+            self._remove(p for p in untracked if p not in kept)
         if tracked:
-            self._git_paths(
-                [
-                    "checkout",
-                    "-f",
-                    "--no-overlay",
-                    "-q",
-                    new,
-                    "--pathspec-from-file=-",
-                    "--pathspec-file-nul",
-                ],
-                tracked,
-            )
+            self._checkout(new, tracked)
         if old != new:
             self._set_head(new)
         # The checkout's own writes are not an agent's changes: forget them.
@@ -454,6 +402,11 @@ class Slot:
         self.fast_resets += 1
         return True
 
+    def _checkout(self, commit: str, paths: Sequence[str]) -> None:
+        """Index and files of `paths` as in `commit` (paths it lacks go from both)."""
+        options = ["-f", "--no-overlay", "-q", commit, "--pathspec-from-file=-"]
+        self._git_paths(["checkout", *options, "--pathspec-file-nul"], paths)
+
     def _start_watching(self, commit: str, ignored: Sequence[str] | None = None) -> None:
         """Watch the worktree, except directories ignored as a whole (`ignored`: as listed
         by `_ignored`, which is asked when None)."""
@@ -463,8 +416,9 @@ class Slot:
             return
         try:
             if ignored is None:
-                ignored = self._ignored()
-            skip = frozenset(os.fsencode(p.rstrip("/")) for p in ignored if p.endswith("/"))
+                ignored = slotfiles.ignored(self.path)
+            self._skip = tuple(sorted(p.rstrip("/") for p in ignored if p.endswith("/")))
+            skip = frozenset(os.fsencode(p) for p in self._skip)
             self._watcher = watch.TreeWatcher(self.path, skip)
         except (watch.WatchError, CommandError, OSError):
             self._watcher = None
@@ -496,34 +450,81 @@ class Slot:
         known = self._untouched_since_known()
         touched = self._touched([known.head]) if known is not None else None
         if known is not None and touched is not None:
-            mapped = {self._symlink_above(p) or p for p in touched}
-            candidates = sorted(p for p in mapped if not _engine_path(p))
-            if not any(_is_rule_file(p) for p in candidates):
+            dirty = known.dirty | touched
+            mapped = {slotfiles.symlink_above(self.path, p) or p for p in touched}
+            candidates = sorted(p for p in mapped if not slotfiles.engine_path(p))
+            if not any(slotfiles.is_rule_file(p) for p in candidates):
                 head = known.head
+                tree = self._tree_in_process(head, candidates)
+                if tree is not None:
+                    # The index is left as it was; the next reset brings it up to date.
+                    self.fast_collects += 1
+                    self.in_process_commits += 1
+                    behind = known.index_base or head
+                    return self._commit(base, head, message, identity, dirty, tree, behind)
+                if known.index_base is not None:
+                    # The index lags behind HEAD on what earlier commits took: add it too.
+                    mapped |= {slotfiles.symlink_above(self.path, p) or p for p in known.dirty}
+                    candidates = sorted(p for p in mapped if not slotfiles.engine_path(p))
                 try:
-                    added = self._add(head, candidates)
+                    added = self._add(known.index_base or head, candidates)
                 except CommandError:
                     added = None  # e.g. a path git cannot read: let git's own scan decide
                 if added is not None:
                     self.fast_collects += 1
-                    # Nothing touched: the index still equals HEAD, no need to ask git.
-                    unchanged = None if added else self._tree_id(head)
-                    return self._commit(
-                        base, head, message, identity, dirty=touched, tree=unchanged
-                    )
+                    # Nothing touched and the index equal to HEAD: no need to ask git.
+                    same = not added and known.index_base is None
+                    unchanged = str(self.trees.tree(head).id) if same else None
+                    return self._commit(base, head, message, identity, dirty, unchanged)
         # Full scan: the agent used git itself, or the watcher cannot vouch for the tree.
-        self._git(["add", "-A", "--", ".", f":(exclude){ENGINE_DIR}"])
+        self._git(["add", "-A", "--", ".", f":(exclude){slotfiles.ENGINE_DIR}"])
         head = self._git(["rev-parse", "HEAD"]).strip()
         return self._commit(base, head, message, identity, dirty=touched or ())
 
-    def _add(self, head: str, candidates: Sequence[str]) -> bool:
-        """`git add -A` the touched paths that still exist or were tracked; True if any.
+    def _tree_in_process(self, head: str, candidates: Sequence[str]) -> str | None:
+        """The tree `git add -A` of `candidates` + `git write-tree` would make, without
+        git; None when only git can tell (content filters, submodules, odd names)."""
+        worktree = self._worktree_repo()
+        if self._plain_content is None:
+            self._plain_content = slotcommit.safe_settings(worktree, self.common_dir)
+        if not self._plain_content:
+            return None
+        try:
+            tree = slotcommit.tree_after(
+                worktree, self.objects, self.path, self.trees.tree(head), candidates
+            )
+        except (slotcommit.NeedsGit, pygit2.GitError, OSError):
+            return None
+        return str(tree)
+
+    def sync_index(self) -> None:
+        """Bring the index up to HEAD where an in-process commit left it behind (before
+        commands that may ask git about the worktree, such as `validate`)."""
+        known = self._untouched_since_known()
+        if known is None:
+            if self._known is not None and self._known.index_base is not None:
+                self._git(["reset", "-q"])  # the whole index, from HEAD
+                self._stop_watching()
+            return
+        if known.index_base is None:
+            return
+        trees = (known.head, known.index_base)
+        tracked = sorted(p for p in known.dirty if any(self.trees.has_file(c, p) for c in trees))
+        if tracked:  # the index only: the files are what HEAD took from them
+            options = ["-q", known.head, "--pathspec-from-file=-", "--pathspec-file-nul"]
+            self._git_paths(["reset", *options], tracked)
+        self._remember(known.head, known.dirty)
+
+    def _add(self, index_base: str, candidates: Sequence[str]) -> bool:
+        """`git add -A` the touched paths that still exist or are in the index; True if any.
 
         Named explicitly, an ignored path makes `git add` list it and exit 1 after adding
         everything else: that is the outcome `git add -A` would have had, not an error.
         """
         paths = [
-            p for p in candidates if os.path.lexists(self.path / p) or self.trees.has_file(head, p)
+            p
+            for p in candidates
+            if os.path.lexists(self.path / p) or self.trees.has_file(index_base, p)
         ]
         if not paths:
             return False
@@ -551,14 +552,14 @@ class Slot:
             raise CommandError(proc.args, proc.returncode, proc.stdout, proc.stderr)
         return True
 
-    def _tree_id(self, commit: str) -> str:
-        return str(self.trees.tree(commit).id)
+    def _worktree_repo(self) -> pygit2.Repository:
+        if self._worktree is None:
+            self._worktree = pygit2.Repository(str(self.path))
+        return self._worktree
 
     def _set_head(self, commit: str) -> None:
         """Point the slot's detached HEAD at `commit` (in process: no git to start)."""
-        if self._worktree is None:
-            self._worktree = pygit2.Repository(str(self.path))
-        self._worktree.set_head(pygit2.Oid(hex=commit))
+        self._worktree_repo().set_head(pygit2.Oid(hex=commit))
 
     def _commit(
         self,
@@ -568,8 +569,9 @@ class Slot:
         identity: Identity,
         dirty: Iterable[str],
         tree: str | None = None,
+        index_base: str | None = None,
     ) -> Collected:
-        head_tree = self._tree_id(head)
+        head_tree = str(self.trees.tree(head).id)
         if tree is None:
             tree = self._git(["write-tree"]).strip()
         commit = head
@@ -584,6 +586,7 @@ class Slot:
         if head != base:
             own = int(self._git(["rev-list", "--count", f"{base}..{head}"]).strip() or 0)
         if self._watcher is not None:
-            # The worktree now equals HEAD except untracked files among `dirty`.
-            self._remember(commit, dirty)
+            # The worktree now equals HEAD except untracked files among `dirty` (and the
+            # index equals HEAD, or `index_base` on `dirty`).
+            self._remember(commit, dirty, index_base if index_base != commit else None)
         return Collected(commit, own)

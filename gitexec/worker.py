@@ -270,6 +270,7 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         )
     )
     if t.validate:
+        slot.sync_index()  # validation may ask git about the worktree
         failed = _validate(ctx, job, env, log, timeout, redactor)
         if failed is not None:
             return failed

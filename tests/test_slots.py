@@ -309,3 +309,47 @@ def test_resume_checks_the_pool_where_it_is(tmp_path: Path) -> None:
     assert code == 0, out + err
     assert "repaired: slot-1: removed a stale index.lock" in out
     assert git(repo, "show", "gitexec/dead:a.txt") == "a\n"
+
+
+def test_a_directory_made_inside_a_remade_one_does_not_outlive_its_files(
+    tmp_path: Path,
+) -> None:
+    """A failed agent replaces a tracked directory by one holding an ignored directory:
+    the next ticket in that slot finds neither the ignored files nor the directory."""
+    tickets = {
+        "A": ticket_yaml(
+            "A",
+            priority=9,
+            run="mkdir -p t/sub && echo k > t/keep.md && echo o > t/sub/o.o"
+            " && rm -rf build && mv t build; exit 1",
+        ),
+        "B": ticket_yaml("B", depends_on=None, run="ls -A build > seen.txt"),
+    }
+    files = {**NEGATED, "build/keep.md": "k\n"}
+    repo = make_project(tmp_path / "r", tickets, config="version: 1\n", files=files)
+    run_ok(repo, "--run-id", "d", "--jobs", "1")
+    st = status(repo, "d")["tickets"]
+    assert st["A"]["status"] == "failed" and st["B"]["status"] == "completed"
+    assert st["A"]["slot"] == st["B"]["slot"]
+    assert git(repo, "show", "gitexec/d:seen.txt") == "keep.md\n"
+
+
+def test_ignored_output_of_an_attempt_that_failed_validation_does_not_reach_the_next(
+    tmp_path: Path,
+) -> None:
+    """What the agent left (committed or ignored) before a failed `validate` goes with
+    the next reset, though collecting what the failed attempt left looks again."""
+    tickets = {
+        "A": ticket_yaml(
+            "A", priority=9, run="echo a > a.txt && echo t > trace.log", validate=["false"]
+        ),
+        "B": ticket_yaml("B", run="ls -A > seen.txt"),
+    }
+    files = {".gitignore": "*.log\n"}
+    repo = make_project(tmp_path / "r", tickets, config="version: 1\n", files=files)
+    run_ok(repo, "--run-id", "v", "--jobs", "1")
+    st = status(repo, "v")["tickets"]
+    assert st["A"]["status"] == "failed" and st["B"]["status"] == "completed"
+    assert st["A"]["slot"] == st["B"]["slot"]
+    seen = git(repo, "show", "gitexec/v:seen.txt").split()
+    assert "trace.log" not in seen and "a.txt" not in seen
