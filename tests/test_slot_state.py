@@ -5,6 +5,7 @@ state file, a run killed mid-attempt) sends it through the full reset, still exa
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,11 @@ def test_random_agents_across_engines_match_git(tmp_path: Path, seed: int) -> No
     current = base
     pool.slots[0].prepare(paths, current, SETUP)
     resumed = 0
+    seen: Counter[str] = Counter()
+    (outside.parent / "side").mkdir()  # where escaped processes' marks go
     for step in range(16):
         slot = pool.slots[0]
-        mutate(slot.path, rnd, step, outside)
+        mutate(slot.path, rnd, step, outside, seen)
         if rnd.random() < 0.7:
             collected = slot.collect(current, f"step {step}\n", ENV)
             assert against_head(slot.path, tmp_path / "index") == "", f"step {step}"
