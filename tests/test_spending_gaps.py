@@ -140,7 +140,9 @@ def test_adjust_quota_survives_kill_9_and_resume(tmp_path: Path) -> None:
         live.kill()
         assert status(repo, "kq")["quotas"]["acct"]["max_parallel"] == 3
         resumed = Live(repo, "resume", "--run", "kq")
-        # The pool's limit is 3 again, not the config's 1.
+        # The pool's limit is 3 again, not the config's 1 (counted from the resume on: until
+        # then the journal still shows the agents the kill cut off).
+        wait_for(lambda: any(e["event"] == "run-resumed" for e in journal(repo, "kq")))
         wait_for(lambda: agents_running(repo, "kq") == 3)
     finally:
         gate.touch()

@@ -7,7 +7,9 @@ as root. As any other user, they run as that user.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import site
@@ -49,16 +51,35 @@ def _interpreter() -> tuple[str, dict[str, str]]:
     if not _AS_ROOT:
         return sys.executable, {}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    import gitexec
-
-    package = Path(gitexec.__file__).parent
-    if not _readable_by_all(package / "__init__.py"):
-        pytest.skip(f"an unprivileged user cannot read gitexec where it is installed ({package})")
     for candidate in (Path(sys.executable).resolve(), Path("/usr/bin") / version):
         if _open_to_all(candidate):
-            paths = [str(package.parent), *site.getsitepackages()]
+            paths = [str(_source_root()), *site.getsitepackages()]
             return str(candidate), {"PYTHONPATH": os.pathsep.join(paths)}
     pytest.skip(f"no {version} that an unprivileged user can run")
+
+
+@functools.cache
+def _source_root() -> Path:
+    """Where the unprivileged user imports gitexec and the tests from: this checkout, or,
+    when it sits in a directory other users cannot enter (a fresh clone in a private
+    temporary directory, as CI makes), a copy of what they need that every user can read."""
+    import gitexec
+
+    root = Path(gitexec.__file__).resolve().parent.parent
+    if _readable_by_all(root / "gitexec" / "__init__.py") and _readable_by_all(
+        root / "tests" / "__init__.py"
+    ):
+        return root
+    copy = Path(tempfile.mkdtemp(prefix="gitexec-src-"))
+    atexit.register(shutil.rmtree, copy, True)
+    for name in ("gitexec", "templates", "tests"):
+        if (root / name).is_dir():
+            shutil.copytree(root / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for dirpath, _, filenames in os.walk(copy):
+        Path(dirpath).chmod(0o755)  # readable by the unprivileged user: that is the point
+        for name in filenames:
+            (Path(dirpath) / name).chmod(0o644)
+    return copy
 
 
 def _restore(root: Path) -> None:
@@ -126,7 +147,7 @@ def python(
     }
     interpreter, extra = _interpreter()
     full.update(extra)
-    tests_root = str(Path(__file__).resolve().parent.parent)
+    tests_root = str(_source_root())
     full["PYTHONPATH"] = os.pathsep.join(p for p in (tests_root, full.get("PYTHONPATH")) if p)
     hand_over(box)
     return subprocess.run(
