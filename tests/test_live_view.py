@@ -58,6 +58,14 @@ class _Lines:
         self._thread.join(timeout=60)
         return self.lines
 
+    def finish(self, proc: subprocess.Popen[str]) -> tuple[str, list[str]]:
+        """Wait for the run; its stdout, and every line it printed on stderr (read only by
+        this thread: `communicate` would race it for them)."""
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait(timeout=60)
+        return out, self.done()
+
 
 def _events(repo: Path, run_id: str) -> list[dict[str, Any]]:
     return read_records(repo / ".git/gitexec/runs" / run_id / "journal.jsonl")
@@ -91,8 +99,7 @@ def test_a_ticket_waiting_for_an_agent_place_is_not_shown_as_started(
         assert not any(line.startswith("start     B") for line in printed.lines), printed.lines
     finally:
         gate.touch()
-        out, _ = proc.communicate(timeout=60)
-    lines = printed.done()
+    out, lines = printed.finish(proc)
     assert proc.returncode == 0, out + "\n".join(lines)
     starts = [line for line in lines if line.startswith("start")]
     assert starts == [
