@@ -53,10 +53,19 @@ class _Tree:
     def kill_all(self) -> int:
         """SIGKILL until nothing is left (a member may fork while we kill); how many."""
         killed: set[int] = set()
+        quiet = 0
         for _ in range(100):
             left = self.members(fresh=True)
             if not left:
-                break
+                # Without a cgroup, members are found by their environment, which a process
+                # hides for the moment it execs: only a second empty look, a moment later,
+                # means nothing is left.
+                quiet += 1
+                if self.cgroup is not None or quiet >= 2:
+                    break
+                time.sleep(0.002)
+                continue
+            quiet = 0
             killed |= left
             self.signal(signal.SIGKILL, left)
             time.sleep(0.002)
