@@ -12,6 +12,7 @@ from typing import Any
 from gitexec.journal import read_records
 from tests.helpers import git, wait_for, write_files
 from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
+from tests.test_control import LiveRun
 
 
 def gated(tid: str, gate: Path, **fields: Any) -> str:
@@ -19,24 +20,11 @@ def gated(tid: str, gate: Path, **fields: Any) -> str:
     return ticket_yaml(tid, run=run, **fields)
 
 
-class Live:
-    def __init__(self, repo: Path, run_id: str, *args: str) -> None:
-        self.repo, self.run_id = repo, run_id
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", run_id, *args],
-            cwd=repo,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for(lambda: status(repo, run_id)["state"] in ("running", "paused"))
+class Live(LiveRun):
+    """A live run that may also be killed (-9) and that gets longer to finish."""
 
-    def state(self, tid: str) -> str:
-        return str(status(self.repo, self.run_id)["tickets"][tid]["status"])
-
-    def finish(self) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=90)
-        return self.proc.returncode, out, err
+    def finish(self, timeout: float = 90) -> tuple[int, str, str]:
+        return super().finish(timeout)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
