@@ -185,8 +185,10 @@ class Engine:
         self.notifier.observe(event)
 
     def _emit_from_worker(self, event: ev.Event) -> None:
+        """What a worker reports is written at once and made durable by the engine's next
+        record: the engine acts on it only after journaling something of its own."""
         assert self._journal is not None
-        self._queue.put(self._journal.append(event))
+        self._queue.put(self._journal.append(event, durable=False))
 
     def _warn_from_worker(self, message: str) -> None:
         self._emit_from_worker(ev.RunWarning(message=message))

@@ -1,4 +1,4 @@
-"""The run journal (append-only, fsynced JSON lines) and the one-engine-per-repository lock.
+"""The run journal (append-only JSON lines, synced in groups) and the one-engine lock.
 
 The journal is a run's truth: every state change is appended before it is acted on, and
 `RunState` (runstate.py) is rebuilt from it by status, reports and resume alike. What a
@@ -66,12 +66,14 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._seq = _last_seq(path)
         self._failed: str | None = None
+        self._sync_lock = threading.Lock()
         try:
             self._repair_torn_tail()
         except OSError as exc:
             os.close(self._fd)
             raise JournalUnwritable(path, _why(exc)) from None
         self._size = os.fstat(self._fd).st_size
+        self._synced = self._size
 
     @classmethod
     def create(cls, path: Path, first: E) -> tuple[Journal, E]:
@@ -111,9 +113,17 @@ class Journal:
                 os.write(self._fd, b"\n")
                 os.fsync(self._fd)
 
-    def append(self, event: E) -> E:
-        """Write one event durably; returns it with its sequence number and time (the
-        time it says, when the writer chose one to share with what it records elsewhere)."""
+    def append(self, event: E, durable: bool = True) -> E:
+        """Write one event; returns it with its sequence number and time (the time it says,
+        when the writer chose one to share with what it records elsewhere).
+
+        A durable event is on disk when this returns, and so is every line before it.
+        Others (what workers report) are written, so they survive the engine being killed,
+        and reach the disk with the next durable one: a power cut can lose only a tail of
+        them, which resume treats like a run killed a moment earlier. The disk is synced
+        outside the lock, so writers do not queue behind each other's syncs, and one sync
+        serves every line written before it (group commit).
+        """
         with self._lock:
             if self._fd < 0:
                 raise JournalClosed(event.kind)
@@ -122,25 +132,52 @@ class Journal:
             )
             if self._failed is None:
                 line = _line(event)
+                start = self._size
                 try:
                     _room(self._fd)
                     _write_all(self._fd, line)
-                    os.fdatasync(self._fd)
                 except OSError as exc:
-                    self._failed = _why(exc)
-                    # No torn line: what did not go in whole does not stay in part.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, self._size)
+                    self._fail(exc, start)
                 else:
                     self._seq += 1
                     self._size += len(line)
-                    return event
+                    if not durable or self._sync(start, start + len(line)):
+                        return event
             if threading.get_ident() == self._owner:
-                raise JournalUnwritable(self.path, self._failed)
+                raise JournalUnwritable(self.path, self._failed or "")
             return event  # not journaled: the engine stops at its next event
 
+    def _sync(self, start: int, end: int) -> bool:
+        """Make the journal durable up to `end` (called holding the lock, which it lets go
+        while syncing); False when the sync failed."""
+        self._lock.release()
+        try:
+            with self._sync_lock:
+                if self._synced >= end or self._fd < 0:
+                    return True  # another writer's sync covered this line
+                upto = self._size
+                os.fdatasync(self._fd)
+                self._synced = upto
+                return True
+        except OSError as exc:
+            failed: OSError | None = exc
+        finally:
+            self._lock.acquire()
+        if self._fd >= 0 and failed is not None:
+            self._fail(failed, start)
+        return False
+
+    def _fail(self, exc: OSError, start: int) -> None:
+        """Stay failed; what did not go in whole (or durably) does not stay in part, nor
+        anything written after it."""
+        self._failed = self._failed or _why(exc)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, start)
+        self._size = min(self._size, start)
+        self._synced = min(self._synced, start)
+
     def close(self) -> None:
-        with self._lock:
+        with self._sync_lock, self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
