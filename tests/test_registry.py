@@ -83,3 +83,33 @@ def test_flow_style_result_is_replaced() -> None:
     assert (
         out == 'id: A\nresult:\n  run: "y"\nstatus: completed\ntitle: t\n'
     )  # y is a YAML 1.1 boolean
+
+
+def test_a_key_line_inside_a_quoted_value_is_not_taken_for_the_key() -> None:
+    # The line scan finds `status:` on the quoted title's second line; the result would
+    # change the title, so the key is found by a parse instead.
+    text = 'id: A\nstatus: pending\ntitle: "x\nstatus: y"\n'
+    out = write_status("A.yaml", text, TicketState.COMPLETED, {"run": "R"})
+    assert out == 'id: A\nstatus: completed\nresult:\n  run: R\ntitle: "x\nstatus: y"\n'
+    assert load(out)["title"] == "x status: y"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id: A\nstatus : pending\nresult:   \n  run: old\n",  # spaces before the colon
+        "id: A\nstatus:\tpending\n",  # a tab after it
+        "id: A\nstatus: pending\nstatuses: [a]\nresult_kept: 1\n",  # keys sharing a prefix
+        "id: A\nnotes: |\n  status: not a key\n  result: nor this\nstatus: pending\n",
+        "id: A\ndepends_on:\n- B\nstatus: pending\n# a comment\nresult: {run: x}\n",
+    ],
+)
+def test_everything_but_status_and_result_is_kept(text: str) -> None:
+    before = load(text)
+    out = write_status("A.yaml", text, TicketState.COMPLETED, RESULT)
+    after = load(out)
+    assert after.pop("status") == "completed"
+    assert after.pop("result") == RESULT
+    before.pop("status", None)
+    before.pop("result", None)
+    assert after == before
