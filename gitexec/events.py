@@ -27,9 +27,15 @@ class RunStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class Event:
-    """Every event has a kind (its registry name); `seq` and `t` are set when journaled."""
+    """Every event has a kind (its registry name); `seq` and `t` are set when journaled.
+
+    A durable event is on disk before the engine acts on it. Others are written at once (a
+    killed engine loses none) and reach the disk with the next durable one: those whose
+    loss in a power cut only replays a step, such as an intent whose outcome is recorded.
+    """
 
     kind: ClassVar[str] = ""
+    durable: ClassVar[bool] = True
     seq: int = field(default=0, kw_only=True)
     t: float = field(default=0.0, kw_only=True)
 
@@ -195,6 +201,8 @@ class Overlap(Event):
 @_kind("ticket-dispatched")
 @dataclass(frozen=True)
 class TicketDispatched(TicketEvent):
+    # Lost in a power cut, the ticket is dispatched again: no agent survives one.
+    durable: ClassVar[bool] = False
     attempt: int
     agent: str
     slot: int | None
@@ -320,6 +328,8 @@ class TicketCollected(TicketEvent):
 @_kind("ticket-merging")
 @dataclass(frozen=True)
 class TicketMerging(TicketEvent):
+    # An intent: the merge's outcome is what must be on disk.
+    durable: ClassVar[bool] = False
     commit: str
     head: str
 

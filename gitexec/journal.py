@@ -113,16 +113,16 @@ class Journal:
                 os.write(self._fd, b"\n")
                 os.fsync(self._fd)
 
-    def append(self, event: E, durable: bool = True) -> E:
+    def append(self, event: E, durable: bool | None = None) -> E:
         """Write one event; returns it with its sequence number and time (the time it says,
         when the writer chose one to share with what it records elsewhere).
 
-        A durable event is on disk when this returns, and so is every line before it.
-        Others (what workers report) are written, so they survive the engine being killed,
-        and reach the disk with the next durable one: a power cut can lose only a tail of
-        them, which resume treats like a run killed a moment earlier. The disk is synced
-        outside the lock, so writers do not queue behind each other's syncs, and one sync
-        serves every line written before it (group commit).
+        A durable event (by default, as its type says) is on disk when this returns, and so
+        is every line before it. Others (what workers report, intents) are written, so they
+        survive the engine being killed, and reach the disk with the next durable one: a
+        power cut can lose only a tail of them, which resume treats like a run killed a
+        moment earlier. The disk is synced outside the lock, so writers do not queue behind
+        each other's syncs, and one sync serves every line written before it.
         """
         with self._lock:
             if self._fd < 0:
@@ -141,6 +141,8 @@ class Journal:
                 else:
                     self._seq += 1
                     self._size += len(line)
+                    if durable is None:
+                        durable = event.durable
                     if not durable or self._sync(start, start + len(line)):
                         return event
             if threading.get_ident() == self._owner:

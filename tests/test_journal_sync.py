@@ -127,3 +127,13 @@ def test_a_worker_sync_failing_fails_the_journal_for_the_engine(
     with pytest.raises(JournalUnwritable):
         journal.append(ev.RunWarning(message="engine"))
     journal.close()
+
+
+def test_intents_are_not_synced_outcomes_are(tmp_path: Path, syncs: _Syncs) -> None:
+    journal = _journal(tmp_path)
+    journal.append(ev.TicketMerging(ticket="A", commit="c" * 40, head="h" * 40))
+    journal.append(ev.TicketDispatched(ticket="B", attempt=1, agent="a", slot=1, base="h" * 40))
+    assert syncs.count == 0
+    journal.append(ev.TicketMerged(ticket="A", head="m" * 40, previous="h" * 40))
+    assert syncs.count == 1
+    journal.close()
