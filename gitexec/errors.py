@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -57,6 +56,8 @@ def log_dir() -> Path:
 
 
 def _versions() -> list[str]:
+    import importlib.metadata  # only here: 30 ms of every command's start-up otherwise
+
     from gitexec import __version__
 
     lines = [
