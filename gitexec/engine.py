@@ -131,6 +131,7 @@ class Engine:
             emit=self.emit,
             head=spec.base,
         )
+        self.merges.before_publish = self._sync_journal
         self.pool = Pool(
             repo_paths, self.spec.jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
         )
@@ -183,6 +184,10 @@ class Engine:
         self.state.apply(event)
         self.reporter.event(event, self)
         self.notifier.observe(event)
+
+    def _sync_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.sync()
 
     def _emit_from_worker(self, event: ev.Event) -> None:
         """What a worker reports is written at once and made durable by the engine's next
@@ -289,6 +294,15 @@ class Engine:
     # --- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        # The branch follows the merges once a pass has dispatched what they made ready.
+        self.merges.deferring = True
+        try:
+            self._passes()
+        finally:
+            self.merges.deferring = False
+        self.merges.publish()
+
+    def _passes(self) -> None:
         last_tick = last_overlap = last_load = time.monotonic()
         self._check_budget()  # a resumed run may have spent its budget already
         while True:
@@ -303,6 +317,7 @@ class Engine:
                 self._dispatch()
             self.merge_in_plan_order()
             self._maybe_gate()
+            self.merges.publish()
             now = time.monotonic()
             if now - last_overlap >= OVERLAP_EVERY_S:
                 last_overlap = now

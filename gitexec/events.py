@@ -337,6 +337,8 @@ class TicketMerging(TicketEvent):
 @_kind("ticket-merged")
 @dataclass(frozen=True)
 class TicketMerged(TicketEvent):
+    # The journal is synced before the branch moves (MergeQueue.before_publish).
+    durable: ClassVar[bool] = False
     head: str
     previous: str | None = None
     commit: str | None = None

@@ -74,6 +74,14 @@ class Integration:
             self.ref, pygit2.Oid(hex=base), False, message=f"gitexec: start run {self.run_id}"
         )
 
+    def moved_here_by_gitexec(self, commit: str) -> bool | None:
+        """Whether the branch's newest reflog entry is gitexec moving it to `commit`; None
+        when the branch keeps no reflog."""
+        ref = self.repo.references.get(self.ref)
+        for entry in ref.log() if ref is not None else ():
+            return str(entry.oid_new) == commit and entry.message.startswith("gitexec:")
+        return None
+
     def move(self, old: str, new: str, reason: str) -> None:
         """Compare-and-swap the ref from `old` to `new`, with a reflog message."""
         ref = self.repo.references.get(self.ref)

@@ -149,6 +149,16 @@ class Journal:
                 raise JournalUnwritable(self.path, self._failed or "")
             return event  # not journaled: the engine stops at its next event
 
+    def sync(self) -> None:
+        """Make every line written so far durable (before acting on what they say outside
+        the journal, such as moving a branch)."""
+        with self._lock:
+            if self._fd < 0:
+                raise JournalClosed("sync")
+            if self._failed is None and self._sync(self._synced, self._size):
+                return
+            raise JournalUnwritable(self.path, self._failed or "")
+
     def _sync(self, start: int, end: int) -> bool:
         """Make the journal durable up to `end` (called holding the lock, which it lets go
         while syncing); False when the sync failed."""

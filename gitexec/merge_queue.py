@@ -127,6 +127,12 @@ class MergeQueue:
         self.state = state
         self.emit = emit
         self.head = head  # the head this queue last wrote (and journaled)
+        self.published = head  # where it last moved the branch
+        # While deferring, moves wait for `publish` (the engine dispatches the tickets a
+        # merge made ready first); `before_publish` makes the journal durable first.
+        self.deferring = False
+        self.before_publish: Callable[[], object] = lambda: None
+        self._unpublished: list[str] = []  # why the head moved since (the reflog's message)
         self.rules = merge_rules(config)
         self.gated = bool(config.gates.integration)
         self.buffered: dict[str, tuple[str, str]] = {}  # plan order: ticket -> (base, commit)
@@ -265,17 +271,32 @@ class MergeQueue:
         return None
 
     def _move(self, old: str, new: str, reason: str) -> None:
-        """Compare-and-swap the branch from the head this queue last wrote to `new`, which
-        the journal already names (so `new` is the head from now on, moved or not)."""
+        """Move the head from `old` to `new`, which the journal already names (so `new` is
+        the head from now on, moved or not); the branch follows now, or at `publish`."""
         self.head = new
+        self._unpublished.append(reason)
+        if not self.deferring:
+            self.publish()
+
+    def publish(self) -> None:
+        """Compare-and-swap the branch from where this queue last moved it to the head:
+        one move for every merge since, once the journal saying so is on disk."""
+        if self.head == self.published:
+            self._unpublished.clear()
+            return
+        self.before_publish()
+        reasons = self._unpublished
+        reason = ", ".join(reasons[:3]) + (f" and {len(reasons) - 3} more" if reasons[3:] else "")
         try:
-            self.integration.move(old, new, reason)
+            self.integration.move(self.published, self.head, reason)
         except RefMoved as exc:
             raise BranchMoved(
                 f"the integration branch was moved by someone else during the run ({exc}); "
-                f"the run stopped, nothing is lost: its last head is {new[:12]} and every "
-                "result is kept; see `git exec resume --help` (--onto) to continue"
+                f"the run stopped, nothing is lost: its last head is {self.head[:12]} and "
+                "every result is kept; see `git exec resume --help` (--onto) to continue"
             ) from exc
+        self.published = self.head
+        reasons.clear()
 
     # --- who touched what ------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def take_over(
     """
     remove_stale_ref_locks(common_dir, state.run_id)
     head = reconcile_head(state, integration, onto)
-    merges.head = head
+    merges.head = merges.published = head
     if head != (state.head or state.base):  # continuing from a branch someone else moved
         on_branch = merged_on_branch(integration, head)
         for tid, run in sorted(state.tickets.items()):
@@ -132,7 +132,7 @@ def reconcile_head(state: RunState, integration: Integration, onto: str | None =
         return journaled
     if integration.own_merges_between(current, journaled):
         return current  # merges made before their journal line (older versions)
-    if current == state.head_before and journaled in integration.repo:
+    if cut_off(state, integration, current) and journaled in integration.repo:
         integration.move(current, journaled, "resume: finish a move the crash cut off")
         return journaled
     if onto == "current":
@@ -149,6 +149,16 @@ def reconcile_head(state: RunState, integration: Integration, onto: str | None =
         "refs/gitexec-displaced/), or `--onto current` to continue from it (tickets missing "
         "from it merge again from their kept results)"
     )
+
+
+def cut_off(state: RunState, integration: Integration, current: str) -> bool:
+    """The branch is where the engine left it, behind moves its journal made: at a head the
+    journal named earlier, put there by gitexec (as its reflog says; without one, only the
+    start of the last move counts). Someone who moved it back there is not mistaken for it."""
+    if current not in state.earlier_heads:
+        return False
+    by_gitexec = integration.moved_here_by_gitexec(current)
+    return by_gitexec if by_gitexec is not None else current == state.head_before
 
 
 def _keep_displaced(integration: Integration, run_id: str, commit: str) -> str:
@@ -208,7 +218,7 @@ def validate_state(
         return report
     current, journal_head = integration.head, state.head
     if journal_head and current != journal_head:
-        if current == state.head_before and journal_head in integration.repo:
+        if cut_off(state, integration, current) and journal_head in integration.repo:
             report.repaired.append(
                 f"the crash cut off moving {integration.ref} to {journal_head[:12]}; "
                 "resume finishes the move"

@@ -35,6 +35,9 @@ class RunState:
     integration: str = ""
     head: str = ""
     head_before: str | None = None  # where the last journaled move of the branch started
+    # Heads the journal named before `head`: the engine moves the branch after journaling
+    # (a pass's merges at once), so a crash can leave it at any of them.
+    earlier_heads: set[str] = field(default_factory=set)
     jobs: int = 1
     strategy: str = ""
     merge_order: str = "completion"
@@ -368,7 +371,7 @@ def _merging(s: RunState, t: TicketRun, e: ev.TicketMerging) -> None:
 
 @_on_ticket(ev.TicketMerged)
 def _merged(s: RunState, t: TicketRun, e: ev.TicketMerged) -> None:
-    s.head_before, s.head = e.previous, e.head
+    _moved(s, e.previous, e.head)
     s.merge_s += e.merge_s
     t.result_ready = False
     t.merge_commit = e.head
@@ -448,9 +451,15 @@ def _requeued(s: RunState, t: TicketRun, e: ev.TicketRequeued) -> None:
     t.keep_worktree = e.keep_worktree
 
 
+def _moved(s: RunState, previous: str | None, head: str) -> None:
+    s.earlier_heads.update(h for h in (s.head, previous) if h)
+    s.head_before, s.head = previous, head
+    s.earlier_heads.discard(head)
+
+
 @_on_run(ev.HeadMoved)
 def _head_moved(s: RunState, e: ev.HeadMoved) -> None:
-    s.head_before, s.head = e.previous, e.head
+    _moved(s, e.previous, e.head)
     for tid in e.tickets:
         t = s.tickets.get(tid)
         if t is not None:

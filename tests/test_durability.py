@@ -332,3 +332,51 @@ def test_a_run_killed_before_recording_its_end_is_finished_by_resume(tmp_path: P
     assert code == 0, out + err
     assert status(repo, "end")["state"] == "completed"
     assert first_parent_tickets(repo, "gitexec/end") == ["A"]
+
+
+def killed_with_two_merges(tmp_path: Path) -> tuple[Path, Path]:
+    """A run killed -9 after A1 and A2 merged, while B waits for its gate."""
+    gate = tmp_path / "gate"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A1": ticket_yaml("A1", run="echo A1 > A1.txt"),
+            "A2": ticket_yaml("A2", run="echo A2 > A2.txt"),
+            "B": gated("B", gate),
+            "C": ticket_yaml("C", depends_on=["B"], run="echo C > C.txt"),
+        },
+    )
+    proc = start(repo, "cut")
+    done = ("completed", "completed")
+    wait_for(
+        lambda: tuple(status(repo, "cut")["tickets"][t]["status"] for t in ("A1", "A2")) == done
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert sorted(first_parent_tickets(repo, "gitexec/cut")) == ["A1", "A2"]
+    return repo, gate
+
+
+def test_resume_finishes_moving_the_branch_over_merges_the_crash_cut_off(tmp_path: Path) -> None:
+    # The engine moves the branch once per pass, after the journal: killed before a move,
+    # the branch is where gitexec last put it, behind merges the journal has.
+    repo, gate = killed_with_two_merges(tmp_path)
+    git(repo, "update-ref", "-m", "gitexec: start run cut", "refs/heads/gitexec/cut", "main")
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "cut", "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/cut")) == ["A1", "A2", "B", "C"]
+    st = status(repo, "cut")
+    assert st["state"] == "completed"
+    assert [st["tickets"][t]["attempts"] for t in ("A1", "A2")] == [1, 1]  # merged once
+
+
+def test_a_branch_someone_put_back_on_an_earlier_head_is_not_taken_for_a_cut_off_move(
+    tmp_path: Path,
+) -> None:
+    repo, gate = killed_with_two_merges(tmp_path)
+    git(repo, "update-ref", "-m", "reset by hand", "refs/heads/gitexec/cut", "gitexec/cut~1")
+    gate.touch()
+    code, _, err = gitexec(repo, "resume", "--run", "cut", "--no-monitor")
+    assert code == 2
+    assert "someone else moved it; nothing was changed" in err

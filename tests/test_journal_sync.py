@@ -129,11 +129,19 @@ def test_a_worker_sync_failing_fails_the_journal_for_the_engine(
     journal.close()
 
 
-def test_intents_are_not_synced_outcomes_are(tmp_path: Path, syncs: _Syncs) -> None:
+def test_merges_are_synced_before_the_branch_moves_not_one_by_one(
+    tmp_path: Path, syncs: _Syncs
+) -> None:
     journal = _journal(tmp_path)
     journal.append(ev.TicketMerging(ticket="A", commit="c" * 40, head="h" * 40))
-    journal.append(ev.TicketDispatched(ticket="B", attempt=1, agent="a", slot=1, base="h" * 40))
-    assert syncs.count == 0
     journal.append(ev.TicketMerged(ticket="A", head="m" * 40, previous="h" * 40))
+    journal.append(ev.TicketDispatched(ticket="B", attempt=1, agent="a", slot=1, base="m" * 40))
+    assert syncs.count == 0
+    journal.sync()  # what the merge queue asks for before it moves the branch
     assert syncs.count == 1
+    assert journal._synced == journal.path.stat().st_size
+    journal.sync()
+    assert syncs.count == 1  # nothing new to sync
+    journal.append(ev.RunWarning(message="durable by its type"))
+    assert syncs.count == 2
     journal.close()
