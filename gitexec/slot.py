@@ -48,6 +48,7 @@ from gitexec.worktrees import (
     forget_worktrees,
     linked_gitdir,
     record_pool_dir,
+    write_detached_head,
 )
 
 SLOT_PREFIX = "slot-"
@@ -558,20 +559,8 @@ class Slot:
         return self._worktree
 
     def _set_head(self, commit: str) -> None:
-        """Point the slot's detached HEAD at `commit`: the file written under git's lock
-        protocol, without a reflog (nothing reads a slot's; libgit2's update of one holds
-        the interpreter for milliseconds under load)."""
-        head = self.gitdir / "HEAD"
-        lock = head.with_name("HEAD.lock")
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(commit + "\n")
-            os.replace(lock, head)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(lock)
-            raise
+        """Point the slot's detached HEAD at `commit` (in process: no git to start)."""
+        write_detached_head(self.gitdir, commit)
 
     def _commit(
         self,

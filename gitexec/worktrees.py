@@ -113,3 +113,20 @@ def force_remove(path: Path) -> str | None:
     if not os.path.lexists(path):
         return None
     return problems[0] if problems else f"{path}: not removed"
+
+
+def write_detached_head(gitdir: Path, commit: str) -> None:
+    """Point a worktree's HEAD at `commit`: the file written under git's lock protocol,
+    without a reflog (nothing reads a pool worktree's; libgit2's update of one holds the
+    interpreter for milliseconds under load)."""
+    head = gitdir / "HEAD"
+    lock = head.with_name("HEAD.lock")
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(commit + "\n")
+        os.replace(lock, head)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        raise
