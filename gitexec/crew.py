@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator, Sequence
 
 from gitexec import agents
 from gitexec.journal import JournalClosed
-from gitexec.worker import Job, Outcome, WorkerContext, work
+from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext, work
 
 
 class Crew:
     """The running attempts by ticket id (main thread only, except each worker's `done`)."""
 
-    def __init__(self, done: Callable[[Job, Outcome], None]) -> None:
+    def __init__(self, done: Callable[[Job, Outcome], None], places: AgentPlaces) -> None:
         self._done = done
+        self._places = places
         self._jobs: dict[str, Job] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._cancelled: set[str] = set()  # cancelled by request (not by a stop)
@@ -35,6 +36,7 @@ class Crew:
     def start(self, ctx: WorkerContext, job: Job) -> None:
         tid = job.ticket.id
         self._jobs[tid] = job
+        self._places.claim(job.place, job.urgency)
         thread = threading.Thread(
             target=self._work, args=(ctx, job), name=f"gitexec-{tid}", daemon=True
         )
@@ -49,7 +51,7 @@ class Crew:
     def finished(self, tid: str) -> bool:
         """The attempt on `tid` has reported; whether it was cancelled by request."""
         self._threads.pop(tid, None)
-        del self._jobs[tid]
+        self._places.finished(self._jobs.pop(tid).place)
         cancelled = tid in self._cancelled
         self._cancelled.discard(tid)
         return cancelled

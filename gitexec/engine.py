@@ -131,7 +131,6 @@ class Engine:
             emit=self.emit,
             head=spec.base,
         )
-        self.merges.before_publish = self._sync_journal
         self.pool = Pool(
             repo_paths, self.spec.jobs + 1, root=pool_dir(repo_paths, self.config.worktree_dir)
         )
@@ -140,7 +139,9 @@ class Engine:
         self.overcommit = OvercommitWatch()
         self._queue: queue.Queue[ev.Event | _AttemptDone | _GateDone] = queue.Queue()
         self._journal: Journal | None = None
-        self.crew = Crew(lambda job, outcome: self._queue.put(_AttemptDone(job, outcome)))
+        self.crew = Crew(
+            lambda job, outcome: self._queue.put(_AttemptDone(job, outcome)), self.places
+        )
         self._gate_cancel = threading.Event()
         self._branch_lost = False
         self.steering = Steering()
@@ -184,10 +185,6 @@ class Engine:
         self.state.apply(event)
         self.reporter.event(event, self)
         self.notifier.observe(event)
-
-    def _sync_journal(self) -> None:
-        if self._journal is not None:
-            self._journal.sync()
 
     def _emit_from_worker(self, event: ev.Event) -> None:
         """What a worker reports is written at once and made durable by the engine's next
@@ -236,11 +233,12 @@ class Engine:
             path = self.run_dir / JOURNAL
             try:
                 if self.resuming:
-                    self._journal = Journal(path)
+                    self._journal = self.merges.journal = Journal(path)
                     self._restore()
                 else:
                     # The first record exists before anything else the run leaves behind.
                     self._journal, first = Journal.create(path, start_event(self.spec, os.getpid()))
+                    self.merges.journal = self._journal
                     self._show(first)
                     self.integration.create(self.spec.base)
                 self.reporter.start(self)
@@ -315,6 +313,7 @@ class Engine:
             if not self.stop_requested and not self.steering.paused:
                 self._merge_kept()
                 self._dispatch()
+            self.places.hand_back()  # to the most urgent claim, now that merges dispatched
             self.merge_in_plan_order()
             self._maybe_gate()
             self.merges.publish()
@@ -389,6 +388,7 @@ class Engine:
                 budget_left=self.budget.ticket_left(tid),
                 dependencies=dependencies_of(self.tickets[tid], self.state),
                 session_id=ts.session_id if resumable else None,
+                urgency=self.scheduler.urgency(tid),
             )
             self.crew.start(self._worker_context, job)
 

@@ -28,6 +28,7 @@ from gitexec.gates import GateOutcome
 from gitexec.globs import PathSet
 from gitexec.hunks import conflict_hunks
 from gitexec.integration import Integration, RefMoved
+from gitexec.journal import Journal
 from gitexec.merge import MergeRule, RuleStrategy
 from gitexec.refs import ticket_ref
 from gitexec.registry import write_status
@@ -129,9 +130,9 @@ class MergeQueue:
         self.head = head  # the head this queue last wrote (and journaled)
         self.published = head  # where it last moved the branch
         # While deferring, moves wait for `publish` (the engine dispatches the tickets a
-        # merge made ready first); `before_publish` makes the journal durable first.
+        # merge made ready first); the journal is synced before the branch moves.
         self.deferring = False
-        self.before_publish: Callable[[], object] = lambda: None
+        self.journal: Journal | None = None
         self._unpublished: list[str] = []  # why the head moved since (the reflog's message)
         self.rules = merge_rules(config)
         self.gated = bool(config.gates.integration)
@@ -284,7 +285,8 @@ class MergeQueue:
         if self.head == self.published:
             self._unpublished.clear()
             return
-        self.before_publish()
+        if self.journal is not None:
+            self.journal.sync()
         reasons = self._unpublished
         reason = ", ".join(reasons[:3]) + (f" and {len(reasons) - 3} more" if reasons[3:] else "")
         try:

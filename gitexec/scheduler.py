@@ -287,6 +287,10 @@ class Scheduler:
             ready = [r for r in ready if r.group <= current]
         return ready
 
+    def urgency(self, tid: str) -> tuple[int, float, str]:
+        """Where `tid` stands in the order tickets start in (smaller first)."""
+        return _best_first(self[tid])
+
     def select(self, now: float, free_slots: int) -> list[str]:
         """The tickets to start now, in order, given `free_slots` places to put them.
 

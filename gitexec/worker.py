@@ -9,6 +9,7 @@ scheduler or the integration branch. What happens along the way is journaled thr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -33,47 +34,90 @@ from gitexec.tickets import Ticket
 LIVE_USAGE_EVERY_S = 2.0
 
 
+Urgency = tuple[int, float, str]  # the scheduler's order: smaller goes first
+_places = itertools.count(1)  # one per attempt: a ticket's next attempt is another claim
+
+
 class AgentPlaces:
-    """Counts running agents against an adjustable limit (`jobs`).
+    """Counts running agents against an adjustable limit (`jobs`); a free place goes to
+    the most urgent attempt that wants one.
 
     The pool has one slot more than `jobs`: the spare slot's ticket resets its worktree
     while the others' agents run, then waits here for a place before its agent starts.
+    Each attempt claims a place when dispatched, with its urgency, and takes one only
+    while no more urgent claim is still preparing its slot. The place of an agent that
+    exited is handed back once the engine has handled its outcome (`hand_back`): by then
+    the tickets its merge made ready are dispatched and claiming, so the next link of a
+    chain is not overtaken by a spare that was merely waiting first.
     """
 
     def __init__(self, limit: int) -> None:
         self._cond = threading.Condition()
         self._limit = limit
-        self._active = 0
+        self._claims: dict[int, Urgency] = {}  # dispatched, no place yet
+        self._holding: set[int] = set()  # agent starting or running, or place not handed back
+        self._handing_back: set[int] = set()  # outcome handled: free at the next hand-back
 
-    @property
-    def full(self) -> bool:
+    def must_wait(self, place: int) -> bool:
         with self._cond:
-            return self._active >= self._limit
+            return not self._may_take(place)
 
     def set_limit(self, limit: int) -> None:
         with self._cond:
             self._limit = limit
             self._cond.notify_all()
 
+    def claim(self, place: int, urgency: Urgency) -> None:
+        with self._cond:
+            self._claims[place] = urgency
+
+    def finished(self, place: int) -> None:
+        """The engine has the attempt's outcome: its place (if still held) goes at the next
+        `hand_back`."""
+        with self._cond:
+            if self._claims.pop(place, None) is not None:
+                self._cond.notify_all()
+            if place in self._holding:
+                self._handing_back.add(place)
+
+    def hand_back(self) -> None:
+        """Free the places of attempts whose outcome the engine has handled."""
+        with self._cond:
+            if self._handing_back:
+                self._holding -= self._handing_back
+                self._handing_back.clear()
+                self._cond.notify_all()
+
     @contextlib.contextmanager
-    def held(self, cancel: threading.Event) -> Iterator[bool]:
-        """Hold a place while the block runs; yields False when cancelled while waiting."""
-        admitted = self._acquire(cancel)
+    def held(self, cancel: threading.Event, place: int, hand_back: bool = True) -> Iterator[bool]:
+        """Hold a place while the block runs; yields False when cancelled while waiting.
+        With `hand_back`, the place stays taken after the block until the engine hands it
+        back; otherwise it is free at once."""
+        admitted = self._acquire(cancel, place)
         try:
             yield admitted
         finally:
-            if admitted:
+            if admitted and not hand_back:
                 with self._cond:
-                    self._active -= 1
+                    self._holding.discard(place)
                     self._cond.notify_all()
 
-    def _acquire(self, cancel: threading.Event) -> bool:
+    def _may_take(self, place: int) -> bool:
+        mine = self._claims.get(place)
+        ahead = sum(1 for u in self._claims.values() if mine is not None and u < mine)
+        return len(self._holding) + ahead < self._limit
+
+    def _acquire(self, cancel: threading.Event, place: int) -> bool:
         with self._cond:
-            while self._active >= self._limit:
+            while not self._may_take(place):
                 if cancel.is_set():
+                    self._claims.pop(place, None)
+                    self._cond.notify_all()
                     return False
                 self._cond.wait(0.1)
-            self._active += 1
+            self._claims.pop(place, None)
+            self._holding.add(place)
+            self._cond.notify_all()
             return True
 
 
@@ -112,6 +156,8 @@ class Job:
     budget_left: float | None = None  # what this attempt may cost (None: no limit)
     dependencies: tuple[handoff.Dependency, ...] = ()  # what it builds on, for its prompt
     session_id: str | None = None  # the agent session this attempt continues
+    urgency: Urgency = (0, 0.0, "")  # its claim on an agent place
+    place: int = field(default_factory=lambda: next(_places))
     stopped_for: str | None = None  # why it was stopped while running (over budget)
     agent_ran: bool = False
 
@@ -417,9 +463,11 @@ def _validate(
 def _admitted(ctx: WorkerContext, job: Job) -> Iterator[bool]:
     """Hold one of the `jobs` agent places, counting the wait (not engine overhead)."""
     waiting = time.monotonic()
-    if ctx.places.full:
+    if ctx.places.must_wait(job.place):
         ctx.emit(ev.AttemptWaiting(ticket=job.ticket.id))
-    with ctx.places.held(job.cancel) as admitted:
+    # Validation runs after the agent, outside the agent's place.
+    hand_back = not job.ticket.validate
+    with ctx.places.held(job.cancel, job.place, hand_back) as admitted:
         job.waited_s += time.monotonic() - waiting
         yield admitted
 

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from gitexec.gitutil import find_repo
 from gitexec.journal import read_records
 from gitexec.pool import pool_dir
+from gitexec.worker import AgentPlaces
 from tests.helpers import commit_all, git, write_files
 from tests.project import (
     FAKE_CONFIG,
@@ -794,3 +796,58 @@ def test_markdown_ticket_prompt_and_status(tmp_path: Path) -> None:
     front, body = text.split("---\n")[1], text.split("---\n", 2)[2]
     assert "status: completed" in front
     assert body == "Please write the guide.\n\nWRITE docs/guide.md # Guide\\n\n"
+
+
+# --- who gets a free agent place ---------------------------------------------------------------
+
+
+def test_the_next_link_of_a_chain_is_not_overtaken_by_a_spare_waiting_first(
+    tmp_path: Path,
+) -> None:
+    # jobs 1: A runs, S (less urgent) waits in the spare slot. When A exits, its place
+    # passes on only once A has merged and C, which A made ready, claims it.
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", estimate="10s", run="sleep 0.5; echo A > A.txt"),
+            "C": ticket_yaml("C", estimate="10s", depends_on=["A"], run="echo C > C.txt"),
+            "S": ticket_yaml("S", estimate="1s", run="echo S > S.txt"),
+        },
+    )
+    code, out, err = run_ok(repo, "--jobs", "1", "--run-id", "r1")
+    assert code == 0, out + err
+    started = [r["ticket"] for r in journal(repo, "r1") if r["event"] == "agent-started"]
+    assert started == ["A", "C", "S"]
+    assert sorted(first_parent_tickets(repo, "gitexec/r1")) == ["A", "C", "S"]
+
+
+def test_a_place_goes_to_the_most_urgent_claim_and_waits_for_the_engine_to_hand_it_back() -> None:
+    places = AgentPlaces(1)
+    never = threading.Event()
+    a, c, s = 1, 2, 3
+    for place, urgency in ((a, (0, -20.0, "A")), (s, (0, -1.0, "S"))):
+        places.claim(place, urgency)
+    took: list[int] = []
+
+    def take(place: int) -> None:
+        with places.held(never, place) as admitted:
+            assert admitted
+            took.append(place)
+
+    with places.held(never, a):
+        waiter = threading.Thread(target=take, args=(s,))
+        waiter.start()
+        assert places.must_wait(s)
+    # A's agent exited: its place is still taken until the engine hands it back.
+    time.sleep(0.3)
+    assert took == []
+    places.finished(a)
+    places.claim(c, (0, -10.0, "C"))  # dispatched in the same pass, more urgent than S
+    places.hand_back()
+    time.sleep(0.3)
+    assert took == []  # kept for C, which is still preparing its slot
+    take(c)
+    places.finished(c)
+    places.hand_back()
+    waiter.join(timeout=5)
+    assert took == [c, s]
