@@ -36,7 +36,7 @@ class Crew:
     def start(self, ctx: WorkerContext, job: Job) -> None:
         tid = job.ticket.id
         self._jobs[tid] = job
-        self._places.claim(job.place, job.urgency)
+        self._places.claim(job.place, *job.claim)
         thread = threading.Thread(
             target=self._work, args=(ctx, job), name=f"gitexec-{tid}", daemon=True
         )

@@ -388,7 +388,7 @@ class Engine:
                 budget_left=self.budget.ticket_left(tid),
                 dependencies=dependencies_of(self.tickets[tid], self.state),
                 session_id=ts.session_id if resumable else None,
-                urgency=self.scheduler.urgency(tid),
+                claim=self.scheduler.urgency(tid),
             )
             self.crew.start(self._worker_context, job)
 

@@ -287,9 +287,11 @@ class Scheduler:
             ready = [r for r in ready if r.group <= current]
         return ready
 
-    def urgency(self, tid: str) -> tuple[int, float, str]:
-        """Where `tid` stands in the order tickets start in (smaller first)."""
-        return _best_first(self[tid])
+    def urgency(self, tid: str) -> tuple[Key, Key | None]:
+        """Where `tid` stands in the order tickets start in (smaller first), and where the
+        most urgent ticket its merge would make ready stands (None: it makes none ready)."""
+        nexts = [_best_first(self[d]) for d in self.dependents[tid] if self[d].deps_left == 1]
+        return _best_first(self[tid]), min(nexts, default=None)
 
     def select(self, now: float, free_slots: int) -> list[str]:
         """The tickets to start now, in order, given `free_slots` places to put them.
@@ -588,5 +590,8 @@ class Scheduler:
         return out
 
 
-def _best_first(r: Record) -> tuple[int, float, str]:
+Key = tuple[int, float, str]
+
+
+def _best_first(r: Record) -> Key:
     return (-r.priority, -r.rank, r.id)

@@ -45,10 +45,11 @@ class AgentPlaces:
     The pool has one slot more than `jobs`: the spare slot's ticket resets its worktree
     while the others' agents run, then waits here for a place before its agent starts.
     Each attempt claims a place when dispatched, with its urgency, and takes one only
-    while no more urgent claim is still preparing its slot. The place of an agent that
-    exited is handed back once the engine has handled its outcome (`hand_back`): by then
-    the tickets its merge made ready are dispatched and claiming, so the next link of a
-    chain is not overtaken by a spare that was merely waiting first.
+    while no more urgent claim is still preparing its slot. When an agent exits while a
+    claim less urgent than the ticket its merge makes ready is waiting, its place is handed
+    back only once the engine has handled its outcome (`hand_back`): by then that ticket is
+    dispatched and claiming, so the next link of a chain is not overtaken by a spare that
+    merely waited first. Otherwise the place is free at once.
     """
 
     def __init__(self, limit: int) -> None:
@@ -57,6 +58,7 @@ class AgentPlaces:
         self._claims: dict[int, Urgency] = {}  # dispatched, no place yet
         self._holding: set[int] = set()  # agent starting or running, or place not handed back
         self._handing_back: set[int] = set()  # outcome handled: free at the next hand-back
+        self._makes_ready: dict[int, Urgency] = {}  # what each attempt's merge makes ready
 
     def must_wait(self, place: int) -> bool:
         with self._cond:
@@ -67,9 +69,11 @@ class AgentPlaces:
             self._limit = limit
             self._cond.notify_all()
 
-    def claim(self, place: int, urgency: Urgency) -> None:
+    def claim(self, place: int, urgency: Urgency, makes_ready: Urgency | None = None) -> None:
         with self._cond:
             self._claims[place] = urgency
+            if makes_ready is not None:
+                self._makes_ready[place] = makes_ready
 
     def finished(self, place: int) -> None:
         """The engine has the attempt's outcome: its place (if still held) goes at the next
@@ -97,8 +101,10 @@ class AgentPlaces:
         try:
             yield admitted
         finally:
-            if admitted and not hand_back:
-                with self._cond:
+            with self._cond:
+                follows = self._makes_ready.pop(place, None)
+                overtaken = follows is not None and any(u > follows for u in self._claims.values())
+                if admitted and not (hand_back and overtaken):
                     self._holding.discard(place)
                     self._cond.notify_all()
 
@@ -156,7 +162,9 @@ class Job:
     budget_left: float | None = None  # what this attempt may cost (None: no limit)
     dependencies: tuple[handoff.Dependency, ...] = ()  # what it builds on, for its prompt
     session_id: str | None = None  # the agent session this attempt continues
-    urgency: Urgency = (0, 0.0, "")  # its claim on an agent place
+    # Its claim on an agent place: its urgency, and that of the most urgent ticket its
+    # merge makes ready (None: none).
+    claim: tuple[Urgency, Urgency | None] = ((0, 0.0, ""), None)
     place: int = field(default_factory=lambda: next(_places))
     stopped_for: str | None = None  # why it was stopped while running (over budget)
     agent_ran: bool = False

@@ -825,8 +825,8 @@ def test_a_place_goes_to_the_most_urgent_claim_and_waits_for_the_engine_to_hand_
     places = AgentPlaces(1)
     never = threading.Event()
     a, c, s = 1, 2, 3
-    for place, urgency in ((a, (0, -20.0, "A")), (s, (0, -1.0, "S"))):
-        places.claim(place, urgency)
+    places.claim(a, (0, -20.0, "A"), makes_ready=(0, -10.0, "C"))
+    places.claim(s, (0, -1.0, "S"))
     took: list[int] = []
 
     def take(place: int) -> None:
@@ -851,3 +851,15 @@ def test_a_place_goes_to_the_most_urgent_claim_and_waits_for_the_engine_to_hand_
     places.hand_back()
     waiter.join(timeout=5)
     assert took == [c, s]
+
+
+def test_the_place_of_an_agent_whose_merge_makes_nothing_more_urgent_ready_is_free_at_once() -> (
+    None
+):
+    places = AgentPlaces(1)
+    never = threading.Event()
+    places.claim(1, (0, -20.0, "A"), makes_ready=(0, -0.5, "B"))  # B: less urgent than S
+    places.claim(2, (0, -1.0, "S"))
+    with places.held(never, 1):
+        assert places.must_wait(2)
+    assert not places.must_wait(2)  # no hand-back needed
