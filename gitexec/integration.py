@@ -79,7 +79,8 @@ class Integration:
         when the branch keeps no reflog."""
         ref = self.repo.references.get(self.ref)
         for entry in ref.log() if ref is not None else ():
-            return str(entry.oid_new) == commit and entry.message.startswith("gitexec:")
+            # A move without a message (`git update-ref` alone) has None for one.
+            return str(entry.oid_new) == commit and (entry.message or "").startswith("gitexec:")
         return None
 
     def move(self, old: str, new: str, reason: str) -> None:

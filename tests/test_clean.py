@@ -58,6 +58,17 @@ def test_clean_keeps_a_branch_whose_tip_gitexec_did_not_write(tmp_path: Path) ->
     assert code == 0 and branches(repo) == []
 
 
+def test_clean_reads_a_reflog_entry_without_a_message(tmp_path: Path) -> None:
+    repo = project(tmp_path / "r")
+    assert run_ok(repo, "--run-id", "r1")[0] == 0
+    write_files(repo, {"mine.txt": "my work\n"})
+    mine = commit_all(repo, "my own work")
+    git(repo, "update-ref", "refs/heads/gitexec/r1", mine)  # no -m: no message in the reflog
+    code, out, err = gitexec(repo, "clean", "--all")
+    assert code == 0, out + err
+    assert f"kept branch gitexec/r1: its tip {mine[:12]} is not a commit gitexec wrote" in out
+
+
 def test_clean_says_which_runs_it_keeps_and_all_removes_their_branches(tmp_path: Path) -> None:
     repo = project(tmp_path / "r")
     runs = [f"k{n:02}" for n in range(12)]

@@ -371,11 +371,12 @@ def test_resume_finishes_moving_the_branch_over_merges_the_crash_cut_off(tmp_pat
     assert [st["tickets"][t]["attempts"] for t in ("A1", "A2")] == [1, 1]  # merged once
 
 
+@pytest.mark.parametrize("message", [["-m", "reset by hand"], []])
 def test_a_branch_someone_put_back_on_an_earlier_head_is_not_taken_for_a_cut_off_move(
-    tmp_path: Path,
+    tmp_path: Path, message: list[str]
 ) -> None:
     repo, gate = killed_with_two_merges(tmp_path)
-    git(repo, "update-ref", "-m", "reset by hand", "refs/heads/gitexec/cut", "gitexec/cut~1")
+    git(repo, "update-ref", *message, "refs/heads/gitexec/cut", "gitexec/cut~1")
     gate.touch()
     code, _, err = gitexec(repo, "resume", "--run", "cut", "--no-monitor")
     assert code == 2

@@ -192,5 +192,6 @@ def _written_by_gitexec(ws: Workspace, ref: pygit2.Reference, rid: str, tip: str
         if tip in heads:
             return True
     return any(
-        str(entry.oid_new) == tip and entry.message.startswith(REFLOG_PREFIX) for entry in ref.log()
+        str(entry.oid_new) == tip and (entry.message or "").startswith(REFLOG_PREFIX)
+        for entry in ref.log()
     )
