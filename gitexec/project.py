@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -329,6 +330,12 @@ def locator_for(source: Source, ticket_file: str) -> Locator:
     return Locator(text)
 
 
+def load_config(root: Path) -> Config:
+    """The work tree's config alone (what is wrong with it, a full load reports)."""
+    parsed = _parse_cached(FileSource(root), CONFIG_FILE, ParseCache(None, "project"), config=True)
+    return parsed.config if isinstance(parsed, ParsedConfig) else Config()
+
+
 def load_project(
     root: Path,
     *,
@@ -340,7 +347,18 @@ def load_project(
 
     Files come from the work tree at `root` unless another `source` (a commit) is given.
     """
-    source = source or FileSource(root)
+    # Everything made here lives as long as the command: a collection pass while it is
+    # made would walk all of it made so far (at 100,000 tickets, 15% of the load's time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_project(root, cache_path, check_plan, source or FileSource(root))
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load_project(root: Path, cache_path: Path | None, check_plan: bool, source: Source) -> Project:
     cache: ParseCache[ParsedTicket | ParsedConfig] = ParseCache(cache_path, "project")
     findings: list[Finding] = []
 

@@ -17,7 +17,7 @@ from gitexec.gitutil import git, run_git
 from gitexec.history import CostRange
 from gitexec.plan import Constraints, Graph, effective_estimates, fit_rule, make_plan, schedule
 from gitexec.planfile import Plan, check_plan_against, load_plan
-from gitexec.project import Project, TreeSource, load_project
+from gitexec.project import Project, TreeSource, load_config, load_project
 from gitexec.refs import branch_name, integration_branch
 from gitexec.runmetrics import metrics
 from gitexec.runspec import RunSpec, new_run_id, policy_for
@@ -55,8 +55,8 @@ class RunRequest:
 
 def resolve_base(ws: Workspace, repo: pygit2.Repository, requested: str | None) -> tuple[str, str]:
     """(commit id, the revision as given): flag > env > git config > config.yaml > HEAD."""
-    wt = ws.load(check_plan=False, use_cache=True)
-    rev = ws.settings(wt.config, {"base": requested}).base
+    # Only the config: the tickets a run reads are those committed at the base.
+    rev = ws.settings(load_config(ws.root), {"base": requested}).base
     try:
         obj = repo.revparse_single(rev)
         commit = obj.peel(pygit2.Commit)
