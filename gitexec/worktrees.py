@@ -116,15 +116,32 @@ def force_remove(path: Path) -> str | None:
 
 
 def write_detached_head(gitdir: Path, commit: str) -> None:
-    """Point a worktree's HEAD at `commit`: the file written under git's lock protocol,
-    without a reflog (nothing reads a pool worktree's; libgit2's update of one holds the
-    interpreter for milliseconds under load)."""
-    head = gitdir / "HEAD"
-    lock = head.with_name("HEAD.lock")
+    """Point a pool worktree's HEAD at `commit`, without a reflog (nothing reads a pool
+    worktree's).
+
+    A detached HEAD is rewritten in place, same length over same length: replacing a file
+    by rename makes ext4 flush the new one at once (auto_da_alloc), 1.6 ms against 0.01 ms,
+    and a torn HEAD would only get the slot rebuilt. Anything else takes git's lock
+    protocol."""
+    head, lock = gitdir / "HEAD", gitdir / "HEAD.lock"
+    data = (commit + "\n").encode("ascii")
+    with contextlib.suppress(OSError):
+        if os.path.lexists(lock):
+            raise FileExistsError(lock)  # git is writing it: the lock below says so
+        fd = os.open(head, os.O_RDWR)
+        try:
+            old = os.pread(fd, len(data) + 1, 0)
+            if len(old) == len(data) and not old.startswith(b"ref:"):
+                os.pwrite(fd, data, 0)
+                return
+        finally:
+            os.close(fd)
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(commit + "\n")
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
         os.replace(lock, head)
     except BaseException:
         with contextlib.suppress(OSError):

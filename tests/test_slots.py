@@ -11,6 +11,7 @@ import pytest
 
 from gitexec.gitutil import find_repo
 from gitexec.pool import pool_dir
+from gitexec.worktrees import write_detached_head
 from tests.helpers import git, write_files
 from tests.project import FAKE_CONFIG, gitexec, make_project, run_ok, status, ticket_yaml
 from tests.unprivileged import cli, sandbox
@@ -353,3 +354,41 @@ def test_ignored_output_of_an_attempt_that_failed_validation_does_not_reach_the_
     assert st["A"]["slot"] == st["B"]["slot"]
     seen = git(repo, "show", "gitexec/v:seen.txt").split()
     assert "trace.log" not in seen and "a.txt" not in seen
+
+
+def test_a_slots_head_is_written_as_git_reads_it(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write_files(repo, {"a.txt": "a\n"})
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    first = git(repo, "rev-parse", "HEAD").strip()
+    git(
+        repo,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "2",
+    )
+    second = git(repo, "rev-parse", "HEAD").strip()
+    gitdir = repo / ".git"
+    # A branch checked out: HEAD is symbolic, and is replaced under git's lock.
+    write_detached_head(gitdir, first)
+    assert git(repo, "rev-parse", "HEAD").strip() == first
+    assert not (gitdir / "HEAD").read_text().startswith("ref:")
+    # Detached: rewritten in place (same file), and git reads the new id.
+    inode = (gitdir / "HEAD").stat().st_ino
+    write_detached_head(gitdir, second)
+    assert (gitdir / "HEAD").stat().st_ino == inode
+    assert git(repo, "rev-parse", "HEAD").strip() == second
+    # Git busy writing HEAD: refused, and HEAD is left alone.
+    (gitdir / "HEAD.lock").write_text("busy\n")
+    with pytest.raises(FileExistsError):
+        write_detached_head(gitdir, first)
+    assert git(repo, "rev-parse", "HEAD").strip() == second
