@@ -51,7 +51,8 @@ def stopped_by_a_branch_move(tmp_path: Path, move: list[str]) -> Path:
     gate = tmp_path / "gate"
     repo = three_tickets(tmp_path / "r", gate)
     proc = start(repo, "mv")
-    wait_for(lambda: status(repo, "mv")["tickets"]["A"]["status"] == "completed")
+    # The branch follows the journal within a moment (PUBLISH_EVERY_S).
+    wait_for(lambda: first_parent_tickets(repo, "gitexec/mv") == ["A"])
     git(repo, *move)
     gate.touch()
     out, err = proc.communicate(timeout=60)
@@ -347,13 +348,10 @@ def killed_with_two_merges(tmp_path: Path) -> tuple[Path, Path]:
         },
     )
     proc = start(repo, "cut")
-    done = ("completed", "completed")
-    wait_for(
-        lambda: tuple(status(repo, "cut")["tickets"][t]["status"] for t in ("A1", "A2")) == done
-    )
+    # The branch follows the journal within a moment (PUBLISH_EVERY_S).
+    wait_for(lambda: sorted(first_parent_tickets(repo, "gitexec/cut")) == ["A1", "A2"])
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert sorted(first_parent_tickets(repo, "gitexec/cut")) == ["A1", "A2"]
     return repo, gate
 
 
@@ -381,3 +379,24 @@ def test_a_branch_someone_put_back_on_an_earlier_head_is_not_taken_for_a_cut_off
     code, _, err = gitexec(repo, "resume", "--run", "cut", "--no-monitor")
     assert code == 2
     assert "someone else moved it; nothing was changed" in err
+
+
+def test_a_branch_moved_after_the_last_merge_is_settled_by_resume(tmp_path: Path) -> None:
+    # Every ticket is merged in the journal when the engine finds its branch moved: the
+    # run stops with nothing left to run, and resume still puts the merges on the branch.
+    gate = tmp_path / "gate"
+    repo = make_project(
+        tmp_path / "r",
+        {"A": ticket_yaml("A", run="echo A > A.txt"), "G": gated("G", gate)},
+    )
+    proc = start(repo, "last")
+    wait_for(lambda: first_parent_tickets(repo, "gitexec/last") == ["A"])
+    git(repo, "branch", "-f", "gitexec/last", "main")
+    gate.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "moved by someone else" in err, out + err
+    assert {t["status"] for t in status(repo, "last")["tickets"].values()} == {"completed"}
+    code, out, err = gitexec(repo, "resume", "--run", "last", "--onto", "current", "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/last")) == ["A", "G"]
+    assert status(repo, "last")["state"] == "completed"

@@ -63,6 +63,14 @@ def resumable(state: RunState) -> bool:
     )
 
 
+def _stopped_off_its_branch(repo: pygit2.Repository, state: RunState) -> bool:
+    """Stopped with its branch not where the journal left it (someone moved it after the
+    last merges): resume settles the branch even when every ticket is done."""
+    ref = repo.references.get(integration_ref(state.run_id))
+    at = str(ref.target) if ref is not None else None
+    return state.status is RunStatus.STOPPED and at != (state.head or state.base)
+
+
 def _continuable(
     ws: Workspace, repo: pygit2.Repository, run_id: str, state: RunState
 ) -> RunStarted:
@@ -126,7 +134,7 @@ def resume_run(
     journal_warnings(ws, run_id, state.problems)
     repo = pygit2.Repository(str(ws.repo.common_dir))
     started = _continuable(ws, repo, run_id, state)
-    if not resumable(state):
+    if not resumable(state) and not _stopped_off_its_branch(repo, state):
         raise UserError(
             f"run {run_id} is {state.status.value}: nothing left to resume "
             "(a new `git exec run` picks up tickets that are not completed)"
