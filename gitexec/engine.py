@@ -59,6 +59,7 @@ from gitexec.worker import AgentPlaces, Job, Outcome, WorkerContext
 CONTROL_POLL_S = 0.05
 OVERLAP_EVERY_S = 2.0
 TICK_EVERY_S = 0.25
+PUBLISH_EVERY_S = 0.2  # the branch follows the merges at most this often while agents run
 ENGINE_DIR_NAMES = ("logs", "progress")
 
 
@@ -316,7 +317,7 @@ class Engine:
             self.places.hand_back()  # to the most urgent claim, now that merges dispatched
             self.merge_in_plan_order()
             self._maybe_gate()
-            self.merges.publish()
+            self.merges.publish(every_s=PUBLISH_EVERY_S)
             now = time.monotonic()
             if now - last_overlap >= OVERLAP_EVERY_S:
                 last_overlap = now

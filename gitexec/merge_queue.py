@@ -134,6 +134,7 @@ class MergeQueue:
         self.deferring = False
         self.journal: Journal | None = None
         self._unpublished: list[str] = []  # why the head moved since (the reflog's message)
+        self._published_at = 0.0
         self.rules = merge_rules(config)
         self.gated = bool(config.gates.integration)
         self.buffered: dict[str, tuple[str, str]] = {}  # plan order: ticket -> (base, commit)
@@ -279,11 +280,14 @@ class MergeQueue:
         if not self.deferring:
             self.publish()
 
-    def publish(self) -> None:
+    def publish(self, every_s: float = 0.0) -> None:
         """Compare-and-swap the branch from where this queue last moved it to the head:
-        one move for every merge since, once the journal saying so is on disk."""
+        one move for every merge since (or, with `every_s`, for every merge of that long),
+        once the journal saying so is on disk."""
         if self.head == self.published:
             self._unpublished.clear()
+            return
+        if time.monotonic() - self._published_at < every_s:
             return
         if self.journal is not None:
             self.journal.sync()
@@ -298,6 +302,7 @@ class MergeQueue:
                 "every result is kept; see `git exec resume --help` (--onto) to continue"
             ) from exc
         self.published = self.head
+        self._published_at = time.monotonic()
         reasons.clear()
 
     # --- who touched what ------------------------------------------------------------------------
