@@ -106,7 +106,7 @@ class Engine:
             cwd=repo_paths.root,
             state=self.state,
             log=self.run_dir / "logs" / "notify.log",
-            warn=self._warn_from_worker,
+            warn=lambda message: self._emit_from_worker(ev.RunWarning(message=message)),
         )
         self.resuming = resume is not None
         self.offline = offline  # collecting results produced elsewhere (`git exec collect`)
@@ -192,9 +192,6 @@ class Engine:
         record: the engine acts on it only after journaling something of its own."""
         assert self._journal is not None
         self._queue.put(self._journal.append(event, durable=False))
-
-    def _warn_from_worker(self, message: str) -> None:
-        self._emit_from_worker(ev.RunWarning(message=message))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -304,8 +301,10 @@ class Engine:
     def _passes(self) -> None:
         last_tick = last_overlap = last_load = time.monotonic()
         self._check_budget()  # a resumed run may have spent its budget already
+        poll = 0.0  # the first pass dispatches at once; later ones wait for news a moment
         while True:
-            self._drain(timeout=CONTROL_POLL_S)
+            self._drain(timeout=poll)
+            poll = CONTROL_POLL_S
             process_requests(self.controls)
             self._announce_stop()
             if self.force_stop:
