@@ -96,6 +96,24 @@ def run_git(
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def git_for_effect(args: Sequence[str | bytes], cwd: Path) -> None:
+    """Run git for what it does alone (no input, output not kept); CommandError with what
+    it printed on stderr when it fails. One pipe, so nothing polls while it runs."""
+    cmd = ("git", *args)
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=scrubbed_env(),
+        check=False,
+    )
+    if proc.returncode != 0:
+        shown = tuple(os.fsdecode(a) for a in cmd)
+        raise CommandError(shown, proc.returncode, "", proc.stderr.decode("utf-8", "replace"))
+
+
 def git(args: Sequence[str], cwd: Path, **kwargs: object) -> str:
     """Run git and return its stdout."""
     return run_git(args, cwd, **kwargs).stdout  # type: ignore[arg-type]

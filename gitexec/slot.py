@@ -30,6 +30,7 @@ from gitexec.gitutil import (
     Identity,
     RepoPaths,
     git,
+    git_for_effect,
     run_git,
 )
 from gitexec.merge import changed_paths
@@ -65,6 +66,7 @@ SLOT_GIT = (
     "-c",
     "core.preloadIndex=false",
 )
+ARGV_PATHS = 64  # paths given to git as arguments; more go on its stdin
 _IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
 
 _create_lock = threading.Lock()
@@ -153,10 +155,16 @@ class Slot:
     def _git(self, args: Sequence[str], **kwargs: object) -> str:
         return git([*SLOT_GIT, *args], self.path, **kwargs)
 
-    def _git_paths(self, args: Sequence[str], paths: Sequence[str], **kwargs: object) -> str:
-        """Run git with NUL-separated paths on stdin (file names need not be UTF-8)."""
-        data = b"\0".join(os.fsencode(p) for p in paths)
-        return git([*SLOT_GIT, "--literal-pathspecs", *args], self.path, input=data, **kwargs)
+    def _git_paths(self, args: Sequence[str], paths: Sequence[str]) -> None:
+        """Run git on `paths` (names need not be UTF-8): a few as arguments, many as NUL-
+        separated pathspecs on stdin."""
+        names = [os.fsencode(p) for p in paths]
+        if len(names) <= ARGV_PATHS and sum(map(len, names)) <= ARGV_PATHS * 64:
+            git_for_effect([*SLOT_GIT, "--literal-pathspecs", *args, "--", *names], self.path)
+            return
+        stdin = ["--pathspec-from-file=-", "--pathspec-file-nul"]
+        data = b"\0".join(names)
+        git([*SLOT_GIT, "--literal-pathspecs", *args, *stdin], self.path, input=data)
 
     @property
     def objects(self) -> pygit2.Repository:
@@ -405,8 +413,7 @@ class Slot:
 
     def _checkout(self, commit: str, paths: Sequence[str]) -> None:
         """Index and files of `paths` as in `commit` (paths it lacks go from both)."""
-        options = ["-f", "--no-overlay", "-q", commit, "--pathspec-from-file=-"]
-        self._git_paths(["checkout", *options, "--pathspec-file-nul"], paths)
+        self._git_paths(["checkout", "-f", "--no-overlay", "-q", commit], paths)
 
     def _start_watching(self, commit: str, ignored: Sequence[str] | None = None) -> None:
         """Watch the worktree, except directories ignored as a whole (`ignored`: as listed
@@ -512,8 +519,7 @@ class Slot:
         trees = (known.head, known.index_base)
         tracked = sorted(p for p in known.dirty if any(self.trees.has_file(c, p) for c in trees))
         if tracked:  # the index only: the files are what HEAD took from them
-            options = ["-q", known.head, "--pathspec-from-file=-", "--pathspec-file-nul"]
-            self._git_paths(["reset", *options], tracked)
+            self._git_paths(["reset", "-q", known.head], tracked)
         self._remember(known.head, known.dirty)
 
     def _add(self, index_base: str, candidates: Sequence[str]) -> bool:

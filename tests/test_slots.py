@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitexec.gitutil import find_repo
+from gitexec.journal import read_records
 from gitexec.pool import pool_dir
 from gitexec.worktrees import write_detached_head
 from tests.helpers import git, write_files
@@ -392,3 +393,35 @@ def test_a_slots_head_is_written_as_git_reads_it(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_detached_head(gitdir, first)
     assert git(repo, "rev-parse", "HEAD").strip() == second
+
+
+def test_a_reset_over_many_paths_brings_every_one(tmp_path: Path) -> None:
+    # Past ARGV_PATHS changed paths, the reset hands git its paths on stdin: the slot that
+    # made 150 files resets to a base without them, then to one with them again.
+    files = " ".join(f"many/f{i:03}" for i in range(150))
+    make = f"mkdir many && for f in {files}; do echo $f > $f; done"
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run=make),
+            "B": ticket_yaml("B", run="test ! -e many && echo B > B.txt"),
+        },
+    )
+    assert run_ok(repo, "--jobs", "1", "--run-id", "r1", "--only", "A")[0] == 0
+    assert run_ok(repo, "--jobs", "1", "--run-id", "r2", "--only", "B")[0] == 0
+    git(repo, "checkout", "-q", "gitexec/r1")
+    check = "test $(ls many | wc -l) = 150 && test $(cat many/f149) = many/f149 && echo C > C.txt"
+    write_files(repo, {".gitexec/tickets/C.yaml": ticket_yaml("C", run=check)})
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "C")
+    code, out, err = run_ok(repo, "--jobs", "1", "--run-id", "r3", "--only", "C")
+    assert code == 0, out + err
+    slots = {
+        run: {
+            r["slot"]
+            for r in read_records(repo / ".git" / "gitexec" / "runs" / run / "journal.jsonl")
+            if r["event"] == "ticket-dispatched"
+        }
+        for run in ("r1", "r2", "r3")
+    }
+    assert slots == {"r1": {1}, "r2": {1}, "r3": {1}}  # the same slot, reset fast each time
