@@ -56,3 +56,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
             pass
         time.sleep(0.02)
     raise AssertionError("timed out waiting")
+
+
+def until_file(path: object, poll_s: float = 0.02, limit_s: int = 300) -> str:
+    """Shell that waits for `path` to exist: an agent held until the test lets it go. It
+    gives up after `limit_s`, so a test that fails before letting go leaves no agent
+    polling behind it."""
+    rounds = int(limit_s / poll_s)
+    return f"i=0; while [ ! -f {path} ] && [ $i -lt {rounds} ]; do sleep {poll_s}; i=$((i+1)); done"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gitexec.journal import read_records
-from tests.helpers import git, wait_for
+from tests.helpers import git, until_file, wait_for
 from tests.project import (
     crashed_run,
     first_parent_tickets,
@@ -63,7 +63,7 @@ def agents_of_run(run_id: str, repo: Path) -> list[int]:
 
 def gated(tid: str, gate: Path, **fields: Any) -> str:
     """A ticket whose agent waits until `gate` exists, then writes <tid>.txt."""
-    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    run = f"{until_file(gate)}; echo {tid} > {tid}.txt"
     return ticket_yaml(tid, run=run, **fields)
 
 
@@ -303,12 +303,7 @@ def test_live_overlap_reported_before_the_merge(tmp_path: Path, gate: Path) -> N
     # No declared paths: the scheduler lets them run together; both edit shared.txt.
     repo = make_project(
         tmp_path / "r",
-        {
-            t: ticket_yaml(
-                t, run=f"echo {t} >> shared.txt; while [ ! -f {gate} ]; do sleep 0.02; done"
-            )
-            for t in ("A", "B")
-        },
+        {t: ticket_yaml(t, run=f"echo {t} >> shared.txt; {until_file(gate)}") for t in ("A", "B")},
         config="version: 1\nmerge:\n  on_conflict: [rules, fail]\n",
         files={"shared.txt": "base\n"},
     )

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from gitexec.journal import read_records
-from tests.helpers import git, wait_for
+from tests.helpers import git, until_file, wait_for
 from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
 
 
 def gated(tid: str, gate: Path, **fields: Any) -> str:
-    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    run = f"{until_file(gate)}; echo {tid} > {tid}.txt"
     return ticket_yaml(tid, run=run, **fields)
 
 
@@ -222,7 +222,7 @@ def test_a_pending_gate_runs_again_after_a_crash(tmp_path: Path) -> None:
     gate = (
         f"echo gate >> {gate_log}; if [ $(wc -l < {gate_log}) -gt 1 ]; then p=$(cat {pid_file}); "
         f'if [ -d /proc/$p ] && ! grep -q ") Z" /proc/$p/stat; then echo $p >> {alive}; fi; '
-        f"exit 0; fi; echo $$ > {pid_file}; while [ ! -f {hold} ]; do sleep 0.05; done"
+        f"exit 0; fi; echo $$ > {pid_file}; {until_file(hold, 0.05)}"
     )
     repo = make_project(
         tmp_path / "r",

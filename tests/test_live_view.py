@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 
 from gitexec.journal import read_records
-from tests.helpers import wait_for
+from tests.helpers import until_file, wait_for
 from tests.project import gitexec, make_project, status, ticket_yaml
 
 
@@ -27,7 +27,7 @@ def gate(tmp_path: Path) -> Iterator[Path]:
 
 
 def _waits(gate: Path, then: str) -> str:
-    return f"while [ ! -f {gate} ]; do sleep 0.02; done; {then}"
+    return f"{until_file(gate)}; {then}"
 
 
 def _run(repo: Path, run_id: str, *args: str) -> subprocess.Popen[str]:

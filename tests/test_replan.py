@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from gitexec.journal import read_records
-from tests.helpers import git, wait_for, write_files
+from tests.helpers import git, until_file, wait_for, write_files
 from tests.project import first_parent_tickets, gitexec, make_project, status, ticket_yaml
 from tests.test_control import LiveRun
 
 
 def gated(tid: str, gate: Path, **fields: Any) -> str:
-    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    run = f"{until_file(gate)}; echo {tid} > {tid}.txt"
     return ticket_yaml(tid, run=run, **fields)
 
 
@@ -240,8 +240,7 @@ def test_a_kept_worktree_survives_kill_9_and_resume(tmp_path: Path) -> None:
     # The first attempt writes part 1 and fails; the retry (from what it left) waits for
     # the gate, so the engine dies while it runs.
     run = (
-        f"if [ -f part1 ]; then while [ ! -f {gate} ]; do sleep 0.02; done; echo 2 > part2; "
-        "else echo 1 > part1; exit 1; fi"
+        f"if [ -f part1 ]; then {until_file(gate)}; echo 2 > part2; else echo 1 > part1; exit 1; fi"
     )
     repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=run), "H": gated("H", gate)})
     live = Live(repo, "kk")

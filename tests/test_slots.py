@@ -13,7 +13,7 @@ from gitexec.gitutil import find_repo
 from gitexec.journal import read_records
 from gitexec.pool import pool_dir
 from gitexec.worktrees import write_detached_head
-from tests.helpers import git, write_files
+from tests.helpers import git, until_file, write_files
 from tests.project import FAKE_CONFIG, gitexec, make_project, run_ok, status, ticket_yaml
 from tests.unprivileged import cli, sandbox
 
@@ -289,7 +289,7 @@ def test_resume_checks_the_pool_where_it_is(tmp_path: Path) -> None:
     from tests.helpers import wait_for
 
     gate = tmp_path / "go"
-    wait = f"while [ ! -f {gate} ]; do sleep 0.05; done; echo a > a.txt"
+    wait = f"{until_file(gate, 0.05)}; echo a > a.txt"
     repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run=wait)})
     proc = subprocess.Popen(
         [sys.executable, "-m", "gitexec", "run", "--no-monitor", "--run-id", "dead"],

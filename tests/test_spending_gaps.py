@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gitexec.journal import read_records
-from tests.helpers import wait_for
+from tests.helpers import until_file, wait_for
 from tests.project import gitexec, make_project, status, ticket_yaml
 
 
@@ -71,7 +71,7 @@ class Live:
 
 def gated(tid: str, gate: Path, agent: str) -> str:
     """A ticket whose agent waits for `gate` to exist."""
-    run = f"while [ ! -f {gate} ]; do sleep 0.02; done; echo {tid} > {tid}.txt"
+    run = f"{until_file(gate)}; echo {tid} > {tid}.txt"
     return ticket_yaml(tid, agent=agent, run=run)
 
 

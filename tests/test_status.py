@@ -16,7 +16,7 @@ from rich.console import Console
 from gitexec.dashboard import render, snapshot
 from gitexec.journal import load_events
 from gitexec.runstate import replay
-from tests.helpers import git, wait_for
+from tests.helpers import git, until_file, wait_for
 from tests.project import (
     FAKE_CONFIG,
     crashed_run,
@@ -36,9 +36,7 @@ def test_status_and_agents_while_running(tmp_path: Path) -> None:
             "A": ticket_yaml(
                 "A", agent="fake", prompt="PROGRESS 40\nECHO waiting\n", estimate="10s"
             ),
-            "B": ticket_yaml(
-                "B", run=f"while [ ! -f {gate} ]; do sleep 0.02; done; echo b > b", estimate="10s"
-            ),
+            "B": ticket_yaml("B", run=f"{until_file(gate)}; echo b > b", estimate="10s"),
             "C": ticket_yaml("C", depends_on=["B"], run="echo c > c"),
         },
         config=FAKE_CONFIG,
