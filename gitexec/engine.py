@@ -426,6 +426,7 @@ class Engine:
             places=self.places,
             emit=self._emit_from_worker,
             may_start=self._may_start,
+            budgeted=self.budget.run_usd is not None,
         )
 
     def _attempt_done(self, done: _AttemptDone) -> None:

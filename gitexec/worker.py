@@ -49,7 +49,9 @@ class AgentPlaces:
     claim less urgent than the ticket its merge makes ready is waiting, its place is handed
     back only once the engine has handled its outcome (`hand_back`): by then that ticket is
     dispatched and claiming, so the next link of a chain is not overtaken by a spare that
-    merely waited first. Otherwise the place is free at once.
+    merely waited first. Under a run budget every place waits for the hand-back: the next
+    agent starts only once the engine knows what the last one cost. Otherwise the place is
+    free at once.
     """
 
     def __init__(self, limit: int) -> None:
@@ -93,10 +95,13 @@ class AgentPlaces:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
-    def held(self, cancel: threading.Event, place: int, hand_back: bool = True) -> Iterator[bool]:
+    def held(
+        self, cancel: threading.Event, place: int, hand_back: bool = True, always: bool = False
+    ) -> Iterator[bool]:
         """Hold a place while the block runs; yields False when cancelled while waiting.
         With `hand_back`, the place stays taken after the block until the engine hands it
-        back; otherwise it is free at once."""
+        back, when a less urgent claim would overtake what its merge makes ready (`always`:
+        in any case); otherwise it is free at once."""
         admitted = self._acquire(cancel, place)
         try:
             yield admitted
@@ -104,7 +109,7 @@ class AgentPlaces:
             with self._cond:
                 follows = self._makes_ready.pop(place, None)
                 overtaken = follows is not None and any(u > follows for u in self._claims.values())
-                if admitted and not (hand_back and overtaken):
+                if admitted and not (hand_back and (always or overtaken)):
                     self._holding.discard(place)
                     self._cond.notify_all()
 
@@ -141,6 +146,7 @@ class WorkerContext:
     # Why an attempt whose slot is ready must not start its agent now (the run's budget
     # is spent, its quota pool is paused), or None.
     may_start: Callable[[Job], str | None] = lambda job: None
+    budgeted: bool = False  # the run has a budget
 
     def log(self, tid: str) -> Path:
         return self.run_dir / "logs" / f"{tid}.log"
@@ -473,9 +479,10 @@ def _admitted(ctx: WorkerContext, job: Job) -> Iterator[bool]:
     waiting = time.monotonic()
     if ctx.places.must_wait(job.place):
         ctx.emit(ev.AttemptWaiting(ticket=job.ticket.id))
-    # Validation runs after the agent, outside the agent's place.
-    hand_back = not job.ticket.validate
-    with ctx.places.held(job.cancel, job.place, hand_back) as admitted:
+    # Validation runs after the agent, outside the agent's place, unless the run has a
+    # budget: then no agent starts before the engine knows what the last one cost.
+    hand_back = ctx.budgeted or not job.ticket.validate
+    with ctx.places.held(job.cancel, job.place, hand_back, always=ctx.budgeted) as admitted:
         job.waited_s += time.monotonic() - waiting
         yield admitted
 
