@@ -337,7 +337,7 @@ class TicketMerging(TicketEvent):
 @_kind("ticket-merged")
 @dataclass(frozen=True)
 class TicketMerged(TicketEvent):
-    # The journal is synced before the branch moves (MergeQueue.before_publish).
+    # The journal is synced before the branch moves (MergeQueue.publish).
     durable: ClassVar[bool] = False
     head: str
     previous: str | None = None

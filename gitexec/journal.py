@@ -165,18 +165,17 @@ class Journal:
         self._lock.release()
         try:
             with self._sync_lock:
-                if self._synced >= end or self._fd < 0:
-                    return True  # another writer's sync covered this line
-                upto = self._size
-                os.fdatasync(self._fd)
-                self._synced = upto
-                return True
+                if self._synced < end and self._fd >= 0:  # else another sync covered it
+                    upto = self._size
+                    os.fdatasync(self._fd)
+                    self._synced = upto
+            return True
         except OSError as exc:
-            failed: OSError | None = exc
+            error = exc
         finally:
             self._lock.acquire()
-        if self._fd >= 0 and failed is not None:
-            self._fail(failed, start)
+        if self._fd >= 0:
+            self._fail(error, start)
         return False
 
     def _fail(self, exc: OSError, start: int) -> None:

@@ -245,7 +245,7 @@ class MergeQueue:
                 t=now,
             )
         )
-        self._move(head, new_head, f"merge {tid}")
+        self._move(new_head, f"merge {tid}")
         self._logged[new_head] = len(self.log)
         self.log.append((new_head, tid, frozenset(changed)))
         if self.gated:
@@ -272,9 +272,9 @@ class MergeQueue:
                     )
         return None
 
-    def _move(self, old: str, new: str, reason: str) -> None:
-        """Move the head from `old` to `new`, which the journal already names (so `new` is
-        the head from now on, moved or not); the branch follows now, or at `publish`."""
+    def _move(self, new: str, reason: str) -> None:
+        """Move the head to `new`, which the journal already names (so `new` is the head
+        from now on, moved or not); the branch follows now, or at `publish`."""
         self.head = new
         self._unpublished.append(reason)
         if not self.deferring:
@@ -393,7 +393,7 @@ class MergeQueue:
     def _rewind(self, head: str, reflog: str, reason: str) -> None:
         current = self.head
         self.emit(ev.HeadMoved(head=head, previous=current, reason=reason))
-        self._move(current, head, reflog)
+        self._move(head, reflog)
         self._forget_after(head)
 
     # --- the end ---------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ class MergeQueue:
         head = self.head
         new = self.integration.commit_files(head, files, summary)
         self.emit(ev.HeadMoved(head=new, previous=head, reason=summary, tickets=tuple(tickets)))
-        self._move(head, new, summary)
+        self._move(new, summary)
 
     def validation(self, check: Callable[[str], tuple[bool, str]] | None) -> ev.Validation:
         """`run --validate`: every ticket file on the head records what the journal says

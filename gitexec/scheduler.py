@@ -287,7 +287,7 @@ class Scheduler:
             ready = [r for r in ready if r.group <= current]
         return ready
 
-    def urgency(self, tid: str) -> tuple[Key, Key | None]:
+    def urgency(self, tid: str) -> tuple[Urgency, Urgency | None]:
         """Where `tid` stands in the order tickets start in (smaller first), and where the
         most urgent ticket its merge would make ready stands (None: it makes none ready)."""
         nexts = [_best_first(self[d]) for d in self.dependents[tid] if self[d].deps_left == 1]
@@ -590,8 +590,8 @@ class Scheduler:
         return out
 
 
-Key = tuple[int, float, str]
+Urgency = tuple[int, float, str]  # the order tickets start in: smaller goes first
 
 
-def _best_first(r: Record) -> Key:
+def _best_first(r: Record) -> Urgency:
     return (-r.priority, -r.rank, r.id)

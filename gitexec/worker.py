@@ -26,7 +26,7 @@ from gitexec.errors import CommandError
 from gitexec.gitutil import Identity, RepoPaths
 from gitexec.integration import ticket_message
 from gitexec.merge import merge_trees
-from gitexec.scheduler import Attempt
+from gitexec.scheduler import Attempt, Urgency
 from gitexec.slot import Slot
 from gitexec.slotsetup import SetupError
 from gitexec.tickets import Ticket
@@ -34,7 +34,6 @@ from gitexec.tickets import Ticket
 LIVE_USAGE_EVERY_S = 2.0
 
 
-Urgency = tuple[int, float, str]  # the scheduler's order: smaller goes first
 _places = itertools.count(1)  # one per attempt: a ticket's next attempt is another claim
 
 
@@ -95,13 +94,11 @@ class AgentPlaces:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
-    def held(
-        self, cancel: threading.Event, place: int, hand_back: bool = True, always: bool = False
-    ) -> Iterator[bool]:
+    def held(self, cancel: threading.Event, place: int, keep: bool | None = None) -> Iterator[bool]:
         """Hold a place while the block runs; yields False when cancelled while waiting.
-        With `hand_back`, the place stays taken after the block until the engine hands it
-        back, when a less urgent claim would overtake what its merge makes ready (`always`:
-        in any case); otherwise it is free at once."""
+        After the block the place stays taken until the engine hands it back: with `keep`
+        True always, with None while a less urgent claim would overtake what its merge
+        makes ready; with False it is free at once."""
         admitted = self._acquire(cancel, place)
         try:
             yield admitted
@@ -109,7 +106,7 @@ class AgentPlaces:
             with self._cond:
                 follows = self._makes_ready.pop(place, None)
                 overtaken = follows is not None and any(u > follows for u in self._claims.values())
-                if admitted and not (hand_back and (always or overtaken)):
+                if admitted and not (keep or (keep is None and overtaken)):
                     self._holding.discard(place)
                     self._cond.notify_all()
 
@@ -481,8 +478,8 @@ def _admitted(ctx: WorkerContext, job: Job) -> Iterator[bool]:
         ctx.emit(ev.AttemptWaiting(ticket=job.ticket.id))
     # Validation runs after the agent, outside the agent's place, unless the run has a
     # budget: then no agent starts before the engine knows what the last one cost.
-    hand_back = ctx.budgeted or not job.ticket.validate
-    with ctx.places.held(job.cancel, job.place, hand_back, always=ctx.budgeted) as admitted:
+    keep = True if ctx.budgeted else False if job.ticket.validate else None
+    with ctx.places.held(job.cancel, job.place, keep) as admitted:
         job.waited_s += time.monotonic() - waiting
         yield admitted
 

@@ -125,17 +125,16 @@ def write_detached_head(gitdir: Path, commit: str) -> None:
     protocol."""
     head, lock = gitdir / "HEAD", gitdir / "HEAD.lock"
     data = (commit + "\n").encode("ascii")
-    with contextlib.suppress(OSError):
-        if os.path.lexists(lock):
-            raise FileExistsError(lock)  # git is writing it: the lock below says so
-        fd = os.open(head, os.O_RDWR)
-        try:
-            old = os.pread(fd, len(data) + 1, 0)
-            if len(old) == len(data) and not old.startswith(b"ref:"):
-                os.pwrite(fd, data, 0)
-                return
-        finally:
-            os.close(fd)
+    if not os.path.lexists(lock):  # else git is writing it: taking the lock below fails
+        with contextlib.suppress(OSError):
+            fd = os.open(head, os.O_RDWR)
+            try:
+                old = os.pread(fd, len(data) + 1, 0)
+                if len(old) == len(data) and not old.startswith(b"ref:"):
+                    os.pwrite(fd, data, 0)
+                    return
+            finally:
+                os.close(fd)
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
