@@ -425,3 +425,24 @@ def test_a_reset_over_many_paths_brings_every_one(tmp_path: Path) -> None:
         for run in ("r1", "r2", "r3")
     }
     assert slots == {"r1": {1}, "r2": {1}, "r3": {1}}  # the same slot, reset fast each time
+
+
+def test_a_new_slot_of_many_files_is_an_exact_checkout(tmp_path: Path) -> None:
+    # From 100 files on, git writes a checkout with parallel workers: a new slot must still
+    # hold every file with its content, mode and kind, and git must see nothing changed.
+    files: dict[str, str | bytes] = {f"src/d{i % 7}/f{i:03}.txt": f"{i}\n" for i in range(240)}
+    files["bin/tool.sh"] = "#!/bin/sh\necho tool\n"
+    repo = make_project(tmp_path / "r", {}, files=files)
+    os.chmod(repo / "bin" / "tool.sh", 0o700)
+    os.symlink("d0/f000.txt", repo / "src" / "link")
+    check = (
+        'test -z "$(git status --porcelain)" && test -x bin/tool.sh && test -L src/link'
+        " && test $(cat src/link) = 0 && test $(cat src/d6/f237.txt) = 237"
+        " && test $(find src -name '*.txt' | wc -l) = 240 && echo A > A.txt"
+    )
+    write_files(repo, {".gitexec/tickets/A.yaml": ticket_yaml("A", run=check)})
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "many")
+    code, out, err = run_ok(repo, "--jobs", "1", "--run-id", "m")
+    assert code == 0, out + err
+    assert git(repo, "show", "gitexec/m:A.txt") == "A\n"
