@@ -25,14 +25,8 @@ import pygit2
 from gitexec import slotcommit, slotfiles, slotstate, watch
 from gitexec.committrees import CommitTrees
 from gitexec.errors import CommandError
-from gitexec.gitutil import (
-    NO_HOOKS,
-    Identity,
-    RepoPaths,
-    git,
-    git_for_effect,
-    run_git,
-)
+from gitexec.gitutil import NO_HOOKS, Identity, RepoPaths, git, git_for_effect, run_git
+from gitexec.lanes import Lanes
 from gitexec.merge import changed_paths
 from gitexec.slotsetup import (
     NOTHING_KEPT,
@@ -74,8 +68,9 @@ ARGV_PATHS = 64  # paths given to git as arguments; more go on its stdin
 _IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
 
 _create_lock = threading.Lock()
-# Resets share the CPUs: on two cores two checkouts at once took 130 ms each, one alone 50.
-_resets = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))
+# A slot's first reset in an engine (all that merged since, or a rebuild) goes alone: on two
+# cores two such catch-ups at once took 130 ms each, one alone 50. Later ones go side by side.
+_resets = Lanes(max(2, os.cpu_count() or 2))
 
 
 class _ResetFailed(Exception):
@@ -257,7 +252,7 @@ class Slot:
         keep = setup_output(setup, self._setup_marker, self._setup_output_list) or NOTHING_KEPT
         saved = slotstate.load(self._state_file, self.path) if self._watcher is None else None
         slotstate.forget(self._state_file)  # from here on, only this engine knows the slot
-        with _resets:
+        with _resets.taken(alone=self._watcher is None):
             try:
                 if not self.exists():
                     raise _ResetFailed("no worktree")

@@ -235,46 +235,18 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
     # Secrets are taken out of everything the attempt writes, as it is written: whoever
     # reads a log or a report later, wherever, sees no secret of this environment.
     redactor = secrets.Redactor.from_environ({**os.environ, **env})
-    slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
-    if job.attempt.start_from is not None:
-        _carry_on(ctx, job, *job.attempt.start_from)
-    prompt = prompt_for(ctx, job)
-    argv = command_for(ctx, job, prompt)
     log = ctx.log(t.id)
     timeout = timeout_for(ctx.config, t, job.agent)
-    reader = dialects.Reader(job.agent.dialect, argv=argv)
-    live = _LiveUsage(ctx, job, reader)
-    to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
-    samples = resources.SampleGate()
-
-    def sampled(sample: process.Sample) -> None:
-        event = samples.event(t.id, sample)
-        if event is not None:
-            ctx.emit(event)
-
-    with _admitted(ctx, job) as admitted:
-        if not admitted:
-            return Outcome(False, reason="stopped before the agent started", cancelled=True)
-        refused = ctx.may_start(job)
-        if refused is not None:  # decided while this slot was being prepared
-            return Outcome(False, reason=refused, cancelled=True)
-        result = agents.run_process(
-            argv,
-            cwd=slot.path,
-            env=env,
-            log=log,
-            timeout_s=timeout,
-            cancel=job.cancel,
-            on_start=lambda pid, pgid: _started(ctx, job, pid, pgid),
-            on_output=live.feed,
-            stdin=to_stdin,
-            redact=redactor.redact_bytes,
-            log_cap=ctx.config.log_max_bytes,
-            on_sample=sampled,
-            limits=resources.process_limits(job.agent),
-            header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
-            f"in {slot.name} ===\n",
-        )
+    # The agent's shell starts now and joins its cgroup while the slot is reset.
+    limits = resources.process_limits(job.agent)
+    launch = process.Launch(slot.path, env, limits, with_stdin=job.agent.stdin == "prompt")
+    try:
+        ran = _run_agent(ctx, job, env, redactor, launch, log, timeout)
+    finally:
+        launch.abandon()  # nothing to do once the agent started
+    if isinstance(ran, Outcome):
+        return ran
+    result, reader = ran
     ctx.emit(
         ev.AgentExited(
             ticket=t.id,
@@ -332,6 +304,59 @@ def _attempt(ctx: WorkerContext, job: Job) -> Outcome:
         if failed is not None:
             return failed
     return Outcome(True, commit=collected.commit)
+
+
+def _run_agent(
+    ctx: WorkerContext,
+    job: Job,
+    env: dict[str, str],
+    redactor: secrets.Redactor,
+    launch: process.Launch,
+    log: Path,
+    timeout: float | None,
+) -> tuple[process.ProcessResult, dialects.Reader] | Outcome:
+    """Reset the slot, then run the agent to its end in `launch` (an Outcome if it never
+    started)."""
+    t, slot = job.ticket, job.slot
+    slot.prepare(ctx.paths, job.base, ctx.config.setup, env)
+    if job.attempt.start_from is not None:
+        _carry_on(ctx, job, *job.attempt.start_from)
+    prompt = prompt_for(ctx, job)
+    argv = command_for(ctx, job, prompt)
+    reader = dialects.Reader(job.agent.dialect, argv=argv)
+    live = _LiveUsage(ctx, job, reader)
+    to_stdin = prompt.encode() if prompt is not None and job.agent.stdin == "prompt" else None
+    samples = resources.SampleGate()
+
+    def sampled(sample: process.Sample) -> None:
+        event = samples.event(t.id, sample)
+        if event is not None:
+            ctx.emit(event)
+
+    with _admitted(ctx, job) as admitted:
+        if not admitted:
+            return Outcome(False, reason="stopped before the agent started", cancelled=True)
+        refused = ctx.may_start(job)
+        if refused is not None:  # decided while this slot was being prepared
+            return Outcome(False, reason=refused, cancelled=True)
+        result = agents.run_process(
+            argv,
+            cwd=slot.path,
+            env=env,
+            log=log,
+            timeout_s=timeout,
+            cancel=job.cancel,
+            on_start=lambda pid, pgid: _started(ctx, job, pid, pgid),
+            on_output=live.feed,
+            stdin=to_stdin,
+            redact=redactor.redact_bytes,
+            log_cap=ctx.config.log_max_bytes,
+            on_sample=sampled,
+            launch=launch,
+            header=f"=== {t.id} attempt {job.attempt.attempt} ({job.agent.name}) "
+            f"in {slot.name} ===\n",
+        )
+    return result, reader
 
 
 def _left_behind(ctx: WorkerContext, job: Job) -> tuple[str, str] | None:

@@ -426,19 +426,74 @@ def test_without_stdin_the_command_reads_dev_null(tmp_path: Path, isolation: str
         assert device == b"/dev/null"
 
 
-@pytest.mark.parametrize("shim", [spawn._SHIM, spawn._SHIM_NO_STDIN])
+@pytest.mark.parametrize("mode", ["stdin", "none"])
+@pytest.mark.parametrize("sent", [b"", b"'touch' 'ran'\n", b"'touch' 'ran"])
 def test_a_command_never_runs_if_its_supervisor_dies_before_letting_it_go(
-    tmp_path: Path, shim: str
+    tmp_path: Path, mode: str, sent: bytes
 ) -> None:
-    """The engine killed between starting a command and moving it into its cgroup: the
-    waiting shell sees its stdin closed and exits; nothing stays behind, stopped or not."""
+    """The engine killed before the waiting shell got its whole command line (nothing, or
+    the words without the end line, or cut short): the shell sees its stdin closed and
+    exits; nothing ran, nothing stays behind."""
     waiting = subprocess.Popen(
-        ["/bin/sh", "-c", shim, "gitexec", "touch", "ran"], cwd=tmp_path, stdin=subprocess.PIPE
+        ["/bin/sh", "-c", spawn._SHIM, "gitexec", str(tmp_path), "end-of-launch", mode],
+        stdin=subprocess.PIPE,
     )
     assert waiting.stdin is not None
+    waiting.stdin.write(sent)
     waiting.stdin.close()
     assert waiting.wait(timeout=30) == 125
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["printf", "%s|", "two words", "it's", "$HOME", "`id`", "a\nb", "-", "", "*", "\\"],
+        ["printf", "%s|", "; touch ran", "$(touch ran)", "' ; touch ran ; '", '"', "end-of-launch"],
+    ],
+)
+def test_the_waiting_shell_runs_exactly_the_words_it_was_given(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    if not cgroup_available():
+        pytest.skip("cgroup v2 not writable here: commands start without the shell")
+    result = run(tmp_path, argv)
+    assert result.ok, log_bytes(tmp_path)
+    printed = log_bytes(tmp_path).decode()
+    assert printed.endswith("|".join(argv[2:]) + "|")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_launch_abandoned_before_its_command_leaves_nothing(tmp_path: Path) -> None:
+    before = set(psutil.Process().children(recursive=True))
+    launch = process.Launch(tmp_path, {}, None, with_stdin=False)
+    launch.abandon()
+    launch.abandon()  # twice is harmless
+    assert launch.cgroup is None
+    assert set(psutil.Process().children(recursive=True)) <= before
+    home, _ = cgroups._cgroup_home()
+    if home is not None:
+        assert list(home.glob(f"gitexec-{os.getpid()}-{launch.token[:12]}")) == []
+
+
+def test_a_launch_outlives_its_worktree_being_rebuilt(tmp_path: Path) -> None:
+    # A slot's reset may remove and recreate the worktree while the agent's shell waits: the
+    # shell enters the directory only once the command comes.
+    place = tmp_path / "slot"
+    place.mkdir()
+    launch = process.Launch(place, {}, None, with_stdin=False)
+    (place).rmdir()
+    place.mkdir()
+    result = run_process(
+        ["sh", "-c", "pwd > where"],
+        cwd=place,
+        env={},
+        log=tmp_path / "log",
+        timeout_s=60,
+        launch=launch,
+    )
+    assert result.ok
+    assert (place / "where").read_text().strip() == str(place)
 
 
 # --- start errors ---------------------------------------------------------------------------
@@ -587,3 +642,21 @@ def test_cgroups_left_by_a_killed_engine_are_removed() -> None:
         for d in (stale, ours):
             if d.exists():
                 d.rmdir()
+
+
+def test_an_attempt_that_fails_before_its_agent_starts_leaves_no_waiting_shell(
+    tmp_path: Path,
+) -> None:
+    # The agent's shell starts while its slot is set up; a setup that fails ends the attempt
+    # before any command: the shell must go, and its cgroup with it.
+    config = "worktree:\n  setup: ['echo broken >&2; exit 3']\n"
+    repo = make_project(tmp_path / "r", {"A": ticket_yaml("A", run="touch ran")}, config=config)
+    before = set(psutil.Process().children(recursive=True))
+    code, out, err = run_ok(repo, "--run-id", "s", "--jobs", "1")
+    assert code != 0, out + err
+    assert status(repo, "s")["tickets"]["A"]["status"] == "failed"
+    left = [p for p in psutil.Process().children(recursive=True) if p not in before]
+    assert [p.cmdline() for p in left if p.is_running()] == []
+    home, _ = cgroups._cgroup_home()
+    if home is not None:
+        assert list(home.glob(f"gitexec-{os.getpid()}-*")) == []

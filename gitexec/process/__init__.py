@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gitexec.process.environ import kill_run, run_processes
 from gitexec.process.metrics import MachineLoad, machine_load
+from gitexec.process.spawn import Launch
 from gitexec.process.supervise import run_process
 from gitexec.process.values import (
     DEFAULT_LOG_CAP,
@@ -25,6 +26,7 @@ __all__ = [
     "RUN_VAR",
     "SAMPLE_EVERY_S",
     "WORKTREE_VAR",
+    "Launch",
     "Limits",
     "MachineLoad",
     "ProcessResult",

@@ -6,12 +6,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gitexec.gitutil import scrubbed_env
 from gitexec.process.cgroups import _Cgroup
+from gitexec.process.values import PROCESS_VAR, Limits
 
 
 def _arg_limit() -> int | None:
@@ -33,6 +38,9 @@ def _cannot_run(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str |
     """Why exec would refuse `argv`, found before starting anything (what execvp would say)."""
     if not argv:
         return "empty command"
+    too_big = _too_big(argv, env)
+    if too_big is not None:
+        return too_big
     program = argv[0]
     if "/" in program:
         candidates = [cwd / program]
@@ -65,63 +73,162 @@ def _start_error(exc: Exception, argv: Sequence[str], cwd: Path, env: Mapping[st
     if exc.filename is not None and os.fspath(exc.filename) == os.fspath(cwd):
         return f"cannot start {program!r} in {cwd}: {reason}"
     if exc.errno == errno.E2BIG:
-        limit = _arg_limit()
-        sizes = [len(a.encode("utf-8", "surrogateescape")) for a in argv]
-        longest = max(range(len(sizes)), key=sizes.__getitem__)
-        if limit is not None and sizes[longest] >= limit:
-            return (
-                f"argument {longest} is too long ({sizes[longest]} bytes; E2BIG: the limit "
-                f"is {limit} bytes per argument): pass a long prompt with `stdin: prompt` "
-                "or `{{ prompt_file }}`"
-            )
-        total = sum(sizes) + sum(len(k) + len(v) + 2 for k, v in env.items())
-        return f"arguments and environment too large for {program!r} ({total} bytes; E2BIG)"
+        return _too_big(argv, env, always=True) or f"cannot start {program!r}: {reason}"
     return _cannot_run(argv, cwd, env) or f"cannot start {program!r}: {reason}"
 
 
-# In a cgroup, the command starts under a shell that waits for one line on stdin before
-# exec: the supervisor moves the shell into the cgroup first, so not one of the command's
-# descendants can start outside. Should the supervisor die before that line, the shell reads
-# end-of-file and exits without running anything. (A pre-exec hook would also do, but makes
-# subprocess fork the whole engine instead of vfork: 70 ms a command at 300 MB.)
-_SHIM = 'read -r go || exit 125; exec "$@"'
-_SHIM_NO_STDIN = 'read -r go || exit 125; exec "$@" </dev/null'
+def _too_big(argv: Sequence[str], env: Mapping[str, str], *, always: bool = False) -> str | None:
+    """Why exec would refuse `argv` with E2BIG (an argument over Linux's per-argument limit,
+    or arguments and environment over ARG_MAX); `always`: it did, say so anyway."""
+    limit = _arg_limit()
+    sizes = [len(a.encode("utf-8", "surrogateescape")) for a in argv]
+    longest = max(range(len(sizes)), key=sizes.__getitem__)
+    if limit is not None and sizes[longest] >= limit:
+        return (
+            f"argument {longest} is too long ({sizes[longest]} bytes; E2BIG: the limit "
+            f"is {limit} bytes per argument): pass a long prompt with `stdin: prompt` "
+            "or `{{ prompt_file }}`"
+        )
+    total = sum(sizes) + sum(len(k) + len(v) + 2 for k, v in env.items())
+    pointers = 8 * (len(argv) + len(env) + 2)
+    if always or total + len(argv) + pointers > os.sysconf("SC_ARG_MAX"):
+        return f"arguments and environment too large for {argv[0]!r} ({total} bytes; E2BIG)"
+    return None
 
 
-def _spawn(
-    argv: Sequence[str],
-    cwd: Path,
-    env: Mapping[str, str],
-    with_stdin: bool,
-    cgroup: _Cgroup | None,
-) -> tuple[subprocess.Popen[bytes], _Cgroup | None]:
-    """Start `argv` in its own session, inside `cgroup` from its first instruction; the
-    cgroup it is in (None if it could not join)."""
-    command = list(argv)
-    if cgroup is not None:
-        command = ["/bin/sh", "-c", _SHIM if with_stdin else _SHIM_NO_STDIN, "gitexec", *argv]
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE if with_stdin or cgroup is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    if cgroup is None:
-        return proc, None
-    assert proc.stdin is not None
-    joined = False
-    try:
-        (cgroup.path / "cgroup.procs").write_text(str(proc.pid))
-        joined = True
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):  # it may be gone already (EPIPE)
-            os.write(proc.stdin.fileno(), b"\n")
-        if not with_stdin:
-            proc.stdin.close()
-            proc.stdin = None
-    return proc, cgroup if joined else None
+# In a cgroup, the command starts under a shell that waits, already in the cgroup, for its
+# command line on stdin (each word quoted by shlex.quote, then a line holding a token of
+# this launch alone), and then execs it: not one of the command's descendants can start
+# outside. Moving a process into a cgroup waits for the kernel (an RCU grace period: 11 ms
+# median inside a busy run, 0.2 ms alone), so the shell can be started early, while the
+# agent's worktree is being reset. Should the supervisor die before the token line, the
+# shell reads end-of-file and exits without running anything; a line cut short leaves a
+# quote open, which eval refuses. (A pre-exec hook would also do, but makes subprocess fork
+# the whole engine instead of vfork: 70 ms a command at 300 MB.)
+_SHIM = """cmd=
+while IFS= read -r line; do
+  [ "$line" = "$2" ] && break
+  cmd="$cmd$line
+"
+done
+[ "$line" = "$2" ] || exit 125
+[ "$3" = stdin ] || exec </dev/null
+cd -- "$1" || exit 126
+eval "exec $cmd"
+"""
+
+
+class Launch:
+    """A command's start, begun before its command line is known: its environment, its
+    cgroup with `limits` applied, and there a shell waiting for the command (`start`). All
+    but the environment is made on a thread of its own, while the caller gets on."""
+
+    def __init__(
+        self, cwd: Path, env: Mapping[str, str], limits: Limits | None, with_stdin: bool
+    ) -> None:
+        self.cwd = cwd
+        self.with_stdin = with_stdin
+        self.token = uuid.uuid4().hex
+        self.env = scrubbed_env({**env, PROCESS_VAR: self.token})
+        self.warnings: list[str] = []
+        self.cgroup: _Cgroup | None = None
+        self._wants_limits = limits is not None and (
+            limits.memory is not None or limits.cpu is not None
+        )
+        self._end = uuid.uuid4().hex
+        self._shell: subprocess.Popen[bytes] | None = None
+        self._joined = False
+        self._done = False
+        self._making = threading.Thread(target=self._make, args=(limits,), name="gitexec-launch")
+        self._making.start()
+
+    def _make(self, limits: Limits | None) -> None:
+        """The cgroup, then the shell in it (moving a process there is what waits)."""
+        self.cgroup, why = _Cgroup.create(self.token)
+        if limits is not None and self._wants_limits:
+            if self.cgroup is None:
+                self.warnings.append(f"limits not enforced: {why}")
+            else:
+                self.warnings.extend(self.cgroup.limit(limits))
+        if self.cgroup is None:
+            return
+        mode = "stdin" if self.with_stdin else "none"
+        try:
+            self._shell = subprocess.Popen(
+                ["/bin/sh", "-c", _SHIM, "gitexec", str(self.cwd), self._end, mode],
+                cwd="/",  # the worktree may be rebuilt meanwhile: the shell enters it last
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return  # the command starts without the shell, and so without the cgroup
+        with contextlib.suppress(OSError):
+            (self.cgroup.path / "cgroup.procs").write_text(str(self._shell.pid))
+            self._joined = True
+
+    def start(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Run `argv`: in the waiting shell when it joined the cgroup, else directly (then
+        with no cgroup: `cgroup` is None). Raises what starting it raised (then `abandon`)."""
+        assert not self._done, "a launch starts one command"
+        self._making.join()
+        shell = self._shell
+        if shell is not None and self._joined:
+            assert shell.stdin is not None
+            if not os.path.isdir(self.cwd):  # what Popen would say; the shell only enters it
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.cwd))
+            words = " ".join(shlex.quote(arg) for arg in argv)
+            if "\0" in words:
+                raise ValueError("embedded null byte")
+            _write_all(shell.stdin.fileno(), os.fsencode(f"{words}\n{self._end}\n"))
+            self._done = True
+            if not self.with_stdin:
+                shell.stdin.close()
+                shell.stdin = None
+            return shell
+        self._end_shell()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+            if self._wants_limits:
+                self.warnings.append("limits not enforced: could not join the cgroup")
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.PIPE if self.with_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._done = True
+        return proc
+
+    def abandon(self) -> None:
+        """Undo a launch whose command did not start (nothing happens after `start`)."""
+        if self._done:
+            return
+        self._done = True
+        self._making.join()
+        self._end_shell()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+    def _end_shell(self) -> None:
+        """The waiting shell reads end-of-file and exits without running anything."""
+        shell, self._shell = self._shell, None
+        if shell is None:
+            return
+        for pipe in (shell.stdin, shell.stdout):
+            if pipe is not None:
+                pipe.close()
+        shell.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

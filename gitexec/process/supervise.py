@@ -9,23 +9,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gitexec.gitutil import scrubbed_env
-from gitexec.process.cgroups import _Cgroup
 from gitexec.process.metrics import _Meter
 from gitexec.process.output import _CappedLog, _Pump, _SafeRedact
-from gitexec.process.spawn import _cannot_run, _spawn, _start_error
+from gitexec.process.spawn import Launch, _cannot_run, _start_error
 from gitexec.process.tree import _Tree
 from gitexec.process.values import (
     _TICK_S,
     DEFAULT_LOG_CAP,
     KILL_GRACE_S,
-    PROCESS_VAR,
     SAMPLE_EVERY_S,
     Limits,
     ProcessResult,
@@ -79,6 +75,7 @@ def run_process(
     on_sample: Callable[[Sample], None] | None = None,
     sample_every_s: float = SAMPLE_EVERY_S,
     limits: Limits | None = None,
+    launch: Launch | None = None,
 ) -> ProcessResult:
     """Run `argv` in `cwd` with `env` added to the (GIT_*-scrubbed) environment; its output
     (stdout and stderr) is appended to `log`, after `header`.
@@ -92,37 +89,26 @@ def run_process(
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    token = uuid.uuid4().hex
-    full_env = scrubbed_env({**env, PROCESS_VAR: token})
-    warnings: list[str] = []
+    if launch is None:
+        launch = Launch(cwd, env, limits, with_stdin=stdin is not None)
+    assert launch.with_stdin == (stdin is not None), "the launch was made for other input"
+    full_env = launch.env
     with log.open("a+b", buffering=0) as out:
         if header:
             out.write(header.encode("utf-8", "replace"))
-        cgroup, why = _Cgroup.create(token)
-        wants_limits = limits is not None and (limits.memory is not None or limits.cpu is not None)
-        if limits is not None and wants_limits:
-            if cgroup is None:
-                warnings.append(f"limits not enforced: {why}")
-            else:
-                warnings.extend(cgroup.limit(limits))
         proc: subprocess.Popen[bytes] | None = None
         error = _cannot_run(argv, cwd, full_env)
         if error is None:
             try:
-                proc, joined = _spawn(argv, cwd, full_env, stdin is not None, cgroup)
+                proc = launch.start(argv)
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 error = _start_error(exc, argv, cwd, full_env)
+        warnings = launch.warnings
         if proc is None:
-            if cgroup is not None:
-                cgroup.remove()
+            launch.abandon()
             _notes(out, [*(f"warning: {w}" for w in warnings), f"cannot start: {error}"])
             duration = time.monotonic() - start
             return ProcessResult(127, False, False, duration, error, warnings=tuple(warnings))
-        if cgroup is not None and joined is None:
-            cgroup.remove()
-            cgroup = None
-            if wants_limits:
-                warnings.append("limits not enforced: could not join the cgroup")
         _notes(out, [f"warning: {w}" for w in warnings])
         watch = _Watch(
             timeout_s=timeout_s,
@@ -136,7 +122,8 @@ def run_process(
             on_sample=on_sample,
             sample_every_s=sample_every_s,
         )
-        return _supervise(proc, _Tree(proc.pid, token, cgroup), out, start, watch, warnings)
+        tree = _Tree(proc.pid, launch.token, launch.cgroup)
+        return _supervise(proc, tree, out, start, watch, warnings)
 
 
 def _notes(out: BinaryIO, lines: Iterable[str]) -> None:
