@@ -102,9 +102,8 @@ def _too_big(argv: Sequence[str], env: Mapping[str, str], *, always: bool = Fals
 # outside. Moving a process into a cgroup waits for the kernel (an RCU grace period: 11 ms
 # median inside a busy run, 0.2 ms alone), so the shell can be started early, while the
 # agent's worktree is being reset. Should the supervisor die before the token line, the
-# shell reads end-of-file and exits without running anything; a line cut short leaves a
-# quote open, which eval refuses. (A pre-exec hook would also do, but makes subprocess fork
-# the whole engine instead of vfork: 70 ms a command at 300 MB.)
+# shell reads end-of-file and exits without running anything. (A pre-exec hook would also
+# do, but makes subprocess fork the whole engine instead of vfork: 70 ms a command at 300 MB.)
 _SHIM = """cmd=
 while IFS= read -r line; do
   [ "$line" = "$2" ] && break
@@ -225,7 +224,11 @@ class Launch:
         for pipe in (shell.stdin, shell.stdout):
             if pipe is not None:
                 pipe.close()
-        shell.wait()
+        try:
+            shell.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stopped by someone: it must not keep us
+            shell.kill()
+            shell.wait()
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -85,7 +85,8 @@ def run_process(
     `log_cap` bytes of it (head and tail). `on_sample` gets resource samples every
     `sample_every_s`. On timeout or cancel: SIGTERM to everything the command started,
     SIGKILL after `grace_s`. Whatever it leaves running when it exits is killed.
-    Callbacks run on supervising threads and must be quick.
+    Callbacks run on supervising threads and must be quick. `launch`: its start, begun
+    earlier with the same cwd, env, limits and stdin (see `Launch`); by default begun here.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
