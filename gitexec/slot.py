@@ -26,7 +26,6 @@ from gitexec import slotcommit, slotfiles, slotstate, watch
 from gitexec.committrees import CommitTrees
 from gitexec.errors import CommandError
 from gitexec.gitutil import NO_HOOKS, Identity, RepoPaths, git, git_for_effect, run_git
-from gitexec.lanes import Lanes
 from gitexec.merge import changed_paths
 from gitexec.slotsetup import (
     NOTHING_KEPT,
@@ -68,9 +67,9 @@ ARGV_PATHS = 64  # paths given to git as arguments; more go on its stdin
 _IGNORED_HEADER = "The following paths are ignored by one of your .gitignore files:"
 
 _create_lock = threading.Lock()
-# A slot's first reset in an engine (all that merged since, or a rebuild) goes alone: on two
-# cores two such catch-ups at once took 130 ms each, one alone 50. Later ones go side by side.
-_resets = Lanes(max(2, os.cpu_count() or 2))
+# At a run's start every slot resets at once: sharing the CPU among all of them only
+# delays the first agents, it does not speed up the last.
+_resets = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
 class _ResetFailed(Exception):
@@ -252,7 +251,7 @@ class Slot:
         keep = setup_output(setup, self._setup_marker, self._setup_output_list) or NOTHING_KEPT
         saved = slotstate.load(self._state_file, self.path) if self._watcher is None else None
         slotstate.forget(self._state_file)  # from here on, only this engine knows the slot
-        with _resets.taken(alone=self._watcher is None):
+        with _resets:
             try:
                 if not self.exists():
                     raise _ResetFailed("no worktree")
