@@ -152,16 +152,10 @@ class Launch:
         if self.cgroup is None:
             return
         mode = "stdin" if self.with_stdin else "none"
+        shell = ["/bin/sh", "-c", _SHIM, "gitexec", str(self.cwd), self._end, mode]
         try:
-            self._shell = subprocess.Popen(
-                ["/bin/sh", "-c", _SHIM, "gitexec", str(self.cwd), self._end, mode],
-                cwd="/",  # the worktree may be rebuilt meanwhile: the shell enters it last
-                env=self.env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # The worktree may be rebuilt meanwhile: the shell enters it last.
+            self._shell = self._popen(shell, Path("/"), subprocess.PIPE)
         except (OSError, ValueError, subprocess.SubprocessError):
             return  # the command starts without the shell, and so without the cgroup
         with contextlib.suppress(OSError):
@@ -181,7 +175,8 @@ class Launch:
             words = " ".join(shlex.quote(arg) for arg in argv)
             if "\0" in words:
                 raise ValueError("embedded null byte")
-            _write_all(shell.stdin.fileno(), os.fsencode(f"{words}\n{self._end}\n"))
+            shell.stdin.write(os.fsencode(f"{words}\n{self._end}\n"))
+            shell.stdin.flush()
             self._done = True
             if not self.with_stdin:
                 shell.stdin.close()
@@ -193,17 +188,23 @@ class Launch:
             self.cgroup = None
             if self._wants_limits:
                 self.warnings.append("limits not enforced: could not join the cgroup")
-        proc = subprocess.Popen(
+        proc = self._popen(
+            argv, self.cwd, subprocess.PIPE if self.with_stdin else subprocess.DEVNULL
+        )
+        self._done = True
+        return proc
+
+    def _popen(self, argv: Sequence[str], cwd: Path, stdin: int) -> subprocess.Popen[bytes]:
+        """`argv` in its own session, output and errors on one pipe."""
+        return subprocess.Popen(
             list(argv),
-            cwd=self.cwd,
+            cwd=cwd,
             env=self.env,
-            stdin=subprocess.PIPE if self.with_stdin else subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._done = True
-        return proc
 
     def abandon(self) -> None:
         """Undo a launch whose command did not start (nothing happens after `start`)."""
@@ -223,15 +224,10 @@ class Launch:
             return
         for pipe in (shell.stdin, shell.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # a command line it never read
+                    pipe.close()
         try:
             shell.wait(timeout=5)
         except subprocess.TimeoutExpired:  # stopped by someone: it must not keep us
             shell.kill()
             shell.wait()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
