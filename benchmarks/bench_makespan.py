@@ -7,7 +7,9 @@
       three seeds (goal: gitexec <= 1.0x make). From each run's journal: the median
       hand-off on the DAG's critical path (the last dependency's agent exit to the
       dependent's agent start; goal <= 25 ms), split into its steps, and how long after
-      the run started its first agent started (goal <= 0.2 s).
+      the run started its first agent started (goal <= 0.2 s). `engine_busy`: the share of
+      the wall time the engine's own process was on a CPU (its threads take turns holding
+      one interpreter lock, so near 1.0 every step in it waits for the others).
   (b) 60 tickets of `sleep 0.5` on a 20,000-file repository, jobs 4, vs `make -j4` running
       the same commands without isolation: on the repository's first run (the pool is
       made) and with the pool in place (goals: <= 1.3x and <= 1.05x).
@@ -131,6 +133,7 @@ def write_tickets(repo: Path, work: Workload, env: Mapping[str, str]) -> None:
 class Run:
     wall_s: float
     cpu_s: float  # the engine's and its git processes' CPU (agents' sleep costs none)
+    engine_cpu_s: float | None  # the engine's process alone (its one interpreter lock)
     journal: list[dict[str, Any]]
 
 
@@ -139,24 +142,45 @@ def _children_cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
+def _own_cpu_when_done(pid: int) -> float | None:
+    """Wait for `pid` to exit without reaping it, and read the CPU it used itself (not
+    its children's) while /proc still has it; None where that cannot be read."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (AttributeError, OSError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
 def gitexec_run(repo: Path, jobs: int, run_id: str, env: Mapping[str, str]) -> Run:
     cpu = _children_cpu()
     start = time.perf_counter()
     command = [sys.executable, "-m", "gitexec", "run", "--no-monitor"]
-    proc = subprocess.run(
-        [*command, "--jobs", str(jobs), "--run-id", run_id],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            [*command, "--jobs", str(jobs), "--run-id", run_id],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        engine_cpu = _own_cpu_when_done(proc.pid)
+        returncode = proc.wait()
+        wall = time.perf_counter() - start
+        out.seek(0)
+        output = out.read().decode("utf-8", "replace")
     cpu = _children_cpu() - cpu
-    if proc.returncode != 0:
-        raise SystemExit(f"gitexec run {run_id} failed:\n{proc.stdout}\n{proc.stderr}")
+    if returncode != 0:
+        raise SystemExit(f"gitexec run {run_id} failed:\n{output}")
     journal = read_records(repo / ".git" / "gitexec" / "runs" / run_id / "journal.jsonl")
-    return Run(wall, cpu, journal)
+    return Run(wall, cpu, engine_cpu, journal)
+
+
+def _busy(run: Run) -> float | None:
+    """The share of the run's wall time the engine's process was on a CPU."""
+    return None if run.engine_cpu_s is None else round(run.engine_cpu_s / run.wall_s, 3)
 
 
 def make_run(work: Workload, jobs: int, where: Path) -> float:
@@ -272,6 +296,7 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
             "seed": seed,
             "gitexec_s": round(run.wall_s, 2),
             "cpu_s": round(run.cpu_s, 2),
+            "engine_busy": _busy(run),
             "make_s": round(make_s, 2),
             "bound_s": round(bound, 2),
             "ratio": round(run.wall_s / make_s, 3),
@@ -293,6 +318,7 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
         "seeds": per_seed,
         "ratio": median("ratio"),
         "cpu_s": median("cpu_s"),
+        "engine_busy": median("engine_busy") if all(r["engine_busy"] for r in per_seed) else None,
         "handoff_ms": median("handoff_ms"),
         "first_start_s": median("first_start_s"),
         "goals": {"ratio": "<= 1.0", "handoff_ms": "<= 25", "first_start_s": "<= 0.2"},
@@ -316,6 +342,7 @@ def bench_b(work_dir: Path, tickets: int, files: int) -> dict[str, Any]:
         "gitexec_s": round(warm.wall_s, 2),
         "cpu_first_run_s": round(first.cpu_s, 2),
         "cpu_s": round(warm.cpu_s, 2),
+        "engine_busy": _busy(warm),
         "make_s": round(make_s, 2),
         "ratio_first_run": round(first.wall_s / make_s, 3),
         "ratio": round(warm.wall_s / make_s, 3),
