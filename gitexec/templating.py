@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,13 @@ __all__ = [
 ]
 
 _PLAIN = re.compile(r"[A-Za-z_./][A-Za-z0-9_./*-]*")
-_YAML_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"})
+# Characters JSON leaves as they are but YAML reads as line breaks (U+0085, U+2028,
+# U+2029) or refuses (DEL, C1 controls, a byte order mark): escaped.
+_ESCAPED = re.compile("[\x7f-\x9f\u2028\u2029\ufeff]")
+# Plain words YAML reads as something other than a string (booleans, null, floats).
+_YAML_WORDS = frozenset(
+    {"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~", ".inf", ".nan"}
+)
 
 
 def template_dir() -> Path:
@@ -56,12 +63,18 @@ def yaml_value(value: Any) -> str:
         return "[" + ", ".join(yaml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{yaml_value(k)}: {yaml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
         return json.dumps(value)
     text = str(value)
     if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _ESCAPED.sub(_escape, json.dumps(text, ensure_ascii=False))
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
 from gitexec.gitutil import find_repo
 from gitexec.journal import read_records
@@ -443,6 +444,31 @@ def test_conflict_ends_as_conflict_with_paths_recorded(tmp_path: Path) -> None:
     text = conflict["text"]["shared.txt"]
     assert "<<<<<<< integration (A)" in text and ">>>>>>> B" in text
     assert show(repo, "gitexec/x:shared.txt") == "from-a\n"
+
+
+def test_a_conflicted_path_named_with_a_yaml_line_break_is_recorded_exactly(
+    tmp_path: Path,
+) -> None:
+    """U+0085 (NEL) is a line break to YAML readers: written raw into the ticket file's
+    `result`, the conflicted path read back as another name."""
+    config = "version: 1\nmerge:\n  on_conflict: [fail]\n"
+    name = "shared\x85notes.txt"
+    write = "printf 'from-%s\\n' {} > \"$(printf 'shared\\302\\205notes.txt')\""
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="sleep 0.2; " + write.format("a")),
+            "B": ticket_yaml("B", run="sleep 0.6; " + write.format("b")),
+        },
+        config=config,
+        files={name: "base\n"},
+    )
+    code, _out, _ = run_ok(repo, "--run-id", "x")
+    assert code == 1
+    assert status(repo, "x")["tickets"]["B"]["conflicts"] == [name]
+    ticket = YAML(typ="safe").load(show(repo, "gitexec/x:.gitexec/tickets/B.yaml"))
+    assert ticket["status"] == "conflict"
+    assert ticket["result"]["conflicts"] == [name]
 
 
 def test_rerun_resolves_conflict_on_merged_head(tmp_path: Path) -> None:

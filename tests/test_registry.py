@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from gitexec.registry import write_status
@@ -113,3 +115,33 @@ def test_everything_but_status_and_result_is_kept(text: str) -> None:
     before.pop("status", None)
     before.pop("result", None)
     assert after == before
+
+
+@pytest.mark.parametrize("value", ["line\u2028break", "nel\x85x", "del\x7fx", "bom\ufeffx"])
+def test_values_with_characters_yaml_reads_as_line_breaks_or_refuses_survive(value: str) -> None:
+    text = "id: A\ntitle: x\nstatus: pending\n"
+    out = write_status("A.yaml", text, TicketState.BLOCKED, {"reason": value, "paths": [value]})
+    assert load(out)["result"] == {"reason": value, "paths": [value]}
+    assert out.startswith(text.replace("pending", "blocked"))  # edited, not dumped again
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=12)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(min_size=1, max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*sorted(RESULT), "note", "tokens"]), VALUES))
+def test_any_result_reads_back_as_it_was_written(result: dict[str, object]) -> None:
+    text = "# head\nid: A   # trailing\nstatus: pending  # engine\nresult:\n  run: old\npaths: []\n"
+    out = write_status("A.yaml", text, TicketState.COMPLETED, result)
+    assert load(out)["result"] == result
+    assert out.startswith("# head\nid: A   # trailing\nstatus: completed  # engine\n")
