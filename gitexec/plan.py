@@ -192,6 +192,8 @@ def make_plan(
     default_estimate_s: float,
     measured: Measured = NOT_MEASURED,
     constraints: Constraints | None = None,
+    *,
+    estimate: bool = True,
 ) -> Plan:
     """Group tickets for parallel execution; raise CycleError when the DAG has a cycle.
 
@@ -199,14 +201,18 @@ def make_plan(
     never in the groups or the fingerprint: the groups a run merges in (`merge.order:
     plan`) depend on the tickets alone, not on what this clone happened to run before.
     The estimate simulates the run: with `constraints`, under the scheduler's own rule of
-    what may run side by side; tickets already completed take no time."""
+    what may run side by side; tickets already completed take no time. A run needs only
+    the groups and the critical path: without `estimate` nothing is simulated, the
+    makespan is 0 and the parallelism 1."""
     # Planning allocates millions of small lists and tuples that all stay alive until the
     # end: the cyclic garbage collector would only rescan them (a third of the time at
     # 100,000 tickets).
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _make_plan(tickets, strategy, jobs, default_estimate_s, measured, constraints)
+        return _make_plan(
+            tickets, strategy, jobs, default_estimate_s, measured, constraints, estimate
+        )
     finally:
         if paused:
             gc.enable()
@@ -219,6 +225,7 @@ def _make_plan(
     default_estimate_s: float,
     measured: Measured,
     constraints: Constraints | None,
+    estimate: bool,
 ) -> Plan:
     graph = Graph(tickets)
     order = graph.topological_order()
@@ -253,20 +260,23 @@ def _make_plan(
         )
 
     done = [i for i, t in enumerate(graph.tickets) if t.status is TicketState.COMPLETED]
-    makespan = simulate(
-        graph,
-        est,
-        jobs,
-        key=lambda i: (-prio[i], -learned_rank[i], i),
-        done=done,
-        fits=fit_rule(graph, constraints, jobs),
-    )
     left = list(est)
     for i in done:
         left[i] = 0.0
     total = sum(left)
+    makespan, barrier = 0.0, None
+    if estimate:
+        makespan = simulate(
+            graph,
+            est,
+            jobs,
+            key=lambda i: (-prio[i], -learned_rank[i], i),
+            done=done,
+            fits=fit_rule(graph, constraints, jobs),
+        )
+        barrier = round(barrier_makespan(groups, left, jobs), 1)
     return Plan(
-        barrier_makespan_s=round(barrier_makespan(groups, left, jobs), 1),
+        barrier_makespan_s=barrier,
         strategy=strategy,
         jobs=jobs,
         fingerprint=fingerprint(graph.tickets, default_estimate_s),

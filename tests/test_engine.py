@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from gitexec import plan as plan_module
 from gitexec.gitutil import find_repo
 from gitexec.journal import read_records
 from gitexec.pool import pool_dir
@@ -420,6 +421,33 @@ def test_dry_run_executes_nothing(tmp_path: Path) -> None:
     assert "    2  B          1       1m       3m  A" in out
     assert "estimated wall time 3m; nothing was executed" in out
     assert "gitexec/d" not in git(repo, "branch", "--list", "gitexec/*")
+
+
+def test_a_dry_run_simulates_its_schedule_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's plan needs no makespan estimate: a dry run used to simulate the same
+    schedule twice (40 % of a warm dry run of 10,000 tickets)."""
+    repo = make_project(
+        tmp_path / "r",
+        {
+            "A": ticket_yaml("A", run="true", estimate="1m"),
+            "B": ticket_yaml("B", depends_on=["A"], run="true", estimate="2m"),
+        },
+    )
+    simulated: list[int] = []
+    real = plan_module._list_schedule
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        simulated.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "_list_schedule", counted)
+    code, out, _ = gitexec(repo, "run", "--dry-run", "--run-id", "d")
+    assert code == 0 and "estimated wall time 3m; nothing was executed" in out
+    assert len(simulated) == 1
+    code, out, _ = gitexec(repo, "plan")  # `plan` still estimates
+    assert code == 0 and "makespan_s: 180," in out
 
 
 def test_conflict_ends_as_conflict_with_paths_recorded(tmp_path: Path) -> None:

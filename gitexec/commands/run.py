@@ -158,12 +158,11 @@ def _plan_for(
     request: RunRequest,
     config: Config,
 ) -> Plan:
-    from gitexec.commands.plan import constraints_for
-
-    estimate = project.config.default_estimate_s
+    default_s = project.config.default_estimate_s
     if request.plan_file is None:
-        constraints = constraints_for(config, allow_overlap=request.allow_overlap)
-        return make_plan(tickets, config.strategy, config.jobs, estimate, constraints=constraints)
+        # A run uses the plan's groups and critical path. Its makespan estimate is for
+        # `plan` to show (a dry run simulates the schedule itself, with slot numbers).
+        return make_plan(tickets, config.strategy, config.jobs, default_s, estimate=False)
     path = ws.cwd / request.plan_file
     try:
         text = path.read_text(encoding="utf-8")
@@ -171,7 +170,7 @@ def _plan_for(
         raise UserError(f"cannot read plan {request.plan_file}: {exc.strerror}") from None
     plan, findings = load_plan(request.plan_file, text)
     if plan is not None:
-        findings += check_plan_against(request.plan_file, text, plan, project.tickets, estimate)
+        findings += check_plan_against(request.plan_file, text, plan, project.tickets, default_s)
     if plan is None or findings:
         raise UserError("the plan cannot be used:\n" + "\n".join(map(str, findings)))
     return plan
