@@ -201,9 +201,8 @@ def make_plan(
     never in the groups or the fingerprint: the groups a run merges in (`merge.order:
     plan`) depend on the tickets alone, not on what this clone happened to run before.
     The estimate simulates the run: with `constraints`, under the scheduler's own rule of
-    what may run side by side; tickets already completed take no time. A run needs only
-    the groups and the critical path: without `estimate` nothing is simulated, the
-    makespan is 0 and the parallelism 1."""
+    what may run side by side; tickets already completed take no time. Without `estimate`
+    (a run needs only groups and critical path) nothing is simulated: makespan 0."""
     # Planning allocates millions of small lists and tuples that all stay alive until the
     # end: the cyclic garbage collector would only rescan them (a third of the time at
     # 100,000 tickets).
@@ -266,13 +265,9 @@ def _make_plan(
     total = sum(left)
     makespan, barrier = 0.0, None
     if estimate:
+        rule = fit_rule(graph, constraints, jobs)
         makespan = simulate(
-            graph,
-            est,
-            jobs,
-            key=lambda i: (-prio[i], -learned_rank[i], i),
-            done=done,
-            fits=fit_rule(graph, constraints, jobs),
+            graph, est, jobs, key=lambda i: (-prio[i], -learned_rank[i], i), done=done, fits=rule
         )
         barrier = round(barrier_makespan(groups, left, jobs), 1)
     return Plan(
