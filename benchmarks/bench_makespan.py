@@ -318,7 +318,9 @@ def bench_a(work_dir: Path, seeds: Sequence[int], tickets: int, files: int) -> d
         "seeds": per_seed,
         "ratio": median("ratio"),
         "cpu_s": median("cpu_s"),
-        "engine_busy": median("engine_busy") if all(r["engine_busy"] for r in per_seed) else None,
+        "engine_busy": (
+            median("engine_busy") if all(r["engine_busy"] is not None for r in per_seed) else None
+        ),
         "handoff_ms": median("handoff_ms"),
         "first_start_s": median("first_start_s"),
         "goals": {"ratio": "<= 1.0", "handoff_ms": "<= 25", "first_start_s": "<= 0.2"},
