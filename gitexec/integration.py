@@ -74,13 +74,16 @@ class Integration:
             self.ref, pygit2.Oid(hex=base), False, message=f"gitexec: start run {self.run_id}"
         )
 
-    def moved_here_by_gitexec(self, commit: str) -> bool | None:
-        """Whether the branch's newest reflog entry is gitexec moving it to `commit`; None
-        when the branch keeps no reflog."""
+    def moved_here_by_gitexec(self, commit: str, towards: str | None = None) -> bool | None:
+        """Whether the branch's newest reflog entry is gitexec moving it to `commit`, or from
+        `commit` to `towards` (a write cut short: libgit2 appends the reflog entry before it
+        renames the ref's lock into place); None when the branch keeps no reflog."""
         ref = self.repo.references.get(self.ref)
         for entry in ref.log() if ref is not None else ():
             # A move without a message (`git update-ref` alone) has None for one.
-            return str(entry.oid_new) == commit and (entry.message or "").startswith("gitexec:")
+            new, old = str(entry.oid_new), str(entry.oid_old)
+            here = new == commit or (towards is not None and (old, new) == (commit, towards))
+            return here and (entry.message or "").startswith("gitexec:")
         return None
 
     def move(self, old: str, new: str, reason: str) -> None:

@@ -153,11 +153,12 @@ def reconcile_head(state: RunState, integration: Integration, onto: str | None =
 
 def cut_off(state: RunState, integration: Integration, current: str) -> bool:
     """The branch is where the engine left it, behind moves its journal made: at a head the
-    journal named earlier, put there by gitexec (as its reflog says; without one, only the
-    start of the last move counts). Someone who moved it back there is not mistaken for it."""
+    journal named earlier, put there by gitexec or left there by its move to the journal's
+    head that the crash cut short (as its reflog says; without one, only the start of the
+    last move counts). Someone who moved it back there is not mistaken for it."""
     if current not in state.earlier_heads:
         return False
-    by_gitexec = integration.moved_here_by_gitexec(current)
+    by_gitexec = integration.moved_here_by_gitexec(current, towards=state.head)
     return by_gitexec if by_gitexec is not None else current == state.head_before
 
 

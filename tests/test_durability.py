@@ -369,6 +369,28 @@ def test_resume_finishes_moving_the_branch_over_merges_the_crash_cut_off(tmp_pat
     assert [st["tickets"][t]["attempts"] for t in ("A1", "A2")] == [1, 1]  # merged once
 
 
+@pytest.mark.parametrize("validate", [[], ["--validate-state"]])
+def test_resume_finishes_a_branch_write_the_crash_cut_short(
+    tmp_path: Path, validate: list[str]
+) -> None:
+    """Killed inside the branch's write: libgit2 had appended the reflog entry of the move
+    but not yet renamed its lock file into place, so the branch is still at the move's
+    start while its reflog names the journal's head (found by kill_resume.py)."""
+    repo, gate = killed_with_two_merges(tmp_path)
+    ref = repo / ".git" / "refs" / "heads" / "gitexec" / "cut"
+    head = git(repo, "rev-parse", "gitexec/cut").strip()
+    before = git(repo, "rev-parse", "gitexec/cut@{1}").strip()
+    ref.write_text(before + "\n")  # as the crash left it: the lock holds the new head
+    ref.with_name("cut.lock").write_text(head + "\n")
+    gate.touch()
+    code, out, err = gitexec(repo, "resume", "--run", "cut", *validate, "--no-monitor")
+    assert code == 0, out + err
+    assert sorted(first_parent_tickets(repo, "gitexec/cut")) == ["A1", "A2", "B", "C"]
+    st = status(repo, "cut")
+    assert st["state"] == "completed"
+    assert [st["tickets"][t]["attempts"] for t in ("A1", "A2")] == [1, 1]  # merged once
+
+
 @pytest.mark.parametrize("message", [["-m", "reset by hand"], []])
 def test_a_branch_someone_put_back_on_an_earlier_head_is_not_taken_for_a_cut_off_move(
     tmp_path: Path, message: list[str]
